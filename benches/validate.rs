@@ -1,1 +1,95 @@
-fn main() {}
+//! Front-end speed: `xp validate` on a generated 10,000-line experiment file (many experiments,
+//! each with templates, a sweep and every kind of node), measured as the median of repeated
+//! runs. Run with `cargo bench --bench validate`.
+
+use std::time::{Duration, Instant};
+
+use xp::validate::validate_text;
+
+/// About `lines` lines of valid experiments.
+fn generate(lines: usize) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while out.lines().count() < lines {
+        out.push_str(&format!(
+            r#"experiment "bench-{i}" {{
+    description "generated experiment {i}"
+    seed {i}
+    objective "val/loss" "minimize"
+    model "llama" {{
+        layers 2; heads 4; dim 128; context 64
+    }}
+    lora rank="{{{{ rank }}}}" alpha="{{{{ rank * 2 }}}}" dropout=0.05 {{
+        targets "q_proj" "v_proj"
+    }}
+    data "modular-addition" modulus=97 train-fraction=0.5
+    vars {{
+        total 1000
+    }}
+    train {{
+        steps "{{{{ total }}}}"
+        batch-size 64
+        optimizer "adamw" lr="{{{{ lr }}}}" weight-decay=0.1 beta2=0.98
+        schedule "cosine" warmup-ratio=0.1 min-lr-ratio=0.1
+        grad-clip 1.0
+        eval every=100 batches=8
+        checkpoint every=500 keep=2
+    }}
+    sweep {{
+        grid {{
+            lr 1e-3 3e-3 1e-2
+            rank 4 8 16
+        }}
+        exclude lr=1e-2 rank=16
+        repeat 2
+    }}
+    name "r{{{{ rank }}}}-lr{{{{ lr }}}}-s{{{{ seed }}}}"
+}}
+"#
+        ));
+        i += 1;
+    }
+    out
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn main() {
+    let text = generate(10_000);
+    let lines = text.lines().count();
+    let checked = validate_text("bench.kdl", &text);
+    assert!(
+        checked.diags.is_empty(),
+        "the generated file must be valid: {:?}",
+        checked.diags.iter().next()
+    );
+
+    let mut samples = Vec::new();
+    for _ in 0..11 {
+        let start = Instant::now();
+        let checked = validate_text("bench.kdl", &text);
+        samples.push(start.elapsed());
+        std::hint::black_box(checked);
+    }
+    let parse: Vec<Duration> = (0..11)
+        .map(|_| {
+            let start = Instant::now();
+            std::hint::black_box(kdl::KdlDocument::parse(&text).ok());
+            start.elapsed()
+        })
+        .collect();
+    let total = median(samples);
+    let parse = median(parse);
+    println!("validate: {lines} lines, {} bytes", text.len());
+    println!(
+        "  parse (kdl)      median {:>8.1} ms",
+        parse.as_secs_f64() * 1e3
+    );
+    println!(
+        "  parse + check    median {:>8.1} ms",
+        total.as_secs_f64() * 1e3
+    );
+}

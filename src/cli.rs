@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::commands;
 
 #[derive(Debug, Parser)]
-#[command(name = "xp", version, about = "A declarative experiment runner for machine-learning research")]
+#[command(
+    name = "xp",
+    version,
+    about = "A declarative experiment runner for machine-learning research"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -37,8 +37,15 @@ pub struct Diagnostics {
 }
 
 impl Diagnostics {
-    pub fn push(&mut self, source: Option<SourceId>, diag: impl Diagnostic + Send + Sync + 'static) {
-        self.items.push(Diag { source, inner: Box::new(diag) });
+    pub fn push(
+        &mut self,
+        source: Option<SourceId>,
+        diag: impl Diagnostic + Send + Sync + 'static,
+    ) {
+        self.items.push(Diag {
+            source,
+            inner: Box::new(diag),
+        });
     }
 
     pub fn extend(&mut self, other: Diagnostics) {
@@ -70,13 +77,20 @@ impl Diagnostics {
     }
 
     fn count(&self, severity: Severity) -> usize {
-        self.items.iter().filter(|d| d.severity() == severity).count()
+        self.items
+            .iter()
+            .filter(|d| d.severity() == severity)
+            .count()
     }
 
     /// Orders diagnostics by file, then by position, keeping the discovery order of ties.
     pub fn sort(&mut self) {
         self.items.sort_by_key(|d| {
-            let offset = d.inner.labels().and_then(|mut l| l.next()).map_or(0, |l| l.offset());
+            let offset = d
+                .inner
+                .labels()
+                .and_then(|mut l| l.next())
+                .map_or(0, |l| l.offset());
             (d.source, offset)
         });
     }
@@ -92,12 +106,19 @@ impl Diagnostics {
     }
 
     pub fn to_json(&self, sources: &Sources) -> Vec<JsonDiagnostic> {
-        self.items.iter().map(|d| JsonDiagnostic::new(d, sources)).collect()
+        self.items
+            .iter()
+            .map(|d| JsonDiagnostic::new(d, sources))
+            .collect()
     }
 }
 
 pub fn plural(n: usize, word: &str) -> String {
-    if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
 }
 
 /// The stable machine-readable form of a diagnostic.

@@ -12,7 +12,10 @@ use crate::source::{self, ReadFailure, Source, SourceId, Sources};
 #[derive(Debug, Error, Diagnostic)]
 pub enum LoadError {
     #[error("cannot read `{path}`: {reason}")]
-    #[diagnostic(code("xp::load::unreadable"), help("check the path; paths in an experiment are relative to the file that names them"))]
+    #[diagnostic(
+        code("xp::load::unreadable"),
+        help("check the path; paths in an experiment are relative to the file that names them")
+    )]
     Unreadable { path: String, reason: String },
 
     #[error("`{path}` is not UTF-8 text")]
@@ -45,7 +48,13 @@ pub fn load(path: &Path, sources: &mut Sources, diags: &mut Diagnostics) -> Opti
             let text = String::from_utf8_lossy(&bytes).into_owned();
             let offset = String::from_utf8_lossy(&bytes[..valid_up_to.min(bytes.len())]).len();
             let id = sources.add(Source::new(name.clone(), Some(path.to_path_buf()), text));
-            diags.push(Some(id), LoadError::NotUtf8 { path: name, span: (offset, 1).into() });
+            diags.push(
+                Some(id),
+                LoadError::NotUtf8 {
+                    path: name,
+                    span: (offset, 1).into(),
+                },
+            );
             None
         }
     }

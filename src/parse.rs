@@ -25,10 +25,12 @@ pub enum ParseError {
     #[diagnostic(
         code("xp::parse::kdl-v1"),
         severity(Warning),
-        help("in KDL v2, write #true, #false and #null, and quote strings that are not identifiers")
+        help(
+            "in KDL v2, write #true, #false and #null, and quote strings that are not identifiers"
+        )
     )]
     KdlV1 {
-        #[label("parsed as KDL v1")]
+        #[label("not KDL v2")]
         span: SourceSpan,
     },
 }
@@ -40,15 +42,24 @@ pub fn parse(text: &str, source: SourceId, diags: &mut Diagnostics) -> Option<Kd
         Err(e) => e,
     };
     if let Ok(doc) = KdlDocument::parse_v1(text) {
-        let first_line = text.find('\n').unwrap_or(text.len());
-        diags.push(Some(source), ParseError::KdlV1 { span: (0, first_line).into() });
+        let first = v2_error.diagnostics.first();
+        let span = first.map_or((0, 0).into(), |d| {
+            narrow(text, d.span, d.message.as_deref())
+        });
+        diags.push(Some(source), ParseError::KdlV1 { span });
         return Some(doc);
     }
     for d in v2_error.diagnostics {
         let span = narrow(text, d.span, d.message.as_deref());
-        let bare_keyword = word_at(text, span.offset()).filter(|w| matches!(*w, "true" | "false" | "null"));
+        let bare_keyword =
+            word_at(text, span.offset()).filter(|w| matches!(*w, "true" | "false" | "null"));
+        let dangling_dot = d
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("after the '.' of a float"));
         let help = match bare_keyword {
             Some(word) => Some(format!("KDL v2 writes `{word}` as `#{word}`")),
+            None if dangling_dot => Some("write a digit after the dot, e.g. `1.0`".to_owned()),
             None => d.help,
         };
         diags.push(
@@ -72,8 +83,10 @@ fn narrow(text: &str, span: SourceSpan, message: Option<&str>) -> SourceSpan {
     let end = (start + span.len()).min(text.len());
     let region = &text[start..end];
     if message.is_some_and(|m| m.contains("after the '.' of a float")) {
+        // The span ends at the dot; search backwards so a comment earlier in the file that
+        // happens to contain `1.` is not taken for the culprit.
         let bytes = region.as_bytes();
-        for i in 1..bytes.len() {
+        for i in (1..bytes.len()).rev() {
             let next_is_digit = bytes.get(i + 1).is_some_and(u8::is_ascii_digit);
             if bytes[i] == b'.' && bytes[i - 1].is_ascii_digit() && !next_is_digit {
                 let token_start = region[..i]
@@ -92,14 +105,19 @@ fn narrow(text: &str, span: SourceSpan, message: Option<&str>) -> SourceSpan {
 
 fn word_at(text: &str, offset: usize) -> Option<&str> {
     let rest = text.get(offset..)?;
-    let end = rest.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(rest.len());
+    let end = rest
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .unwrap_or(rest.len());
     Some(&rest[..end])
 }
 
 /// The span of an entry's value alone (kdl spans cover `key=value`).
 pub fn value_span(entry: &KdlEntry) -> SourceSpan {
     let span = entry.span();
-    let repr_len = entry.format().map_or(span.len(), |f| f.value_repr.len()).min(span.len());
+    let repr_len = entry
+        .format()
+        .map_or(span.len(), |f| f.value_repr.len())
+        .min(span.len());
     (span.offset() + span.len() - repr_len, repr_len).into()
 }
 
@@ -113,7 +131,8 @@ pub fn key_span(entry: &KdlEntry) -> SourceSpan {
 pub fn string_content_offset(entry: &KdlEntry) -> Option<usize> {
     let s = entry.value().as_string()?;
     let repr = &entry.format()?.value_repr;
-    let quoted = repr.len() == s.len() + 2 && repr.starts_with('"') && &repr[1..repr.len() - 1] == s;
+    let quoted =
+        repr.len() == s.len() + 2 && repr.starts_with('"') && &repr[1..repr.len() - 1] == s;
     quoted.then(|| value_span(entry).offset() + 1)
 }
 
@@ -124,12 +143,17 @@ pub fn args(node: &KdlNode) -> impl Iterator<Item = &KdlEntry> {
 
 /// The node's properties (entries with a name), in order.
 pub fn props(node: &KdlNode) -> impl Iterator<Item = (&str, &KdlEntry)> {
-    node.entries().iter().filter_map(|e| e.name().map(|k| (k.value(), e)))
+    node.entries()
+        .iter()
+        .filter_map(|e| e.name().map(|k| (k.value(), e)))
 }
 
 /// The last property of that name (KDL's rule when a key repeats).
 pub fn prop<'a>(node: &'a KdlNode, name: &str) -> Option<&'a KdlEntry> {
-    props(node).filter(|(k, _)| *k == name).map(|(_, e)| e).last()
+    props(node)
+        .filter(|(k, _)| *k == name)
+        .map(|(_, e)| e)
+        .last()
 }
 
 pub fn children(node: &KdlNode) -> &[KdlNode] {

@@ -5,7 +5,9 @@ use std::fmt;
 use std::io::IsTerminal;
 use std::sync::Arc;
 
-use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceCode};
+use miette::{
+    Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceCode,
+};
 
 use crate::diagnostic::{Diag, Diagnostics};
 use crate::source::Sources;
@@ -21,13 +23,22 @@ impl Renderer {
     /// A renderer for a stream; `terminal` says whether it is one.
     pub fn new(terminal: bool) -> Self {
         let colour = terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-        let theme = if colour { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
+        let theme = if colour {
+            GraphicalTheme::unicode()
+        } else {
+            GraphicalTheme::unicode_nocolor()
+        };
         let width = if terminal {
-            std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(PLAIN_WIDTH)
+            std::env::var("COLUMNS")
+                .ok()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(PLAIN_WIDTH)
         } else {
             PLAIN_WIDTH
         };
-        Renderer { handler: GraphicalReportHandler::new_themed(theme).with_width(width) }
+        Renderer {
+            handler: GraphicalReportHandler::new_themed(theme).with_width(width),
+        }
     }
 
     pub fn for_stdout() -> Self {

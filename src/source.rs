@@ -24,7 +24,12 @@ impl Source {
         let text: String = text.into();
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        Source { name: name.into(), path, text: Arc::new(text), line_starts }
+        Source {
+            name: name.into(),
+            path,
+            text: Arc::new(text),
+            line_starts,
+        }
     }
 
     /// 1-based line and column (in characters) of a byte offset.
@@ -32,7 +37,10 @@ impl Source {
         let offset = offset.min(self.text.len());
         let line = self.line_starts.partition_point(|&s| s <= offset) - 1;
         let start = self.line_starts[line];
-        let col = self.text.get(start..offset).map_or(offset - start, |s| s.chars().count());
+        let col = self
+            .text
+            .get(start..offset)
+            .map_or(offset - start, |s| s.chars().count());
         (line + 1, col + 1)
     }
 
@@ -80,5 +88,7 @@ pub enum ReadFailure {
 /// Reads a file as UTF-8 text.
 pub fn read(path: &Path) -> Result<String, ReadFailure> {
     let bytes = std::fs::read(path).map_err(ReadFailure::Io)?;
-    String::from_utf8(bytes).map_err(|e| ReadFailure::NotUtf8 { valid_up_to: e.utf8_error().valid_up_to() })
+    String::from_utf8(bytes).map_err(|e| ReadFailure::NotUtf8 {
+        valid_up_to: e.utf8_error().valid_up_to(),
+    })
 }

@@ -2,7 +2,10 @@
 
 /// The candidate closest to `written`, if it is close enough to be a plausible typo.
 /// Case and `_`/`-` differences count as exact matches (`weight_decay` → `weight-decay`).
-pub fn suggest<'a>(written: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn suggest<'a>(
+    written: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let norm = |s: &str| s.to_ascii_lowercase().replace('_', "-");
     let written_norm = norm(written);
     let limit = match written.chars().count() {
@@ -21,7 +24,9 @@ pub fn suggest<'a>(written: &str, candidates: impl IntoIterator<Item = &'a str>)
         } else {
             strsim::damerau_levenshtein(&written_norm, &norm(candidate))
         };
-        if distance <= limit.max(usize::from(distance == 0)) && best.is_none_or(|(d, _)| distance < d) {
+        if distance <= limit.max(usize::from(distance == 0))
+            && best.is_none_or(|(d, _)| distance < d)
+        {
             best = Some((distance, candidate));
         }
     }
@@ -30,7 +35,11 @@ pub fn suggest<'a>(written: &str, candidates: impl IntoIterator<Item = &'a str>)
 
 /// `a, b, c` with backticks, for listing what is allowed.
 pub fn list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
-    items.into_iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+    items
+        .into_iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeSet;
 
-use minijinja::{Environment, UndefinedBehavior};
 use miette::{Diagnostic, SourceSpan};
+use minijinja::{Environment, UndefinedBehavior};
 use thiserror::Error;
 
 use crate::suggest::{list, suggest};
@@ -31,7 +31,9 @@ pub enum TemplateError {
     #[error("templates are not allowed here")]
     #[diagnostic(
         code("xp::template::not-allowed"),
-        help("this value is read before templates are expanded; write it literally (derived values belong in `vars`)")
+        help(
+            "this value is read before templates are expanded; write it literally (derived values belong in `vars`)"
+        )
     )]
     NotAllowed {
         #[label("a template")]
@@ -97,14 +99,27 @@ pub fn check(
     errors: &mut Vec<TemplateError>,
 ) -> BTreeSet<String> {
     let (base, vars) = match sole_expression(text) {
-        Some((offset, expr)) => (offset, env.compile_expression(expr).map(|e| e.undeclared_variables(false))),
-        None => (0, env.template_from_str(text).map(|t| t.undeclared_variables(false))),
+        Some((offset, expr)) => (
+            offset,
+            env.compile_expression(expr)
+                .map(|e| e.undeclared_variables(false)),
+        ),
+        None => (
+            0,
+            env.template_from_str(text)
+                .map(|t| t.undeclared_variables(false)),
+        ),
     };
     let vars: BTreeSet<String> = match vars {
-        Ok(v) => v.into_iter().filter(|name| env.globals().all(|(g, _)| g != name)).collect(),
+        Ok(v) => v
+            .into_iter()
+            .filter(|name| env.globals().all(|(g, _)| g != name))
+            .collect(),
         Err(e) => {
             errors.push(TemplateError::Syntax {
-                message: e.detail().map_or_else(|| e.kind().to_string(), str::to_owned),
+                message: e
+                    .detail()
+                    .map_or_else(|| e.kind().to_string(), str::to_owned),
                 span: at.span(e.range(), base),
             });
             return BTreeSet::new();
@@ -119,10 +134,17 @@ pub fn check(
                 read.insert(s.to_owned());
                 format!("did you mean `{s}`?")
             }
-            None if scope.names.is_empty() => "this experiment has no sweep axes or vars; add one, or write the value literally".into(),
+            None if scope.names.is_empty() => {
+                "this experiment has no sweep axes or vars; add one, or write the value literally"
+                    .into()
+            }
             None => format!("the variables here are: {}", list(known)),
         };
-        errors.push(TemplateError::UnknownVariable { name: name.clone(), span: variable_span(text, name, at, base), help });
+        errors.push(TemplateError::UnknownVariable {
+            name: name.clone(),
+            span: variable_span(text, name, at, base),
+            help,
+        });
     }
     read
 }
@@ -131,10 +153,13 @@ pub fn check(
 fn variable_span(text: &str, name: &str, at: Location, base: usize) -> SourceSpan {
     let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     let bytes = text.as_bytes();
-    let found = text[base..].match_indices(name).map(|(i, _)| i + base).find(|&i| {
-        let before = i.checked_sub(1).map(|j| bytes[j]);
-        let after = bytes.get(i + name.len()).copied();
-        !before.is_some_and(is_word) && !after.is_some_and(is_word)
-    });
+    let found = text[base..]
+        .match_indices(name)
+        .map(|(i, _)| i + base)
+        .find(|&i| {
+            let before = i.checked_sub(1).map(|j| bytes[j]);
+            let after = bytes.get(i + name.len()).copied();
+            !before.is_some_and(is_word) && !after.is_some_and(is_word)
+        });
     at.span(found.map(|i| i - base..i - base + name.len()), base)
 }

@@ -36,15 +36,41 @@ pub fn validate_files(paths: &[PathBuf]) -> Checked {
 /// Checks experiment text that did not come from a file (tests, the library API).
 pub fn validate_text(name: &str, text: &str) -> Checked {
     let mut out = Checked::default();
-    let id = out.sources.add(crate::source::Source::new(name, None, text));
+    let id = out
+        .sources
+        .add(crate::source::Source::new(name, None, text));
     check_source(id, &mut out);
+    out.diags.sort();
+    out
+}
+
+/// Checks a schema written in the dialect against the meta-schema.
+pub fn validate_schema_text(name: &str, text: &str) -> Checked {
+    let mut out = Checked::default();
+    let id = out
+        .sources
+        .add(crate::source::Source::new(name, None, text));
+    if let Some(doc) = parse::parse(text, id, &mut out.diags) {
+        let meta = match schema::load(schema::META_SOURCE) {
+            Ok(meta) => meta,
+            Err(e) => unreachable!("the embedded meta-schema is invalid: {e}"),
+        };
+        let options = check::Options {
+            allow_when: false,
+            scope_of: |_| crate::template::Scope::default(),
+        };
+        check::check(&doc, &meta, &options, id, &mut out.diags);
+        out.documents.push((id, doc));
+    }
     out.diags.sort();
     out
 }
 
 fn check_source(id: SourceId, out: &mut Checked) {
     let text = out.sources.get(id).text.clone();
-    let Some(doc) = parse::parse(&text, id, &mut out.diags) else { return };
+    let Some(doc) = parse::parse(&text, id, &mut out.diags) else {
+        return;
+    };
     let options = check::experiment::options();
     let findings = check::check(&doc, schema::experiment(), &options, id, &mut out.diags);
     for e in check::experiment::check(&doc, &findings) {

@@ -27,16 +27,21 @@ pub enum CheckError {
     },
 
     #[error("`{node}` takes {expected}")]
-    #[diagnostic(code("xp::schema::unexpected-argument"), help("remove the extra value, or make it a property `name=value`"))]
+    #[diagnostic(code("xp::schema::unexpected-argument"))]
     UnexpectedArgument {
         node: String,
         expected: String,
         #[label("unexpected argument")]
         span: SourceSpan,
+        #[help]
+        help: String,
     },
 
     #[error("`{node}` takes no child nodes")]
-    #[diagnostic(code("xp::schema::unexpected-children"), help("remove the `{{ … }}` block"))]
+    #[diagnostic(
+        code("xp::schema::unexpected-children"),
+        help("remove the `{{ … }}` block")
+    )]
     UnexpectedChildren {
         node: String,
         #[label("unexpected children")]
@@ -118,7 +123,10 @@ pub enum CheckError {
     },
 
     #[error("`{name}` is given more than once {context}")]
-    #[diagnostic(code("xp::schema::duplicate-node"), help("keep one; settings are not merged"))]
+    #[diagnostic(
+        code("xp::schema::duplicate-node"),
+        help("keep one; settings are not merged")
+    )]
     DuplicateNode {
         name: String,
         context: String,
@@ -129,7 +137,11 @@ pub enum CheckError {
     },
 
     #[error("property `{name}` is given more than once; the last one counts")]
-    #[diagnostic(code("xp::schema::duplicate-property"), severity(Warning), help("remove one of them"))]
+    #[diagnostic(
+        code("xp::schema::duplicate-property"),
+        severity(Warning),
+        help("remove one of them")
+    )]
     DuplicateProperty {
         name: String,
         #[label("first here")]
@@ -149,7 +161,11 @@ pub enum CheckError {
     },
 
     #[error("type annotation `({annotation})` is ignored")]
-    #[diagnostic(code("xp::schema::ignored-annotation"), severity(Warning), help("the schema decides each value's type; remove the annotation"))]
+    #[diagnostic(
+        code("xp::schema::ignored-annotation"),
+        severity(Warning),
+        help("the schema decides each value's type; remove the annotation")
+    )]
     IgnoredAnnotation {
         annotation: String,
         #[label("ignored")]

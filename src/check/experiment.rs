@@ -16,7 +16,10 @@ use crate::template::Scope;
 #[derive(Debug, Error, Diagnostic)]
 pub enum ExperimentError {
     #[error("axis `{name}` is declared twice")]
-    #[diagnostic(code("xp::sweep::duplicate-axis"), help("an axis belongs to one grid, zip or random block"))]
+    #[diagnostic(
+        code("xp::sweep::duplicate-axis"),
+        help("an axis belongs to one grid, zip or random block")
+    )]
     DuplicateAxis {
         name: String,
         #[label("first here")]
@@ -46,7 +49,11 @@ pub enum ExperimentError {
     },
 
     #[error("var `{name}` is never used")]
-    #[diagnostic(code("xp::vars::unused"), severity(Warning), help("remove it, or use it in a template: \"{{{{ {name} }}}}\""))]
+    #[diagnostic(
+        code("xp::vars::unused"),
+        severity(Warning),
+        help("remove it, or use it in a template: \"{{{{ {name} }}}}\"")
+    )]
     UnusedVar {
         name: String,
         #[label("unused")]
@@ -54,7 +61,10 @@ pub enum ExperimentError {
     },
 
     #[error("experiment `{name}` is defined twice in this file")]
-    #[diagnostic(code("xp::experiment::duplicate-name"), help("experiments write to runs/<name>/; give each a different name"))]
+    #[diagnostic(
+        code("xp::experiment::duplicate-name"),
+        help("experiments write to runs/<name>/; give each a different name")
+    )]
     DuplicateExperiment {
         name: String,
         #[label("first here")]
@@ -66,16 +76,26 @@ pub enum ExperimentError {
 
 /// Check options for experiment files.
 pub fn options() -> Options {
-    Options { allow_when: true, scope_of: scope }
+    Options {
+        allow_when: true,
+        scope_of: scope,
+    }
 }
 
 /// An experiment's sweep axes, in declaration order, with the span of each name.
 pub fn axes(experiment: &KdlNode) -> Vec<(String, SourceSpan)> {
     let mut out = Vec::new();
-    for sweep in children(experiment).iter().filter(|n| n.name().value() == "sweep") {
+    for sweep in children(experiment)
+        .iter()
+        .filter(|n| n.name().value() == "sweep")
+    {
         for block in children(sweep) {
             if matches!(block.name().value(), "grid" | "zip" | "random") {
-                out.extend(children(block).iter().map(|a| (a.name().value().to_owned(), a.name().span())));
+                out.extend(
+                    children(block)
+                        .iter()
+                        .map(|a| (a.name().value().to_owned(), a.name().span())),
+                );
             }
         }
     }
@@ -107,17 +127,17 @@ pub fn check(doc: &KdlDocument, findings: &Findings) -> Vec<ExperimentError> {
         if experiment.name().value() != "experiment" {
             continue;
         }
-        if let Some(entry) = experiment.entries().first().filter(|e| e.name().is_none()) {
-            if let Some(name) = entry.value().as_string() {
-                match names.get(name) {
-                    Some(first) => errors.push(ExperimentError::DuplicateExperiment {
-                        name: name.to_owned(),
-                        first: *first,
-                        second: entry.span(),
-                    }),
-                    None => {
-                        names.insert(name, entry.span());
-                    }
+        if let Some(entry) = experiment.entries().first().filter(|e| e.name().is_none())
+            && let Some(name) = entry.value().as_string()
+        {
+            match names.get(name) {
+                Some(first) => errors.push(ExperimentError::DuplicateExperiment {
+                    name: name.to_owned(),
+                    first: *first,
+                    second: entry.span(),
+                }),
+                None => {
+                    names.insert(name, entry.span());
                 }
             }
         }
@@ -126,12 +146,21 @@ pub fn check(doc: &KdlDocument, findings: &Findings) -> Vec<ExperimentError> {
     errors
 }
 
-fn check_experiment(experiment: &KdlNode, top: usize, findings: &Findings, errors: &mut Vec<ExperimentError>) {
+fn check_experiment(
+    experiment: &KdlNode,
+    top: usize,
+    findings: &Findings,
+    errors: &mut Vec<ExperimentError>,
+) {
     let axes = axes(experiment);
     let mut declared: BTreeMap<&str, SourceSpan> = BTreeMap::new();
     for (name, span) in &axes {
         match declared.get(name.as_str()) {
-            Some(first) => errors.push(ExperimentError::DuplicateAxis { name: name.clone(), first: *first, second: *span }),
+            Some(first) => errors.push(ExperimentError::DuplicateAxis {
+                name: name.clone(),
+                first: *first,
+                second: *span,
+            }),
             None => {
                 declared.insert(name, *span);
             }
@@ -144,12 +173,21 @@ fn check_experiment(experiment: &KdlNode, top: usize, findings: &Findings, error
     let var_reads: BTreeMap<&str, BTreeSet<&str>> = uses
         .iter()
         .filter(|t| t.path.get(1).is_some_and(|p| p == "vars"))
-        .filter_map(|t| t.path.get(2).map(|v| (v.as_str(), t.vars.iter().map(String::as_str).collect())))
+        .filter_map(|t| {
+            t.path
+                .get(2)
+                .map(|v| (v.as_str(), t.vars.iter().map(String::as_str).collect()))
+        })
         .collect();
     let mut used: BTreeSet<&str> = BTreeSet::new();
     let mut stack: Vec<&str> = uses
         .iter()
-        .filter(|t| !matches!(t.path.get(1).map(String::as_str), Some("name" | "vars" | "sweep")))
+        .filter(|t| {
+            !matches!(
+                t.path.get(1).map(String::as_str),
+                Some("name" | "vars" | "sweep")
+            )
+        })
         .flat_map(|t| t.vars.iter().map(String::as_str))
         .collect();
     while let Some(name) = stack.pop() {
@@ -167,14 +205,24 @@ fn check_experiment(experiment: &KdlNode, top: usize, findings: &Findings, error
         }
     }
     for (name, span) in vars(experiment) {
-        if !used.contains(name.as_str()) && !uses.iter().any(|t| t.path.get(1).is_some_and(|p| p == "name") && t.vars.contains(&name)) {
+        if !used.contains(name.as_str())
+            && !uses
+                .iter()
+                .any(|t| t.path.get(1).is_some_and(|p| p == "name") && t.vars.contains(&name))
+        {
             errors.push(ExperimentError::UnusedVar { name, span });
         }
     }
 
     let known: Vec<&str> = declared.keys().copied().collect();
-    for sweep in children(experiment).iter().filter(|n| n.name().value() == "sweep") {
-        for block in children(sweep).iter().filter(|b| matches!(b.name().value(), "exclude" | "include")) {
+    for sweep in children(experiment)
+        .iter()
+        .filter(|n| n.name().value() == "sweep")
+    {
+        for block in children(sweep)
+            .iter()
+            .filter(|b| matches!(b.name().value(), "exclude" | "include"))
+        {
             for (name, entry) in props(block) {
                 if name == "when" || declared.contains_key(name) {
                     continue;
@@ -185,7 +233,11 @@ fn check_experiment(experiment: &KdlNode, top: usize, findings: &Findings, error
                     None => format!("the axes are: {}", list(known.iter().copied())),
                 };
                 let span = entry.name().map_or(entry.span(), |k| k.span());
-                errors.push(ExperimentError::UnknownAxis { name: name.to_owned(), span, help });
+                errors.push(ExperimentError::UnknownAxis {
+                    name: name.to_owned(),
+                    span,
+                    help,
+                });
             }
         }
     }

@@ -45,7 +45,13 @@ pub struct Findings {
 }
 
 /// Checks a document, pushing diagnostics for `source`.
-pub fn check(doc: &KdlDocument, schema: &Schema, options: &Options, source: SourceId, diags: &mut Diagnostics) -> Findings {
+pub fn check(
+    doc: &KdlDocument,
+    schema: &Schema,
+    options: &Options,
+    source: SourceId,
+    diags: &mut Diagnostics,
+) -> Findings {
     let mut checker = Checker {
         schema,
         options,
@@ -57,7 +63,11 @@ pub fn check(doc: &KdlDocument, schema: &Schema, options: &Options, source: Sour
         path: Vec::new(),
         top: 0,
     };
-    let view = View { base: &schema.document, variant: None, union: false };
+    let view = View {
+        base: &schema.document,
+        variant: None,
+        union: false,
+    };
     checker.check_children(doc.nodes(), &view, None);
     for e in checker.errors {
         diags.push(Some(source), e);
@@ -101,7 +111,10 @@ impl<'a> View<'a> {
 
     fn prop(&self, name: &str) -> Option<&'a ValueSpec> {
         let bodies = self.bodies();
-        bodies.iter().find_map(|b| b.prop(name)).or_else(|| bodies.iter().find_map(|b| b.wildcard_prop()))
+        bodies
+            .iter()
+            .find_map(|b| b.prop(name))
+            .or_else(|| bodies.iter().find_map(|b| b.wildcard_prop()))
     }
 
     fn node(&self, name: &str) -> Option<&'a NodeSpec> {
@@ -114,15 +127,24 @@ impl<'a> View<'a> {
 
     fn args(&self) -> Vec<&'a ValueSpec> {
         let own = self.base.args.iter().filter(|a| !a.tag);
-        own.chain(self.variant.iter().flat_map(|v| v.body.args.iter())).collect()
+        own.chain(self.variant.iter().flat_map(|v| v.body.args.iter()))
+            .collect()
     }
 
     fn prop_names(&self) -> Vec<&'a str> {
-        self.bodies().iter().flat_map(|b| b.props.iter().filter_map(|p| p.name.as_deref())).filter(|n| *n != "*").collect()
+        self.bodies()
+            .iter()
+            .flat_map(|b| b.props.iter().filter_map(|p| p.name.as_deref()))
+            .filter(|n| *n != "*")
+            .collect()
     }
 
     fn node_names(&self) -> Vec<&'a str> {
-        self.bodies().iter().flat_map(|b| b.nodes.iter().map(|n| n.name.as_str())).filter(|n| *n != "*").collect()
+        self.bodies()
+            .iter()
+            .flat_map(|b| b.nodes.iter().map(|n| n.name.as_str()))
+            .filter(|n| *n != "*")
+            .collect()
     }
 
     fn has_children(&self) -> bool {
@@ -169,7 +191,10 @@ impl<'a> Checker<'a> {
                 let help = match guess {
                     Some(g) => Some(format!("did you mean `{g}`?")),
                     None if candidates.is_empty() => None,
-                    None => Some(format!("the settings here are: {}", list(candidates.iter().copied()))),
+                    None => Some(format!(
+                        "the settings here are: {}",
+                        list(candidates.iter().copied())
+                    )),
                 };
                 self.errors.push(CheckError::UnknownNode {
                     name: name.to_owned(),
@@ -213,7 +238,11 @@ impl<'a> Checker<'a> {
                     parent: parent_name,
                     what: format!("a `{}` node", spec.name),
                     span,
-                    help: self.schema.body(spec).tag().map(|_| kinds_help(self.schema.body(spec))),
+                    help: self
+                        .schema
+                        .body(spec)
+                        .tag()
+                        .map(|_| kinds_help(self.schema.body(spec))),
                 });
             }
         }
@@ -228,10 +257,17 @@ impl<'a> Checker<'a> {
         let body = self.schema.body(spec);
         let node_name = node.name().value();
         if let Some(ty) = node.ty() {
-            self.errors.push(CheckError::IgnoredAnnotation { annotation: ty.value().to_owned(), span: ty.span() });
+            self.errors.push(CheckError::IgnoredAnnotation {
+                annotation: ty.value().to_owned(),
+                span: ty.span(),
+            });
         }
         let mut positional: Vec<&KdlEntry> = args(node).collect();
-        let mut view = View { base: body, variant: None, union: false };
+        let mut view = View {
+            base: body,
+            variant: None,
+            union: false,
+        };
         if let Some(tag) = body.tag() {
             if positional.is_empty() {
                 match tag.default.first().and_then(KdlValue::as_string) {
@@ -263,10 +299,21 @@ impl<'a> Checker<'a> {
                         }
                         None => {
                             let names = body.variants.iter().map(|v| v.name.as_str());
-                            let guess = suggest(s, names.clone().chain(body.variants.iter().flat_map(|v| v.aliases.iter().map(String::as_str))));
+                            let guess = suggest(
+                                s,
+                                names.clone().chain(
+                                    body.variants
+                                        .iter()
+                                        .flat_map(|v| v.aliases.iter().map(String::as_str)),
+                                ),
+                            );
                             let guess = guess.and_then(|g| body.variant_for(g)).map(|(v, _)| v);
                             let help = match guess {
-                                Some(v) => format!("did you mean `{}`? the kinds are: {}", v.name, list(names)),
+                                Some(v) => format!(
+                                    "did you mean `{}`? the kinds are: {}",
+                                    v.name,
+                                    list(names)
+                                ),
                                 None => format!("the kinds are: {}", list(names)),
                             };
                             self.errors.push(CheckError::UnknownValue {
@@ -302,7 +349,10 @@ impl<'a> Checker<'a> {
         let node_name = node.name().value();
         for (i, entry) in given.iter().enumerate() {
             self.check_annotation(entry);
-            let spec = specs.get(i).copied().or_else(|| specs.last().copied().filter(|s| s.multiple));
+            let spec = specs
+                .get(i)
+                .copied()
+                .or_else(|| specs.last().copied().filter(|s| s.multiple));
             match spec {
                 Some(spec) => {
                     let slot = spec.name.clone().unwrap_or_else(|| node_name.to_owned());
@@ -315,10 +365,19 @@ impl<'a> Checker<'a> {
                         1 => "one argument".to_owned(),
                         n => format!("{n} arguments"),
                     };
+                    let help = match view.prop_names().first() {
+                        Some(p) if specs.is_empty() => format!(
+                            "`{node_name}` has properties: {}; e.g. `{node_name} {p}={}`",
+                            list(view.prop_names()),
+                            repr(entry)
+                        ),
+                        _ => "remove the extra value".to_owned(),
+                    };
                     self.errors.push(CheckError::UnexpectedArgument {
                         node: node_name.to_owned(),
                         expected,
                         span: value_span(entry),
+                        help,
                     });
                 }
             }
@@ -333,7 +392,10 @@ impl<'a> Checker<'a> {
                     span: node.name().span(),
                 });
             }
-            if i >= given.len() && (spec.required || (spec.multiple && spec.min_count > 0 && spec.default.is_empty())) {
+            if i >= given.len()
+                && (spec.required
+                    || (spec.multiple && spec.min_count > 0 && spec.default.is_empty()))
+            {
                 let what = match &spec.name {
                     Some(name) => format!("argument `{name}`"),
                     None if spec.multiple => "at least one value".to_owned(),
@@ -343,7 +405,10 @@ impl<'a> Checker<'a> {
                     parent: node_name.to_owned(),
                     what,
                     span: node.name().span(),
-                    help: Some(format!("write it after the name: `{node_name} {}`", example(spec))),
+                    help: Some(format!(
+                        "write it after the name: `{node_name} {}`",
+                        example(spec)
+                    )),
                 });
             }
         }
@@ -357,7 +422,11 @@ impl<'a> Checker<'a> {
             self.check_annotation(entry);
             let key = entry.name().map_or(entry.span(), |k| k.span());
             if let Some(first) = present.get(name) {
-                self.errors.push(CheckError::DuplicateProperty { name: name.to_owned(), first: *first, second: key });
+                self.errors.push(CheckError::DuplicateProperty {
+                    name: name.to_owned(),
+                    first: *first,
+                    second: key,
+                });
             }
             if name == "when" && self.options.allow_when {
                 present.insert(name.to_owned(), key);
@@ -365,10 +434,10 @@ impl<'a> Checker<'a> {
                 continue;
             }
             if let Some(spec) = view.prop(name) {
-                if spec.name.as_deref() == Some("*") {
-                    if let Some(format) = spec.format.filter(|f| !f.accepts_str(name)) {
-                        self.errors.push(bad_format(name, format, key));
-                    }
+                if spec.name.as_deref() == Some("*")
+                    && let Some(format) = spec.format.filter(|f| !f.accepts_str(name))
+                {
+                    self.errors.push(bad_format(name, format, key));
                 }
                 present.insert(name.to_owned(), key);
                 self.check_value(entry, spec, name);
@@ -394,7 +463,9 @@ impl<'a> Checker<'a> {
                             list(variant.body.props.iter().filter_map(|p| p.name.as_deref())),
                             list(elsewhere.iter().copied())
                         ),
-                        (None, true) => format!("`{}` has: {}", variant.name, list(names.iter().copied())),
+                        (None, true) => {
+                            format!("`{}` has: {}", variant.name, list(names.iter().copied()))
+                        }
                     },
                 ),
                 None => (
@@ -406,7 +477,11 @@ impl<'a> Checker<'a> {
                     },
                 ),
             };
-            self.errors.push(CheckError::UnknownProperty { message, span: key, help: Some(help) });
+            self.errors.push(CheckError::UnknownProperty {
+                message,
+                span: key,
+                help: Some(help),
+            });
             if let Some(spec) = guess.and_then(|g| view.prop(g)) {
                 if let Some(g) = guess {
                     present.insert(g.to_owned(), key);
@@ -416,7 +491,9 @@ impl<'a> Checker<'a> {
         }
         for body in view.bodies() {
             for spec in &body.props {
-                let Some(name) = spec.name.as_deref() else { continue };
+                let Some(name) = spec.name.as_deref() else {
+                    continue;
+                };
                 if spec.required && !present.contains_key(name) && !view.union {
                     self.errors.push(CheckError::MissingRequired {
                         parent: node_name.to_owned(),
@@ -431,16 +508,25 @@ impl<'a> Checker<'a> {
     }
 
     fn check_children_block(&mut self, node: &KdlNode, view: &View<'a>) {
-        let Some(children) = node.children() else { return };
+        let Some(children) = node.children() else {
+            return;
+        };
         if !view.has_children() {
             if !view.union {
-                self.errors.push(CheckError::UnexpectedChildren { node: node.name().value().to_owned(), span: children.span() });
+                self.errors.push(CheckError::UnexpectedChildren {
+                    node: node.name().value().to_owned(),
+                    span: children.span(),
+                });
             }
             return;
         }
         if view.union {
             // Children of an unknown variant: accept those any variant allows.
-            let known: Vec<&KdlNode> = children.nodes().iter().filter(|c| view.node(c.name().value()).is_some()).collect();
+            let known: Vec<&KdlNode> = children
+                .nodes()
+                .iter()
+                .filter(|c| view.node(c.name().value()).is_some())
+                .collect();
             for child in known {
                 if let Some(spec) = view.node(child.name().value()) {
                     self.path.push(child.name().value().to_owned());
@@ -453,14 +539,27 @@ impl<'a> Checker<'a> {
         self.check_children(children.nodes(), view, Some(node));
     }
 
-    fn check_exclusive(&mut self, node: &KdlNode, view: &View<'a>, props: &BTreeMap<String, SourceSpan>) {
+    fn check_exclusive(
+        &mut self,
+        node: &KdlNode,
+        view: &View<'a>,
+        props: &BTreeMap<String, SourceSpan>,
+    ) {
         let child_span = |name: &str| {
-            node.children().and_then(|c| c.nodes().iter().find(|n| n.name().value() == name)).map(|n| n.name().span())
+            node.children()
+                .and_then(|c| c.nodes().iter().find(|n| n.name().value() == name))
+                .map(|n| n.name().span())
         };
         for group in view.exclusive() {
             let given: Vec<(&str, SourceSpan)> = group
                 .iter()
-                .filter_map(|m| props.get(m.as_str()).copied().or_else(|| child_span(m)).map(|s| (m.as_str(), s)))
+                .filter_map(|m| {
+                    props
+                        .get(m.as_str())
+                        .copied()
+                        .or_else(|| child_span(m))
+                        .map(|s| (m.as_str(), s))
+                })
                 .collect();
             if let [(first, first_span), (second, second_span), ..] = given.as_slice() {
                 self.errors.push(CheckError::Exclusive {
@@ -475,7 +574,10 @@ impl<'a> Checker<'a> {
 
     fn check_annotation(&mut self, entry: &KdlEntry) {
         if let Some(ty) = entry.ty() {
-            self.errors.push(CheckError::IgnoredAnnotation { annotation: ty.value().to_owned(), span: ty.span() });
+            self.errors.push(CheckError::IgnoredAnnotation {
+                annotation: ty.value().to_owned(),
+                span: ty.span(),
+            });
         }
     }
 
@@ -493,23 +595,31 @@ impl<'a> Checker<'a> {
     }
 
     fn check_template(&mut self, entry: &KdlEntry, text: &str, allowed: bool) {
-        let at = Location { value: value_span(entry), content: string_content_offset(entry) };
+        let at = Location {
+            value: value_span(entry),
+            content: string_content_offset(entry),
+        };
         if !allowed {
-            self.template_errors.push(TemplateError::NotAllowed { span: at.value });
+            self.template_errors
+                .push(TemplateError::NotAllowed { span: at.value });
             return;
         }
         let vars = template::check(&self.env, text, at, &self.scope, &mut self.template_errors);
-        self.findings.templates.push(TemplateUse { top: self.top, path: self.path.clone(), vars });
+        self.findings.templates.push(TemplateUse {
+            top: self.top,
+            path: self.path.clone(),
+            vars,
+        });
     }
 
     fn check_value(&mut self, entry: &KdlEntry, spec: &ValueSpec, slot: &str) {
         let span = value_span(entry);
         let value = entry.value();
-        if let KdlValue::String(s) = value {
-            if template::is_template(s) {
-                self.check_template(entry, s, spec.template);
-                return;
-            }
+        if let KdlValue::String(s) = value
+            && template::is_template(s)
+        {
+            self.check_template(entry, s, spec.template);
+            return;
         }
         match check_scalar(value, spec, slot, span) {
             Ok(Checked::Number(n)) => {
@@ -541,21 +651,45 @@ enum Checked<'v> {
 }
 
 /// Type check of a literal against its slot.
-fn check_scalar<'v>(value: &'v KdlValue, spec: &ValueSpec, slot: &str, span: SourceSpan) -> Result<Checked<'v>, CheckError> {
-    let wrong = |help: Option<String>| CheckError::WrongType { expected: expected(spec), found: describe(value), span, help };
+fn check_scalar<'v>(
+    value: &'v KdlValue,
+    spec: &ValueSpec,
+    slot: &str,
+    span: SourceSpan,
+) -> Result<Checked<'v>, CheckError> {
+    let wrong = |help: Option<String>| CheckError::WrongType {
+        expected: expected(spec),
+        found: describe(value),
+        span,
+        help,
+    };
     match (spec.ty, value) {
-        (_, KdlValue::Null) => Err(wrong(spec.default.first().map(|d| format!("leave `{slot}` out to get its default, {}", show(d))))),
-        (ValueType::Any, KdlValue::String(s)) => Ok(if spec.format.is_some() { Checked::Text(s) } else { Checked::Other }),
+        (_, KdlValue::Null) => {
+            Err(wrong(spec.default.first().map(|d| {
+                format!("leave `{slot}` out to get its default, {}", show(d))
+            })))
+        }
+        (ValueType::Any, KdlValue::String(s)) => Ok(if spec.format.is_some() {
+            Checked::Text(s)
+        } else {
+            Checked::Other
+        }),
         (ValueType::Any, _) => Ok(Checked::Other),
         (ValueType::Int, KdlValue::Integer(i)) => match i64::try_from(*i) {
             Ok(i) => Ok(Checked::Number(i as f64)),
-            Err(_) => Err(CheckError::OutOfRange { value: i.to_string(), rule: "too large for a 64-bit integer".into(), span }),
+            Err(_) => Err(CheckError::OutOfRange {
+                value: i.to_string(),
+                rule: "too large for a 64-bit integer".into(),
+                span,
+            }),
         },
-        (ValueType::Int, KdlValue::Float(f)) => Err(wrong(Some(if f.fract() == 0.0 && f.is_finite() {
-            format!("write it without the fraction: `{}`", *f as i64)
-        } else {
-            format!("`{slot}` counts whole units")
-        }))),
+        (ValueType::Int, KdlValue::Float(f)) => {
+            Err(wrong(Some(if f.fract() == 0.0 && f.is_finite() {
+                format!("write it without the fraction: `{}`", *f as i64)
+            } else {
+                format!("`{slot}` counts whole units")
+            })))
+        }
         (ValueType::Float, KdlValue::Integer(i)) => Ok(Checked::Number(*i as f64)),
         (ValueType::Float, KdlValue::Float(f)) if f.is_finite() => Ok(Checked::Number(*f)),
         (ValueType::Float, KdlValue::Float(_)) => Err(CheckError::OutOfRange {
@@ -564,33 +698,63 @@ fn check_scalar<'v>(value: &'v KdlValue, spec: &ValueSpec, slot: &str, span: Sou
             span,
         }),
         (ValueType::Int | ValueType::Float, KdlValue::String(s)) => {
-            if spec.canonical(s).is_some() || (!spec.enum_values.is_empty() && suggest(s, spec.enum_values.iter().map(String::as_str)).is_some()) {
+            if spec.canonical(s).is_some()
+                || (!spec.enum_values.is_empty()
+                    && suggest(s, spec.enum_values.iter().map(String::as_str)).is_some())
+            {
                 return Ok(Checked::Text(s));
             }
-            let numeric = if spec.ty == ValueType::Int { s.trim().parse::<i64>().is_ok() } else { s.trim().parse::<f64>().is_ok() };
-            Err(wrong(numeric.then(|| format!("remove the quotes: `{}`", s.trim()))))
+            let numeric = if spec.ty == ValueType::Int {
+                s.trim().parse::<i64>().is_ok()
+            } else {
+                s.trim().parse::<f64>().is_ok()
+            };
+            Err(wrong(Some(if numeric {
+                format!("remove the quotes: `{}`", s.trim())
+            } else {
+                format!("write a value such as `{}`", example(spec))
+            })))
         }
-        (ValueType::String | ValueType::Path, KdlValue::String(s)) if s.is_empty() => Err(wrong(None)),
+        (ValueType::String | ValueType::Path, KdlValue::String(s)) if s.is_empty() => {
+            Err(wrong(None))
+        }
         (ValueType::String | ValueType::Path, KdlValue::String(s)) => Ok(Checked::Text(s)),
-        (ValueType::String | ValueType::Path, other) => {
-            Err(wrong(Some(format!("add quotes: `\"{}\"`", show(other).trim_start_matches('#')))))
-        }
+        (ValueType::String | ValueType::Path, other) => Err(wrong(Some(format!(
+            "add quotes: `\"{}\"`",
+            show(other).trim_start_matches('#')
+        )))),
         (ValueType::Bool, KdlValue::Bool(_)) => Ok(Checked::Other),
-        (ValueType::Bool, KdlValue::String(s)) if matches!(s.to_ascii_lowercase().as_str(), "true" | "false") => {
-            Err(wrong(Some(format!("write `#{}` without quotes", s.to_ascii_lowercase()))))
+        (ValueType::Bool, KdlValue::String(s))
+            if matches!(s.to_ascii_lowercase().as_str(), "true" | "false") =>
+        {
+            Err(wrong(Some(format!(
+                "write `#{}` without quotes",
+                s.to_ascii_lowercase()
+            ))))
         }
         (ValueType::Bool, _) => Err(wrong(Some("write `#true` or `#false`".into()))),
-        (_, _) => Err(wrong(None)),
+        (_, _) => Err(wrong(Some(format!(
+            "write a value such as `{}`",
+            example(spec)
+        )))),
     }
 }
 
 fn range_error(n: f64, spec: &ValueSpec, written: &str, span: SourceSpan) -> Option<CheckError> {
-    let rule = if spec.min.is_some_and(|m| n < m) || spec.max.is_some_and(|m| n > m) || spec.above.is_some_and(|m| n <= m) || spec.below.is_some_and(|m| n >= m) {
+    let rule = if spec.min.is_some_and(|m| n < m)
+        || spec.max.is_some_and(|m| n > m)
+        || spec.above.is_some_and(|m| n <= m)
+        || spec.below.is_some_and(|m| n >= m)
+    {
         range_rule(spec)
     } else {
         return None;
     };
-    Some(CheckError::OutOfRange { value: written.to_owned(), rule, span })
+    Some(CheckError::OutOfRange {
+        value: written.to_owned(),
+        rule,
+        span,
+    })
 }
 
 /// "must be ≥ 0 and < 1", from a slot's bounds.
@@ -612,11 +776,17 @@ pub fn range_rule(spec: &ValueSpec) -> String {
 }
 
 fn num(n: f64) -> String {
-    if n.fract() == 0.0 && n.abs() < 1e15 { format!("{}", n as i64) } else { format!("{n}") }
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{}", n as i64)
+    } else {
+        format!("{n}")
+    }
 }
 
 fn repr(entry: &KdlEntry) -> String {
-    entry.format().map_or_else(|| entry.value().to_string(), |f| f.value_repr.clone())
+    entry
+        .format()
+        .map_or_else(|| entry.value().to_string(), |f| f.value_repr.clone())
 }
 
 fn expected(spec: &ValueSpec) -> String {
@@ -670,31 +840,58 @@ fn example(spec: &ValueSpec) -> String {
 }
 
 fn kinds_help(body: &Body) -> String {
-    format!("the kinds are: {}", list(body.variants.iter().map(|v| v.name.as_str())))
+    format!(
+        "the kinds are: {}",
+        list(body.variants.iter().map(|v| v.name.as_str()))
+    )
 }
 
 fn unknown_value(s: &str, spec: &ValueSpec, slot: &str, span: SourceSpan) -> CheckError {
     let values = spec.enum_values.iter().map(String::as_str);
-    let guess = suggest(s, values.clone().chain(spec.aliases.iter().map(|(a, _)| a.as_str())));
+    let guess = suggest(
+        s,
+        values
+            .clone()
+            .chain(spec.aliases.iter().map(|(a, _)| a.as_str())),
+    );
     let guess = guess.and_then(|g| spec.canonical(g));
     let help = match guess {
         Some(g) => format!("did you mean `{g}`? allowed: {}", list(values)),
         None => format!("allowed: {}", list(values)),
     };
-    CheckError::UnknownValue { value: s.to_owned(), slot: slot.to_owned(), span, help }
+    CheckError::UnknownValue {
+        value: s.to_owned(),
+        slot: slot.to_owned(),
+        span,
+        help,
+    }
 }
 
 fn bad_format(value: &str, format: Format, span: SourceSpan) -> CheckError {
-    CheckError::BadFormat { value: value.to_owned(), format: format.name(), span, help: format!("use {}", format.describe()) }
+    CheckError::BadFormat {
+        value: value.to_owned(),
+        format: format.name(),
+        span,
+        help: format!("use {}", format.describe()),
+    }
 }
 
 fn alias(written: &str, canonical: &str, span: SourceSpan) -> CheckError {
-    let origin = if written.chars().next().is_some_and(|c| c.is_ascii_uppercase()) {
+    let origin = if written
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_uppercase())
+    {
         "PyTorch"
     } else if written.contains('_') {
         "HF"
     } else {
         "other"
     };
-    CheckError::Alias { written: written.to_owned(), canonical: canonical.to_owned(), origin, span }
+    CheckError::Alias {
+        written: written.to_owned(),
+        canonical: canonical.to_owned(),
+        origin,
+        span,
+    }
 }

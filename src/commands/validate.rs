@@ -21,5 +21,9 @@ pub fn run(files: &[PathBuf], format: DiagFormat) -> Result<Outcome, CliError> {
             writeln!(out, "{json}")?;
         }
     }
-    Ok(if checked.diags.has_errors() { Outcome::Invalid } else { Outcome::Success })
+    Ok(if checked.diags.has_errors() {
+        Outcome::Invalid
+    } else {
+        Outcome::Success
+    })
 }

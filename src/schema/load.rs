@@ -27,7 +27,9 @@ pub fn load(text: &str) -> Result<Schema, String> {
         }
     }
     let header = header.ok_or("the schema has no `schema` node")?;
-    let loader = Loader { raw_defines: &raw_defines };
+    let loader = Loader {
+        raw_defines: &raw_defines,
+    };
     let defines = raw_defines
         .iter()
         .map(|(name, node)| Ok((name.clone(), loader.body(node, &mut vec![name.clone()])?)))
@@ -35,7 +37,9 @@ pub fn load(text: &str) -> Result<Schema, String> {
     let document = document.ok_or("the schema has no `document` node")?;
     let schema = Schema {
         name: first_string(header).unwrap_or_default().to_owned(),
-        version: prop(header, "version").and_then(|e| e.value().as_integer()).unwrap_or(1) as i64,
+        version: prop(header, "version")
+            .and_then(|e| e.value().as_integer())
+            .unwrap_or(1) as i64,
         document: loader.body(document, &mut Vec::new())?,
         defines,
     };
@@ -64,7 +68,10 @@ impl Loader<'_> {
                     if stack.iter().any(|s| s == name) {
                         return Err(format!("`use \"{name}\"` splices a definition into itself"));
                     }
-                    let def = self.raw_defines.get(name).ok_or_else(|| format!("`use` of unknown definition `{name}`"))?;
+                    let def = self
+                        .raw_defines
+                        .get(name)
+                        .ok_or_else(|| format!("`use` of unknown definition `{name}`"))?;
                     stack.push(name.to_owned());
                     let spliced = self.body(def, stack)?;
                     stack.pop();
@@ -93,13 +100,19 @@ impl Loader<'_> {
     }
 
     fn variant(&self, node: &KdlNode, stack: &mut Vec<String>) -> Result<Variant, String> {
-        let name = first_string(node).ok_or("`variant` needs a name")?.to_owned();
+        let name = first_string(node)
+            .ok_or("`variant` needs a name")?
+            .to_owned();
         let aliases = children(node)
             .iter()
             .filter(|c| c.name().value() == "alias")
             .filter_map(|c| first_string(c).map(str::to_owned))
             .collect();
-        Ok(Variant { name, aliases, body: self.body(node, stack)? })
+        Ok(Variant {
+            name,
+            aliases,
+            body: self.body(node, stack)?,
+        })
     }
 }
 
@@ -132,7 +145,9 @@ fn value_spec(node: &KdlNode, is_prop: bool) -> Result<ValueSpec, String> {
     };
     spec.required = flag(node, "required");
     spec.multiple = flag(node, "multiple");
-    spec.template = prop(node, "template").and_then(|e| e.value().as_bool()).unwrap_or(true);
+    spec.template = prop(node, "template")
+        .and_then(|e| e.value().as_bool())
+        .unwrap_or(true);
     spec.min = number(node, "min");
     spec.max = number(node, "max");
     spec.above = number(node, "above");
@@ -164,7 +179,10 @@ fn check_refs(schema: &Schema) -> Result<(), String> {
         for node in &body.nodes {
             match &node.body {
                 BodyRef::Ref(name) if !schema.defines.contains_key(name) => {
-                    return Err(format!("node `{}` refers to unknown definition `{name}`", node.name));
+                    return Err(format!(
+                        "node `{}` refers to unknown definition `{name}`",
+                        node.name
+                    ));
                 }
                 BodyRef::Ref(_) => {}
                 BodyRef::Inline(b) => walk(schema, b)?,
@@ -181,11 +199,15 @@ fn first_string(node: &KdlNode) -> Option<&str> {
 }
 
 fn strings(node: &KdlNode) -> Vec<String> {
-    args(node).filter_map(|e| e.value().as_string().map(str::to_owned)).collect()
+    args(node)
+        .filter_map(|e| e.value().as_string().map(str::to_owned))
+        .collect()
 }
 
 fn flag(node: &KdlNode, name: &str) -> bool {
-    prop(node, name).and_then(|e| e.value().as_bool()).unwrap_or(false)
+    prop(node, name)
+        .and_then(|e| e.value().as_bool())
+        .unwrap_or(false)
 }
 
 fn number(node: &KdlNode, name: &str) -> Option<f64> {

@@ -85,7 +85,10 @@ impl Body {
         if let Some(v) = self.variant(written) {
             return Some((v, false));
         }
-        self.variants.iter().find(|v| v.aliases.iter().any(|a| a == written)).map(|v| (v, true))
+        self.variants
+            .iter()
+            .find(|v| v.aliases.iter().any(|a| a == written))
+            .map(|v| (v, true))
     }
 
     pub fn prop(&self, name: &str) -> Option<&ValueSpec> {
@@ -186,7 +189,10 @@ impl ValueSpec {
         if self.enum_values.iter().any(|v| v == written) {
             return Some(written);
         }
-        self.aliases.iter().find(|(from, _)| from == written).map(|(_, to)| to.as_str())
+        self.aliases
+            .iter()
+            .find(|(from, _)| from == written)
+            .map(|(_, to)| to.as_str())
     }
 }
 
@@ -213,7 +219,10 @@ impl ValueType {
     ];
 
     pub fn name(self) -> &'static str {
-        Self::ALL.iter().find(|(_, t)| *t == self).map_or("any", |(n, _)| n)
+        Self::ALL
+            .iter()
+            .find(|(_, t)| *t == self)
+            .map_or("any", |(n, _)| n)
     }
 }
 
@@ -242,13 +251,18 @@ impl Format {
     ];
 
     pub fn name(self) -> &'static str {
-        Self::ALL.iter().find(|(_, f)| *f == self).map_or("", |(n, _)| n)
+        Self::ALL
+            .iter()
+            .find(|(_, f)| *f == self)
+            .map_or("", |(n, _)| n)
     }
 
     pub fn describe(self) -> &'static str {
         match self {
             Format::Identifier => "lowercase letters, digits and `_`, not starting with a digit",
-            Format::Name => "letters, digits, `.`, `_` and `-`, starting with a letter or digit, at most 100 bytes",
+            Format::Name => {
+                "letters, digits, `.`, `_` and `-`, starting with a letter or digit, at most 100 bytes"
+            }
             Format::Metric => "snake_case words separated by `/`, e.g. `val/loss`",
             Format::Device => "`auto`, `cpu`, `cuda` or `cuda:N`",
             Format::Tolerance => "a number (absolute) or a percentage such as \"2%\" (relative)",
@@ -262,17 +276,23 @@ impl Format {
                 !s.is_empty()
                     && s.len() <= 100
                     && s.as_bytes()[0].is_ascii_alphanumeric()
-                    && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
             }
             Format::Metric => {
                 !s.is_empty()
                     && s.split('/').all(|seg| {
-                        !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                        !seg.is_empty()
+                            && seg
+                                .bytes()
+                                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
                     })
             }
             Format::Device => match s {
                 "auto" | "cpu" | "cuda" => true,
-                _ => s.strip_prefix("cuda:").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+                _ => s
+                    .strip_prefix("cuda:")
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
             },
             Format::Tolerance => parse_percent(s).is_some(),
         }

@@ -1,0 +1,5 @@
+mod codes;
+mod no_panic;
+mod schema;
+mod support;
+mod validate;

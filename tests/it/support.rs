@@ -1,0 +1,57 @@
+//! Running the real binary in tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixtures() -> PathBuf {
+    root().join("tests/fixtures/validate")
+}
+
+/// `xp ARGS` in `dir`, without colour and with a fixed environment.
+pub fn xp(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xp"))
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env_remove("COLUMNS")
+        .output()
+        .expect("the xp binary runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
+}
+
+/// The fixture files (and the directory that stands for an unreadable file), sorted.
+pub fn fixture_files() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for dir in std::fs::read_dir(fixtures()).unwrap() {
+        let dir = dir.unwrap().path();
+        if dir.is_dir() {
+            for f in std::fs::read_dir(&dir).unwrap() {
+                let f = f.unwrap().path();
+                if f.extension().is_some_and(|e| e == "kdl") {
+                    files.push(f);
+                }
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// `schema/unknown-node.kdl` → `xp::schema::unknown-node`.
+pub fn code_of(fixture: &Path) -> String {
+    let rel = fixture.strip_prefix(fixtures()).unwrap();
+    let stage = rel.parent().unwrap().to_str().unwrap();
+    let name = rel.file_stem().unwrap().to_str().unwrap();
+    format!("xp::{stage}::{name}")
+}

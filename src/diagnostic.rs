@@ -52,6 +52,10 @@ impl Diagnostics {
         self.items.extend(other.items);
     }
 
+    pub fn extend_from(&mut self, diags: impl IntoIterator<Item = Diag>) {
+        self.items.extend(diags);
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Diag> {
         self.items.iter()
     }

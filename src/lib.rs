@@ -12,6 +12,7 @@ pub mod schema;
 pub mod source;
 pub mod suggest;
 pub mod template;
+pub mod tree;
 pub mod validate;
 
 #[cfg(feature = "cli")]

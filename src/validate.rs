@@ -3,22 +3,21 @@
 
 use std::path::PathBuf;
 
-use kdl::KdlDocument;
-
 use crate::check;
 use crate::diagnostic::Diagnostics;
 use crate::load;
 use crate::parse;
 use crate::schema;
-use crate::source::{SourceId, Sources};
+use crate::source::{Source, SourceId, Sources};
+use crate::tree::{self, Node};
 
 /// Everything the front end read and found.
 #[derive(Debug, Default)]
 pub struct Checked {
     pub sources: Sources,
     pub diags: Diagnostics,
-    /// The parsed documents (also those with schema errors).
-    pub documents: Vec<(SourceId, KdlDocument)>,
+    /// The parsed documents (also those with schema errors), normalized by the check.
+    pub documents: Vec<(SourceId, Vec<Node>)>,
 }
 
 /// Loads and checks experiment files.
@@ -36,9 +35,7 @@ pub fn validate_files(paths: &[PathBuf]) -> Checked {
 /// Checks experiment text that did not come from a file (tests, the library API).
 pub fn validate_text(name: &str, text: &str) -> Checked {
     let mut out = Checked::default();
-    let id = out
-        .sources
-        .add(crate::source::Source::new(name, None, text));
+    let id = out.sources.add(Source::new(name, None, text));
     check_source(id, &mut out);
     out.diags.sort();
     out
@@ -47,9 +44,7 @@ pub fn validate_text(name: &str, text: &str) -> Checked {
 /// Checks a schema written in the dialect against the meta-schema.
 pub fn validate_schema_text(name: &str, text: &str) -> Checked {
     let mut out = Checked::default();
-    let id = out
-        .sources
-        .add(crate::source::Source::new(name, None, text));
+    let id = out.sources.add(Source::new(name, None, text));
     if let Some(doc) = parse::parse(text, id, &mut out.diags) {
         let meta = match schema::load(schema::META_SOURCE) {
             Ok(meta) => meta,
@@ -58,9 +53,12 @@ pub fn validate_schema_text(name: &str, text: &str) -> Checked {
         let options = check::Options {
             allow_when: false,
             scope_of: |_| crate::template::Scope::default(),
+            root: id,
         };
-        check::check(&doc, &meta, &options, id, &mut out.diags);
-        out.documents.push((id, doc));
+        let mut nodes = tree::from_kdl(&doc, id);
+        out.diags
+            .extend_from(check::check(&mut nodes, &meta, &options).diags);
+        out.documents.push((id, nodes));
     }
     out.diags.sort();
     out
@@ -71,10 +69,14 @@ fn check_source(id: SourceId, out: &mut Checked) {
     let Some(doc) = parse::parse(&text, id, &mut out.diags) else {
         return;
     };
-    let options = check::experiment::options();
-    let findings = check::check(&doc, schema::experiment(), &options, id, &mut out.diags);
-    for e in check::experiment::check(&doc, &findings) {
-        out.diags.push(Some(id), e);
-    }
-    out.documents.push((id, doc));
+    let mut nodes = tree::from_kdl(&doc, id);
+    let report = check::check(
+        &mut nodes,
+        schema::experiment(),
+        &check::experiment::options(id),
+    );
+    let extra = check::experiment::check(&nodes, &report);
+    out.diags.extend_from(report.diags);
+    out.diags.extend_from(extra);
+    out.documents.push((id, nodes));
 }

@@ -4,14 +4,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kdl::{KdlDocument, KdlNode};
 use miette::{Diagnostic, SourceSpan};
 use thiserror::Error;
 
-use super::{Findings, Options};
-use crate::parse::{children, props};
+use super::{Options, Report};
+use crate::diagnostic::Diag;
+use crate::source::SourceId;
 use crate::suggest::{list, suggest};
 use crate::template::Scope;
+use crate::tree::Node;
 
 #[derive(Debug, Error, Diagnostic)]
 pub enum ExperimentError {
@@ -75,26 +76,25 @@ pub enum ExperimentError {
 }
 
 /// Check options for experiment files.
-pub fn options() -> Options {
+pub fn options(root: SourceId) -> Options {
     Options {
         allow_when: true,
         scope_of: scope,
+        root,
     }
 }
 
-/// An experiment's sweep axes, in declaration order, with the span of each name.
-pub fn axes(experiment: &KdlNode) -> Vec<(String, SourceSpan)> {
+/// An experiment's sweep axes, in declaration order, with where each name is written.
+pub fn axes(experiment: &Node) -> Vec<(String, SourceSpan, SourceId)> {
     let mut out = Vec::new();
-    for sweep in children(experiment)
-        .iter()
-        .filter(|n| n.name().value() == "sweep")
-    {
-        for block in children(sweep) {
-            if matches!(block.name().value(), "grid" | "zip" | "random") {
+    for sweep in experiment.nodes().iter().filter(|n| n.name == "sweep") {
+        for block in sweep.nodes() {
+            if matches!(block.name.as_str(), "grid" | "zip" | "random") {
                 out.extend(
-                    children(block)
+                    block
+                        .nodes()
                         .iter()
-                        .map(|a| (a.name().value().to_owned(), a.name().span())),
+                        .map(|a| (a.name.clone(), a.name_span, a.source)),
                 );
             }
         }
@@ -102,128 +102,130 @@ pub fn axes(experiment: &KdlNode) -> Vec<(String, SourceSpan)> {
     out
 }
 
-fn vars(experiment: &KdlNode) -> Vec<(String, SourceSpan)> {
-    children(experiment)
-        .iter()
-        .filter(|n| n.name().value() == "vars")
-        .flat_map(children)
-        .map(|v| (v.name().value().to_owned(), v.name().span()))
+fn vars(experiment: &Node) -> Vec<(String, SourceSpan, SourceId)> {
+    let blocks = experiment.nodes().iter().filter(|n| n.name == "vars");
+    blocks
+        .flat_map(|v| v.nodes())
+        .map(|v| (v.name.clone(), v.name_span, v.source))
         .collect()
 }
 
 /// The names templates may use inside an experiment.
-pub fn scope(experiment: &KdlNode) -> Scope {
-    let mut names: BTreeSet<String> = axes(experiment).into_iter().map(|(n, _)| n).collect();
-    names.extend(vars(experiment).into_iter().map(|(n, _)| n));
+pub fn scope(experiment: &Node) -> Scope {
+    let mut names: BTreeSet<String> = axes(experiment).into_iter().map(|(n, ..)| n).collect();
+    names.extend(vars(experiment).into_iter().map(|(n, ..)| n));
     names.insert("seed".into());
     Scope { names }
 }
 
-/// Experiment-level checks over a document already checked against the schema.
-pub fn check(doc: &KdlDocument, findings: &Findings) -> Vec<ExperimentError> {
+/// Experiment-level checks over nodes already checked against the schema.
+pub fn check(nodes: &[Node], report: &Report) -> Vec<Diag> {
     let mut errors = Vec::new();
     let mut names: BTreeMap<&str, SourceSpan> = BTreeMap::new();
-    for (top, experiment) in doc.nodes().iter().enumerate() {
-        if experiment.name().value() != "experiment" {
+    for (top, experiment) in nodes.iter().enumerate() {
+        if experiment.name != "experiment" {
             continue;
         }
-        if let Some(entry) = experiment.entries().first().filter(|e| e.name().is_none())
-            && let Some(name) = entry.value().as_string()
+        if let Some(entry) = experiment.arg(0)
+            && let Some(name) = entry.as_str()
         {
             match names.get(name) {
-                Some(first) => errors.push(ExperimentError::DuplicateExperiment {
-                    name: name.to_owned(),
-                    first: *first,
-                    second: entry.span(),
-                }),
+                Some(first) => {
+                    let error = ExperimentError::DuplicateExperiment {
+                        name: name.to_owned(),
+                        first: *first,
+                        second: entry.span,
+                    };
+                    errors.push(diag(entry.source, error));
+                }
                 None => {
-                    names.insert(name, entry.span());
+                    names.insert(name, entry.span);
                 }
             }
         }
-        check_experiment(experiment, top, findings, &mut errors);
+        check_experiment(experiment, top, report, &mut errors);
     }
     errors
 }
 
-fn check_experiment(
-    experiment: &KdlNode,
-    top: usize,
-    findings: &Findings,
-    errors: &mut Vec<ExperimentError>,
-) {
-    let axes = axes(experiment);
-    let mut declared: BTreeMap<&str, SourceSpan> = BTreeMap::new();
-    for (name, span) in &axes {
-        match declared.get(name.as_str()) {
-            Some(first) => errors.push(ExperimentError::DuplicateAxis {
-                name: name.clone(),
-                first: *first,
-                second: *span,
-            }),
+fn diag(source: SourceId, e: ExperimentError) -> Diag {
+    Diag {
+        source: Some(source),
+        inner: Box::new(e),
+    }
+}
+
+fn check_experiment(experiment: &Node, top: usize, report: &Report, errors: &mut Vec<Diag>) {
+    let mut declared: BTreeMap<String, (SourceSpan, SourceId)> = BTreeMap::new();
+    for (name, span, source) in axes(experiment) {
+        match declared.get(&name) {
+            Some((first, _)) => {
+                let error = ExperimentError::DuplicateAxis {
+                    name: name.clone(),
+                    first: *first,
+                    second: span,
+                };
+                errors.push(diag(source, error));
+            }
             None => {
-                declared.insert(name, *span);
+                declared.insert(name, (span, source));
             }
         }
     }
 
     // What the configuration reads: templates outside `name`, `vars` and `sweep`, plus the
     // vars those reach (a var may read axes and other vars).
-    let uses: Vec<_> = findings.templates.iter().filter(|t| t.top == top).collect();
-    let var_reads: BTreeMap<&str, BTreeSet<&str>> = uses
+    let uses: Vec<_> = report.templates.iter().filter(|t| t.top == top).collect();
+    let section = |t: &super::TemplateUse| t.path.get(1).cloned().unwrap_or_default();
+    let var_reads: BTreeMap<String, BTreeSet<String>> = uses
         .iter()
-        .filter(|t| t.path.get(1).is_some_and(|p| p == "vars"))
-        .filter_map(|t| {
-            t.path
-                .get(2)
-                .map(|v| (v.as_str(), t.vars.iter().map(String::as_str).collect()))
-        })
+        .filter(|t| section(t) == "vars")
+        .filter_map(|t| t.path.get(2).map(|v| (v.clone(), t.vars.clone())))
         .collect();
-    let mut used: BTreeSet<&str> = BTreeSet::new();
-    let mut stack: Vec<&str> = uses
+    let mut used: BTreeSet<String> = BTreeSet::new();
+    let mut stack: Vec<String> = uses
         .iter()
-        .filter(|t| {
-            !matches!(
-                t.path.get(1).map(String::as_str),
-                Some("name" | "vars" | "sweep")
-            )
-        })
-        .flat_map(|t| t.vars.iter().map(String::as_str))
+        .filter(|t| !matches!(section(t).as_str(), "name" | "vars" | "sweep"))
+        .flat_map(|t| t.vars.iter().cloned())
         .collect();
     while let Some(name) = stack.pop() {
-        if used.insert(name) {
-            stack.extend(var_reads.get(name).into_iter().flatten().copied());
+        if let Some(reads) = var_reads.get(&name) {
+            stack.extend(reads.iter().filter(|r| !used.contains(*r)).cloned());
         }
+        used.insert(name);
     }
-    for (name, span) in declared.iter().map(|(n, s)| (*n, *s)) {
+    for (name, (span, source)) in &declared {
         if !used.contains(name) && crate::schema::is_identifier(name) {
-            errors.push(ExperimentError::UnusedAxis {
-                name: name.to_owned(),
-                span,
-                help: format!("read it in a setting's template, such as \"{{{{ {name} }}}}\", or remove the axis"),
-            });
+            let help = format!(
+                "read it in a setting's template, such as \"{{{{ {name} }}}}\", or remove the axis"
+            );
+            errors.push(diag(
+                *source,
+                ExperimentError::UnusedAxis {
+                    name: name.clone(),
+                    span: *span,
+                    help,
+                },
+            ));
         }
     }
-    for (name, span) in vars(experiment) {
-        if !used.contains(name.as_str())
-            && !uses
-                .iter()
-                .any(|t| t.path.get(1).is_some_and(|p| p == "name") && t.vars.contains(&name))
-        {
-            errors.push(ExperimentError::UnusedVar { name, span });
+    for (name, span, source) in vars(experiment) {
+        let in_name = uses
+            .iter()
+            .any(|t| section(t) == "name" && t.vars.contains(&name));
+        if !used.contains(&name) && !in_name {
+            errors.push(diag(source, ExperimentError::UnusedVar { name, span }));
         }
     }
 
-    let known: Vec<&str> = declared.keys().copied().collect();
-    for sweep in children(experiment)
-        .iter()
-        .filter(|n| n.name().value() == "sweep")
-    {
-        for block in children(sweep)
+    let known: Vec<&str> = declared.keys().map(String::as_str).collect();
+    for sweep in experiment.nodes().iter().filter(|n| n.name == "sweep") {
+        for block in sweep
+            .nodes()
             .iter()
-            .filter(|b| matches!(b.name().value(), "exclude" | "include"))
+            .filter(|b| matches!(b.name.as_str(), "exclude" | "include"))
         {
-            for (name, entry) in props(block) {
+            for (name, entry) in block.props() {
                 if name == "when" || declared.contains_key(name) {
                     continue;
                 }
@@ -232,12 +234,12 @@ fn check_experiment(
                     None if known.is_empty() => "this sweep has no axes".into(),
                     None => format!("the axes are: {}", list(known.iter().copied())),
                 };
-                let span = entry.name().map_or(entry.span(), |k| k.span());
-                errors.push(ExperimentError::UnknownAxis {
+                let error = ExperimentError::UnknownAxis {
                     name: name.to_owned(),
-                    span,
+                    span: entry.key_span(),
                     help,
-                });
+                };
+                errors.push(diag(entry.source, error));
             }
         }
     }

@@ -1,24 +1,25 @@
-//! The schema stage: checks a parsed document against a [`Schema`] and collects every
-//! mistake — unknown names (with the typo checked as its suggestion), missing and mistyped
-//! values, ranges, enums, exclusive options, duplicates — plus static template checks.
-//! Pure: no I/O.
+//! The schema stage: checks a tree against a [`Schema`] and collects every mistake — unknown
+//! names (with the typo checked as its suggestion), missing and mistyped values, ranges, enums,
+//! exclusive options, duplicates — plus static template checks. It also normalizes what it
+//! checks in place: aliases become canonical names, and text rendered by a template is read as
+//! its slot's type. Pure: no I/O.
 
 mod error;
 pub mod experiment;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
-use miette::SourceSpan;
+use kdl::KdlValue;
+use miette::{Diagnostic, SourceSpan};
 
 pub use error::CheckError;
 
-use crate::diagnostic::Diagnostics;
-use crate::parse::{args, props, string_content_offset, value_span};
+use crate::diagnostic::Diag;
 use crate::schema::{Body, Format, NodeSpec, Schema, ValueSpec, ValueType, Variant};
 use crate::source::SourceId;
 use crate::suggest::{list, suggest};
 use crate::template::{self, Location, Scope, TemplateError};
+use crate::tree::{Entry, Literal, Node, Origin};
 
 /// A template found while checking, for analyses that need every use (unused axes).
 #[derive(Debug, Clone)]
@@ -35,30 +36,33 @@ pub struct Options {
     /// Every node may carry `when="{{ expr }}"` (experiments; not schemas).
     pub allow_when: bool,
     /// The template variables of a top-level node.
-    pub scope_of: fn(&KdlNode) -> Scope,
+    pub scope_of: fn(&Node) -> Scope,
+    /// Where a missing top-level node is reported.
+    pub root: SourceId,
 }
 
-/// What a check found besides diagnostics.
+/// What a check found.
 #[derive(Debug, Default)]
-pub struct Findings {
+pub struct Report {
+    pub diags: Vec<Diag>,
     pub templates: Vec<TemplateUse>,
 }
 
-/// Checks a document, pushing diagnostics for `source`.
-pub fn check(
-    doc: &KdlDocument,
-    schema: &Schema,
-    options: &Options,
-    source: SourceId,
-    diags: &mut Diagnostics,
-) -> Findings {
+impl Report {
+    pub fn has_errors(&self) -> bool {
+        self.diags
+            .iter()
+            .any(|d| d.severity() == miette::Severity::Error)
+    }
+}
+
+/// Checks (and normalizes) a document's nodes.
+pub fn check(nodes: &mut [Node], schema: &Schema, options: &Options) -> Report {
     let mut checker = Checker {
         schema,
         options,
         env: template::environment(),
-        errors: Vec::new(),
-        template_errors: Vec::new(),
-        findings: Findings::default(),
+        report: Report::default(),
         scope: Scope::default(),
         path: Vec::new(),
         top: 0,
@@ -68,23 +72,15 @@ pub fn check(
         variant: None,
         union: false,
     };
-    checker.check_children(doc.nodes(), &view, None);
-    for e in checker.errors {
-        diags.push(Some(source), e);
-    }
-    for e in checker.template_errors {
-        diags.push(Some(source), e);
-    }
-    checker.findings
+    checker.check_children(nodes, &view, None);
+    checker.report
 }
 
 struct Checker<'a> {
     schema: &'a Schema,
     options: &'a Options,
     env: minijinja::Environment<'static>,
-    errors: Vec<CheckError>,
-    template_errors: Vec<TemplateError>,
-    findings: Findings,
+    report: Report,
     scope: Scope,
     path: Vec<String>,
     top: usize,
@@ -161,6 +157,13 @@ impl<'a> View<'a> {
 }
 
 impl<'a> Checker<'a> {
+    fn push(&mut self, source: SourceId, error: impl Diagnostic + Send + Sync + 'static) {
+        self.report.diags.push(Diag {
+            source: Some(source),
+            inner: Box::new(error),
+        });
+    }
+
     fn context(&self) -> String {
         match self.path.last() {
             Some(parent) => format!("in `{parent}`"),
@@ -168,26 +171,31 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn check_children(&mut self, nodes: &[KdlNode], view: &View<'a>, parent: Option<&KdlNode>) {
+    fn check_children(
+        &mut self,
+        nodes: &mut [Node],
+        view: &View<'a>,
+        parent: Option<(&str, SourceSpan, SourceId, bool)>,
+    ) {
         let mut present: BTreeSet<&str> = BTreeSet::new();
         let mut seen: BTreeMap<String, SourceSpan> = BTreeMap::new();
-        for (index, node) in nodes.iter().enumerate() {
+        for (index, node) in nodes.iter_mut().enumerate() {
             if parent.is_none() {
                 self.top = index;
                 self.scope = (self.options.scope_of)(node);
             }
-            let name = node.name().value();
-            let name_span = node.name().span();
-            let (spec, key) = if let Some(spec) = view.node(name) {
-                (Some(spec), name.to_owned())
+            let name = node.name.clone();
+            let name_span = node.name_span;
+            let (spec, key) = if let Some(spec) = view.node(&name) {
+                (Some(spec), name.clone())
             } else if let Some(spec) = view.wildcard_node() {
-                if let Some(format) = spec.format.filter(|f| !f.accepts_str(name)) {
-                    self.errors.push(bad_format(name, format, name_span));
+                if let Some(format) = spec.format.filter(|f| !f.accepts_str(&name)) {
+                    self.push(node.source, bad_format(&name, format, name_span));
                 }
-                (Some(spec), name.to_owned())
+                (Some(spec), name.clone())
             } else {
                 let candidates = view.node_names();
-                let guess = suggest(name, candidates.iter().copied());
+                let guess = suggest(&name, candidates.iter().copied());
                 let help = match guess {
                     Some(g) => Some(format!("did you mean `{g}`?")),
                     None if candidates.is_empty() => None,
@@ -196,15 +204,19 @@ impl<'a> Checker<'a> {
                         list(candidates.iter().copied())
                     )),
                 };
-                self.errors.push(CheckError::UnknownNode {
-                    name: name.to_owned(),
-                    context: self.context(),
-                    span: name_span,
-                    help,
-                });
+                let context = self.context();
+                self.push(
+                    node.source,
+                    CheckError::UnknownNode {
+                        name: name.clone(),
+                        context,
+                        span: name_span,
+                        help,
+                    },
+                );
                 match guess {
                     Some(g) => (view.node(g), g.to_owned()),
-                    None => (None, name.to_owned()),
+                    None => (None, name.clone()),
                 }
             };
             let Some(spec) = spec else { continue };
@@ -212,12 +224,15 @@ impl<'a> Checker<'a> {
                 present.insert(spec.name.as_str());
             }
             match seen.get(&key) {
-                Some(first) if !spec.multiple => self.errors.push(CheckError::DuplicateNode {
-                    name: key.clone(),
-                    context: self.context(),
-                    first: *first,
-                    second: name_span,
-                }),
+                Some(first) if !spec.multiple => {
+                    let error = CheckError::DuplicateNode {
+                        name: key.clone(),
+                        context: self.context(),
+                        first: *first,
+                        second: name_span,
+                    };
+                    self.push(node.source, error);
+                }
                 Some(_) => {}
                 None => {
                     seen.insert(key.clone(), name_span);
@@ -227,136 +242,166 @@ impl<'a> Checker<'a> {
             self.check_node(node, spec);
             self.path.pop();
         }
-        let skip_required = parent.is_some_and(|p| self.relaxed(p));
+        let relaxed = parent.is_some_and(|p| p.3);
         for spec in view.bodies().iter().flat_map(|b| b.nodes.iter()) {
-            if spec.required && !present.contains(spec.name.as_str()) && !skip_required {
-                let (parent_name, span) = match parent {
-                    Some(p) => (p.name().value().to_owned(), p.name().span()),
-                    None => ("the file".to_owned(), SourceSpan::from((0, 0))),
+            if spec.required && !present.contains(spec.name.as_str()) && !relaxed {
+                let (parent_name, span, source) = match parent {
+                    Some((name, span, source, _)) => (name.to_owned(), span, source),
+                    None => (
+                        "the file".to_owned(),
+                        SourceSpan::from((0, 0)),
+                        self.options.root,
+                    ),
                 };
-                self.errors.push(CheckError::MissingRequired {
+                let help = self
+                    .schema
+                    .body(spec)
+                    .tag()
+                    .map(|_| kinds_help(self.schema.body(spec)));
+                let error = CheckError::MissingRequired {
                     parent: parent_name,
                     what: format!("a `{}` node", spec.name),
                     span,
-                    help: self
-                        .schema
-                        .body(spec)
-                        .tag()
-                        .map(|_| kinds_help(self.schema.body(spec))),
-                });
+                    help,
+                };
+                self.push(source, error);
             }
         }
     }
 
-    /// An experiment that `extends` another gets its required settings from the base.
-    fn relaxed(&self, node: &KdlNode) -> bool {
-        self.options.allow_when && node.children().is_some_and(|c| c.get("extends").is_some())
-    }
-
-    fn check_node(&mut self, node: &KdlNode, spec: &'a NodeSpec) {
+    fn check_node(&mut self, node: &mut Node, spec: &'a NodeSpec) {
         let body = self.schema.body(spec);
-        let node_name = node.name().value();
-        if let Some(ty) = node.ty() {
-            self.errors.push(CheckError::IgnoredAnnotation {
-                annotation: ty.value().to_owned(),
-                span: ty.span(),
-            });
+        let node_name = node.name.clone();
+        if let Some((ty, span)) = &node.annotation {
+            self.push(
+                node.source,
+                CheckError::IgnoredAnnotation {
+                    annotation: ty.clone(),
+                    span: *span,
+                },
+            );
         }
-        let mut positional: Vec<&KdlEntry> = args(node).collect();
         let mut view = View {
             base: body,
             variant: None,
             union: false,
         };
+        let mut first_arg = 0;
         if let Some(tag) = body.tag() {
-            if positional.is_empty() {
-                match tag.default.first().and_then(KdlValue::as_string) {
+            match node.entries.iter().position(|e| e.key.is_none()) {
+                None => match tag.default.first().and_then(KdlValue::as_string) {
                     Some(default) => view.variant = body.variant(default),
                     None => {
                         view.union = true;
-                        self.errors.push(CheckError::MissingRequired {
-                            parent: node_name.to_owned(),
+                        let error = CheckError::MissingRequired {
+                            parent: node_name.clone(),
                             what: "its kind".into(),
-                            span: node.name().span(),
+                            span: node.name_span,
                             help: Some(kinds_help(body)),
-                        });
+                        };
+                        self.push(node.source, error);
                     }
-                }
-            } else {
-                let entry = positional.remove(0);
-                self.check_annotation(entry);
-                match entry.value() {
-                    KdlValue::String(s) if template::is_template(s) => {
-                        view.union = true;
-                        self.check_template(entry, s, tag.template);
-                    }
-                    KdlValue::String(s) => match body.variant_for(s) {
-                        Some((variant, aliased)) => {
-                            view.variant = Some(variant);
-                            if aliased {
-                                self.errors.push(alias(s, &variant.name, value_span(entry)));
-                            }
-                        }
-                        None => {
-                            let names = body.variants.iter().map(|v| v.name.as_str());
-                            let guess = suggest(
-                                s,
-                                names.clone().chain(
-                                    body.variants
-                                        .iter()
-                                        .flat_map(|v| v.aliases.iter().map(String::as_str)),
-                                ),
-                            );
-                            let guess = guess.and_then(|g| body.variant_for(g)).map(|(v, _)| v);
-                            let help = match guess {
-                                Some(v) => format!(
-                                    "did you mean `{}`? the kinds are: {}",
-                                    v.name,
-                                    list(names)
-                                ),
-                                None => format!("the kinds are: {}", list(names)),
-                            };
-                            self.errors.push(CheckError::UnknownValue {
-                                value: s.clone(),
-                                slot: node_name.to_owned(),
-                                span: value_span(entry),
-                                help,
-                            });
-                            view.variant = guess;
-                            view.union = guess.is_none();
-                        }
-                    },
-                    other => {
-                        view.union = true;
-                        self.errors.push(CheckError::WrongType {
-                            expected: format!("the kind of `{node_name}` (a string)"),
-                            found: describe(other),
-                            span: value_span(entry),
-                            help: Some(kinds_help(body)),
-                        });
-                    }
+                },
+                Some(at) => {
+                    first_arg = 1;
+                    self.check_annotation(&node.entries[at]);
+                    let (variant, union) =
+                        self.check_tag(&mut node.entries[at], body, tag, &node_name);
+                    view.variant = variant;
+                    view.union = union;
                 }
             }
         }
-        self.check_args(node, &positional, &view);
+        self.check_args(node, first_arg, &view);
         let present = self.check_props(node, &view);
         self.check_children_block(node, &view);
         self.check_exclusive(node, &view, &present);
     }
 
-    fn check_args(&mut self, node: &KdlNode, given: &[&KdlEntry], view: &View<'a>) {
+    /// Reads the kind argument; returns the selected variant, or whether all must be allowed.
+    fn check_tag(
+        &mut self,
+        entry: &mut Entry,
+        body: &'a Body,
+        tag: &ValueSpec,
+        node_name: &str,
+    ) -> (Option<&'a Variant>, bool) {
+        let source = entry.source;
+        match entry.value.clone() {
+            KdlValue::String(s) if self.is_template(entry) => {
+                self.check_template(entry, &s, tag.template);
+                (None, true)
+            }
+            KdlValue::String(s) => match body.variant_for(&s) {
+                Some((variant, aliased)) => {
+                    if aliased {
+                        self.push(source, alias(&s, &variant.name, entry.span));
+                        entry.value = KdlValue::String(variant.name.clone());
+                    }
+                    (Some(variant), false)
+                }
+                None => {
+                    let names = body.variants.iter().map(|v| v.name.as_str());
+                    let all = names.clone().chain(
+                        body.variants
+                            .iter()
+                            .flat_map(|v| v.aliases.iter().map(String::as_str)),
+                    );
+                    let guess = suggest(&s, all)
+                        .and_then(|g| body.variant_for(g))
+                        .map(|(v, _)| v);
+                    let help = match guess {
+                        Some(v) => {
+                            format!("did you mean `{}`? the kinds are: {}", v.name, list(names))
+                        }
+                        None => format!("the kinds are: {}", list(names)),
+                    };
+                    self.push(
+                        source,
+                        CheckError::UnknownValue {
+                            value: s.clone(),
+                            slot: node_name.to_owned(),
+                            span: entry.span,
+                            help,
+                        },
+                    );
+                    (guess, guess.is_none())
+                }
+            },
+            other => {
+                let error = CheckError::WrongType {
+                    expected: format!("the kind of `{node_name}` (a string)"),
+                    found: describe(&other),
+                    span: entry.span,
+                    help: Some(kinds_help(body)),
+                };
+                self.push(source, error);
+                (None, true)
+            }
+        }
+    }
+
+    fn check_args(&mut self, node: &mut Node, skip: usize, view: &View<'a>) {
         let specs = view.args();
-        let node_name = node.name().value();
-        for (i, entry) in given.iter().enumerate() {
-            self.check_annotation(entry);
+        let node_name = node.name.clone();
+        let positions: Vec<usize> = node
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.key.is_none())
+            .map(|(i, _)| i)
+            .skip(skip)
+            .collect();
+        for (i, &at) in positions.iter().enumerate() {
+            self.check_annotation(&node.entries[at]);
             let spec = specs
                 .get(i)
                 .copied()
                 .or_else(|| specs.last().copied().filter(|s| s.multiple));
             match spec {
                 Some(spec) => {
-                    let slot = spec.name.clone().unwrap_or_else(|| node_name.to_owned());
-                    self.check_value(entry, spec, &slot);
+                    let slot = spec.name.clone().unwrap_or_else(|| node_name.clone());
+                    self.check_value(&mut node.entries[at], spec, &slot);
                 }
                 None if view.union => {}
                 None => {
@@ -365,34 +410,38 @@ impl<'a> Checker<'a> {
                         1 => "one argument".to_owned(),
                         n => format!("{n} arguments"),
                     };
+                    let entry = &node.entries[at];
                     let help = match view.prop_names().first() {
                         Some(p) if specs.is_empty() => format!(
                             "`{node_name}` has properties: {}; e.g. `{node_name} {p}={}`",
                             list(view.prop_names()),
-                            repr(entry)
+                            Literal(&entry.value)
                         ),
                         _ => "remove the extra value".to_owned(),
                     };
-                    self.errors.push(CheckError::UnexpectedArgument {
-                        node: node_name.to_owned(),
+                    let error = CheckError::UnexpectedArgument {
+                        node: node_name.clone(),
                         expected,
-                        span: value_span(entry),
+                        span: entry.span,
                         help,
-                    });
+                    };
+                    self.push(entry.source, error);
                 }
             }
         }
+        let given = positions.len();
         for (i, spec) in specs.iter().enumerate() {
-            let count = given.len().saturating_sub(i);
+            let count = given.saturating_sub(i);
             if spec.multiple && count > 0 && count < spec.min_count {
-                self.errors.push(CheckError::TooFewValues {
-                    node: node_name.to_owned(),
+                let error = CheckError::TooFewValues {
+                    node: node_name.clone(),
                     min: spec.min_count,
                     found: count,
-                    span: node.name().span(),
-                });
+                    span: node.name_span,
+                };
+                self.push(node.source, error);
             }
-            if i >= given.len()
+            if i >= given
                 && (spec.required
                     || (spec.multiple && spec.min_count > 0 && spec.default.is_empty()))
             {
@@ -401,55 +450,60 @@ impl<'a> Checker<'a> {
                     None if spec.multiple => "at least one value".to_owned(),
                     None => "a value".to_owned(),
                 };
-                self.errors.push(CheckError::MissingRequired {
-                    parent: node_name.to_owned(),
+                let error = CheckError::MissingRequired {
+                    parent: node_name.clone(),
                     what,
-                    span: node.name().span(),
+                    span: node.name_span,
                     help: Some(format!(
                         "write it after the name: `{node_name} {}`",
                         example(spec)
                     )),
-                });
+                };
+                self.push(node.source, error);
             }
         }
     }
 
     /// Checks properties; returns the names present (typos counted as their suggestion).
-    fn check_props(&mut self, node: &KdlNode, view: &View<'a>) -> BTreeMap<String, SourceSpan> {
-        let node_name = node.name().value();
+    fn check_props(&mut self, node: &mut Node, view: &View<'a>) -> BTreeMap<String, SourceSpan> {
+        let node_name = node.name.clone();
         let mut present: BTreeMap<String, SourceSpan> = BTreeMap::new();
-        for (name, entry) in props(node) {
+        for entry in node.entries.iter_mut().filter(|e| e.key.is_some()) {
             self.check_annotation(entry);
-            let key = entry.name().map_or(entry.span(), |k| k.span());
-            if let Some(first) = present.get(name) {
-                self.errors.push(CheckError::DuplicateProperty {
-                    name: name.to_owned(),
-                    first: *first,
-                    second: key,
-                });
+            let name = entry.name().unwrap_or_default().to_owned();
+            let key = entry.key_span();
+            if let Some(first) = present.get(&name) {
+                self.push(
+                    entry.source,
+                    CheckError::DuplicateProperty {
+                        name: name.clone(),
+                        first: *first,
+                        second: key,
+                    },
+                );
             }
             if name == "when" && self.options.allow_when {
-                present.insert(name.to_owned(), key);
+                present.insert(name.clone(), key);
                 self.check_when(entry);
                 continue;
             }
-            if let Some(spec) = view.prop(name) {
+            if let Some(spec) = view.prop(&name) {
                 if spec.name.as_deref() == Some("*")
-                    && let Some(format) = spec.format.filter(|f| !f.accepts_str(name))
+                    && let Some(format) = spec.format.filter(|f| !f.accepts_str(&name))
                 {
-                    self.errors.push(bad_format(name, format, key));
+                    self.push(entry.source, bad_format(&name, format, key));
                 }
-                present.insert(name.to_owned(), key);
-                self.check_value(entry, spec, name);
+                present.insert(name.clone(), key);
+                self.check_value(entry, spec, &name);
                 continue;
             }
             let names = view.prop_names();
-            let guess = suggest(name, names.iter().copied());
+            let guess = suggest(&name, names.iter().copied());
             let elsewhere: Vec<&str> = view
                 .base
                 .variants
                 .iter()
-                .filter(|v| v.body.prop(name).is_some())
+                .filter(|v| v.body.prop(&name).is_some())
                 .map(|v| v.name.as_str())
                 .collect();
             let (message, help) = match view.variant {
@@ -477,16 +531,19 @@ impl<'a> Checker<'a> {
                     },
                 ),
             };
-            self.errors.push(CheckError::UnknownProperty {
-                message,
-                span: key,
-                help: Some(help),
-            });
-            if let Some(spec) = guess.and_then(|g| view.prop(g)) {
-                if let Some(g) = guess {
-                    present.insert(g.to_owned(), key);
-                }
-                self.check_value(entry, spec, name);
+            self.push(
+                entry.source,
+                CheckError::UnknownProperty {
+                    message,
+                    span: key,
+                    help: Some(help),
+                },
+            );
+            if let Some(g) = guess
+                && let Some(spec) = view.prop(g)
+            {
+                present.insert(g.to_owned(), key);
+                self.check_value(entry, spec, &name);
             }
         }
         for body in view.bodies() {
@@ -495,61 +552,67 @@ impl<'a> Checker<'a> {
                     continue;
                 };
                 if spec.required && !present.contains_key(name) && !view.union {
-                    self.errors.push(CheckError::MissingRequired {
-                        parent: node_name.to_owned(),
+                    let error = CheckError::MissingRequired {
+                        parent: node_name.clone(),
                         what: format!("property `{name}`"),
-                        span: node.name().span(),
+                        span: node.name_span,
                         help: Some(format!("add `{name}={}`", example(spec))),
-                    });
+                    };
+                    self.push(node.source, error);
                 }
             }
         }
         present
     }
 
-    fn check_children_block(&mut self, node: &KdlNode, view: &View<'a>) {
-        let Some(children) = node.children() else {
+    fn check_children_block(&mut self, node: &mut Node, view: &View<'a>) {
+        let relaxed = self.relaxed(node);
+        let (name, name_span, source) = (node.name.clone(), node.name_span, node.source);
+        let Some(children) = node.children.as_mut() else {
             return;
         };
         if !view.has_children() {
             if !view.union {
-                self.errors.push(CheckError::UnexpectedChildren {
-                    node: node.name().value().to_owned(),
-                    span: children.span(),
-                });
+                self.push(
+                    source,
+                    CheckError::UnexpectedChildren {
+                        node: name,
+                        span: children.span,
+                    },
+                );
             }
             return;
         }
         if view.union {
-            // Children of an unknown variant: accept those any variant allows.
-            let known: Vec<&KdlNode> = children
-                .nodes()
-                .iter()
-                .filter(|c| view.node(c.name().value()).is_some())
-                .collect();
-            for child in known {
-                if let Some(spec) = view.node(child.name().value()) {
-                    self.path.push(child.name().value().to_owned());
+            // Children of a kind chosen by a template: check those any kind allows.
+            for child in children.nodes.iter_mut() {
+                if let Some(spec) = view.node(&child.name) {
+                    self.path.push(child.name.clone());
                     self.check_node(child, spec);
                     self.path.pop();
                 }
             }
             return;
         }
-        self.check_children(children.nodes(), view, Some(node));
+        self.check_children(
+            &mut children.nodes,
+            view,
+            Some((&name, name_span, source, relaxed)),
+        );
+    }
+
+    /// An experiment that `extends` another gets its required settings from the base.
+    fn relaxed(&self, node: &Node) -> bool {
+        self.options.allow_when && node.child("extends").is_some()
     }
 
     fn check_exclusive(
         &mut self,
-        node: &KdlNode,
+        node: &Node,
         view: &View<'a>,
         props: &BTreeMap<String, SourceSpan>,
     ) {
-        let child_span = |name: &str| {
-            node.children()
-                .and_then(|c| c.nodes().iter().find(|n| n.name().value() == name))
-                .map(|n| n.name().span())
-        };
+        let child_span = |name: &str| node.child(name).map(|n| n.name_span);
         for group in view.exclusive() {
             let given: Vec<(&str, SourceSpan)> = group
                 .iter()
@@ -562,85 +625,133 @@ impl<'a> Checker<'a> {
                 })
                 .collect();
             if let [(first, first_span), (second, second_span), ..] = given.as_slice() {
-                self.errors.push(CheckError::Exclusive {
+                let error = CheckError::Exclusive {
                     first: (*first).to_owned(),
                     second: (*second).to_owned(),
                     first_span: *first_span,
                     second_span: *second_span,
-                });
+                };
+                self.push(node.source, error);
             }
         }
     }
 
-    fn check_annotation(&mut self, entry: &KdlEntry) {
-        if let Some(ty) = entry.ty() {
-            self.errors.push(CheckError::IgnoredAnnotation {
-                annotation: ty.value().to_owned(),
-                span: ty.span(),
-            });
+    fn check_annotation(&mut self, entry: &Entry) {
+        if let Some((ty, span)) = &entry.annotation {
+            self.push(
+                entry.source,
+                CheckError::IgnoredAnnotation {
+                    annotation: ty.clone(),
+                    span: *span,
+                },
+            );
         }
     }
 
-    fn check_when(&mut self, entry: &KdlEntry) {
-        match entry.value() {
+    /// Whether a value is a template still to be expanded (expanded values never are).
+    fn is_template(&self, entry: &Entry) -> bool {
+        entry.origin == Origin::Written && entry.as_str().is_some_and(template::is_template)
+    }
+
+    fn check_when(&mut self, entry: &mut Entry) {
+        match entry.value.clone() {
             KdlValue::Bool(_) => {}
-            KdlValue::String(s) if template::is_template(s) => self.check_template(entry, s, true),
-            other => self.errors.push(CheckError::WrongType {
-                expected: "a template expression such as \"{{ rank > 4 }}\"".into(),
-                found: describe(other),
-                span: value_span(entry),
-                help: Some("`when` drops its node when the expression is false".into()),
-            }),
+            KdlValue::String(s) if self.is_template(entry) => self.check_template(entry, &s, true),
+            other => {
+                let error = CheckError::WrongType {
+                    expected: "a template expression such as \"{{ rank > 4 }}\"".into(),
+                    found: describe(&other),
+                    span: entry.span,
+                    help: Some("`when` drops its node when the expression is false".into()),
+                };
+                self.push(entry.source, error);
+            }
         }
     }
 
-    fn check_template(&mut self, entry: &KdlEntry, text: &str, allowed: bool) {
+    fn check_template(&mut self, entry: &Entry, text: &str, allowed: bool) {
         let at = Location {
-            value: value_span(entry),
-            content: string_content_offset(entry),
+            value: entry.span,
+            content: entry.content,
         };
         if !allowed {
-            self.template_errors
-                .push(TemplateError::NotAllowed { span: at.value });
+            self.push(entry.source, TemplateError::NotAllowed { span: at.value });
             return;
         }
-        let vars = template::check(&self.env, text, at, &self.scope, &mut self.template_errors);
-        self.findings.templates.push(TemplateUse {
+        let mut errors = Vec::new();
+        let vars = template::check(&self.env, text, at, &self.scope, &mut errors);
+        for e in errors {
+            self.push(entry.source, e);
+        }
+        self.report.templates.push(TemplateUse {
             top: self.top,
             path: self.path.clone(),
             vars,
         });
     }
 
-    fn check_value(&mut self, entry: &KdlEntry, spec: &ValueSpec, slot: &str) {
-        let span = value_span(entry);
-        let value = entry.value();
-        if let KdlValue::String(s) = value
-            && template::is_template(s)
+    fn check_value(&mut self, entry: &mut Entry, spec: &ValueSpec, slot: &str) {
+        if let Some(text) = entry
+            .as_str()
+            .filter(|_| self.is_template(entry))
+            .map(str::to_owned)
         {
-            self.check_template(entry, s, spec.template);
+            self.check_template(entry, &text, spec.template);
             return;
         }
-        match check_scalar(value, spec, slot, span) {
+        if matches!(entry.origin, Origin::Rendered(_)) {
+            coerce(entry, spec);
+        }
+        let (span, source) = (entry.span, entry.source);
+        match check_scalar(&entry.value, spec, slot, span) {
             Ok(Checked::Number(n)) => {
-                if let Some(e) = range_error(n, spec, &repr(entry), span) {
-                    self.errors.push(e);
+                let written = Literal(&entry.value).to_string();
+                if let Some(e) = range_error(n, spec, &written, span) {
+                    self.push(source, e);
                 }
             }
             Ok(Checked::Text(s)) => {
+                let s = s.to_owned();
                 if !spec.enum_values.is_empty() {
-                    match spec.canonical(s) {
-                        Some(c) if c != s => self.errors.push(alias(s, c, span)),
+                    match spec.canonical(&s) {
+                        Some(c) if c != s => {
+                            let c = c.to_owned();
+                            self.push(source, alias(&s, &c, span));
+                            entry.value = KdlValue::String(c);
+                        }
                         Some(_) => {}
-                        None => self.errors.push(unknown_value(s, spec, slot, span)),
+                        None => self.push(source, unknown_value(&s, spec, slot, span)),
                     }
-                } else if let Some(format) = spec.format.filter(|f| !f.accepts_str(s)) {
-                    self.errors.push(bad_format(s, format, span));
+                } else if let Some(format) = spec.format.filter(|f| !f.accepts_str(&s)) {
+                    self.push(source, bad_format(&s, format, span));
                 }
             }
             Ok(Checked::Other) => {}
-            Err(e) => self.errors.push(e),
+            Err(e) => self.push(source, e),
         }
+    }
+}
+
+/// Reads the text a template rendered as the slot's type (`"32"` in an int slot is 32).
+fn coerce(entry: &mut Entry, spec: &ValueSpec) {
+    let Some(text) = entry.as_str().map(str::trim) else {
+        return;
+    };
+    let value = match spec.ty {
+        ValueType::Int => text
+            .parse::<i64>()
+            .ok()
+            .map(|i| KdlValue::Integer(i.into())),
+        ValueType::Float => text.parse::<f64>().ok().map(KdlValue::Float),
+        ValueType::Bool => match text {
+            "true" | "True" | "#true" => Some(KdlValue::Bool(true)),
+            "false" | "False" | "#false" => Some(KdlValue::Bool(false)),
+            _ => None,
+        },
+        _ => None,
+    };
+    if let Some(v) = value {
+        entry.value = v;
     }
 }
 
@@ -781,12 +892,6 @@ fn num(n: f64) -> String {
     } else {
         format!("{n}")
     }
-}
-
-fn repr(entry: &KdlEntry) -> String {
-    entry
-        .format()
-        .map_or_else(|| entry.value().to_string(), |f| f.value_repr.clone())
 }
 
 fn expected(spec: &ValueSpec) -> String {

@@ -26,8 +26,19 @@ pub enum Command {
         /// Experiment files (.kdl).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        #[command(flatten)]
+        overrides: OverrideArgs,
         #[arg(long, value_enum, default_value_t = DiagFormat::Human)]
         format: DiagFormat,
+    },
+    /// List the runs an experiment describes, without running anything.
+    Plan {
+        /// The experiment file.
+        file: PathBuf,
+        #[command(flatten)]
+        overrides: OverrideArgs,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Table)]
+        format: PlanFormat,
     },
     /// Print the experiment schema, or a reference of every node and option.
     Schema {
@@ -39,6 +50,32 @@ pub enum Command {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DiagFormat {
     Human,
+    Json,
+}
+
+/// `--set` and `--axis`, shared by the commands that read an experiment.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OverrideArgs {
+    /// Override a setting: `--set train.steps=50`, `--set train.optimizer.lr=3e-4`.
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub set: Vec<String>,
+    /// Replace or add a grid axis: `--axis lr=1e-3,3e-3`.
+    #[arg(long = "axis", value_name = "NAME=V1,V2")]
+    pub axis: Vec<String>,
+}
+
+impl From<OverrideArgs> for crate::validate::Overrides {
+    fn from(a: OverrideArgs) -> Self {
+        crate::validate::Overrides {
+            set: a.set,
+            axis: a.axis,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    Table,
     Json,
 }
 
@@ -80,7 +117,16 @@ pub enum CliError {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Validate { files, format } => commands::validate::run(&files, format),
+        Command::Validate {
+            files,
+            overrides,
+            format,
+        } => commands::validate::run(&files, &overrides.into(), format),
+        Command::Plan {
+            file,
+            overrides,
+            format,
+        } => commands::plan::run(file, &overrides.into(), format),
         Command::Schema { format } => commands::schema::run(format),
     };
     match result {

@@ -52,6 +52,10 @@ impl Diagnostics {
         self.items.extend(other.items);
     }
 
+    pub fn push_diag(&mut self, diag: Diag) {
+        self.items.push(diag);
+    }
+
     pub fn extend_from(&mut self, diags: impl IntoIterator<Item = Diag>) {
         self.items.extend(diags);
     }

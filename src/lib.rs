@@ -5,12 +5,18 @@
 //! over files and collects every [`diagnostic`].
 
 pub mod check;
+pub mod compose;
 pub mod diagnostic;
+pub mod expand;
 pub mod load;
 pub mod parse;
+pub mod plan;
+pub mod resolve;
 pub mod schema;
 pub mod source;
+pub mod spec;
 pub mod suggest;
+pub mod table;
 pub mod template;
 pub mod tree;
 pub mod validate;

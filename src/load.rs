@@ -1,13 +1,17 @@
-//! The load stage: experiment files from disk into [`Sources`]. A file that cannot be read
-//! becomes a diagnostic like any other mistake, so one bad path never hides the others.
+//! The load stage: experiment files, and every file they `extends`, from disk into
+//! [`Sources`] and parsed trees. A file that cannot be read becomes a diagnostic like any other
+//! mistake, so one bad path never hides the others.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
 
 use miette::{Diagnostic, SourceSpan};
 use thiserror::Error;
 
 use crate::diagnostic::Diagnostics;
+use crate::parse;
 use crate::source::{self, ReadFailure, Source, SourceId, Sources};
+use crate::tree::{self, Node};
 
 #[derive(Debug, Error, Diagnostic)]
 pub enum LoadError {
@@ -58,4 +62,125 @@ pub fn load(path: &Path, sources: &mut Sources, diags: &mut Diagnostics) -> Opti
             None
         }
     }
+}
+
+/// The files of a command and every file they `extends`, parsed into trees.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The files named on the command line, in order (those that could be read and parsed).
+    pub roots: Vec<SourceId>,
+    /// Parsed trees by source.
+    pub trees: BTreeMap<SourceId, Vec<Node>>,
+    /// Base files by their normalized path: the source, or why it could not be used.
+    pub bases: BTreeMap<PathBuf, Result<SourceId, BaseFailure>>,
+}
+
+/// Why an `extends` target could not be used; compose reports it at the `extends` span.
+#[derive(Debug, Clone)]
+pub enum BaseFailure {
+    Unreadable(String),
+    /// It was read but has syntax errors, already reported.
+    Invalid,
+}
+
+/// Loads and parses the given files and, transitively, every file they extend.
+pub fn load_all(paths: &[PathBuf], sources: &mut Sources, diags: &mut Diagnostics) -> Loaded {
+    let mut loaded = Loaded::default();
+    let mut queue: Vec<SourceId> = Vec::new();
+    for path in paths {
+        if let Some(id) = load(path, sources, diags)
+            && let Some(nodes) = parse_source(id, sources, diags)
+        {
+            loaded.roots.push(id);
+            loaded.trees.insert(id, nodes);
+            queue.push(id);
+        }
+    }
+    while let Some(id) = queue.pop() {
+        let base_dir = base_dir(sources.get(id));
+        let targets: Vec<PathBuf> = loaded.trees[&id]
+            .iter()
+            .filter_map(extends_target)
+            .map(|t| normalize(&base_dir.join(t)))
+            .collect();
+        for target in targets {
+            if loaded.bases.contains_key(&target) {
+                continue;
+            }
+            let result = match source::read(&target) {
+                Ok(text) => {
+                    let base = sources.add(Source::new(
+                        target.display().to_string(),
+                        Some(target.clone()),
+                        text,
+                    ));
+                    match parse_source(base, sources, diags) {
+                        Some(nodes) => {
+                            loaded.trees.insert(base, nodes);
+                            queue.push(base);
+                            Ok(base)
+                        }
+                        None => Err(BaseFailure::Invalid),
+                    }
+                }
+                Err(ReadFailure::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Err(BaseFailure::Unreadable("no such file".into()))
+                }
+                Err(ReadFailure::Io(e)) => Err(BaseFailure::Unreadable(e.to_string())),
+                Err(ReadFailure::NotUtf8 { .. }) => {
+                    Err(BaseFailure::Unreadable("not UTF-8 text".into()))
+                }
+            };
+            loaded.bases.insert(target, result);
+        }
+    }
+    loaded
+}
+
+/// Loads text that did not come from a file; `extends` in it are relative to the working directory.
+pub fn load_text(name: &str, text: &str, sources: &mut Sources, diags: &mut Diagnostics) -> Loaded {
+    let id = sources.add(Source::new(name, None, text));
+    let mut loaded = Loaded::default();
+    if let Some(nodes) = parse_source(id, sources, diags) {
+        loaded.roots.push(id);
+        loaded.trees.insert(id, nodes);
+    }
+    loaded
+}
+
+fn parse_source(id: SourceId, sources: &Sources, diags: &mut Diagnostics) -> Option<Vec<Node>> {
+    let text = sources.get(id).text.clone();
+    parse::parse(&text, id, diags).map(|doc| tree::from_kdl(&doc, id))
+}
+
+/// The directory `extends` paths in a source are relative to.
+pub fn base_dir(source: &Source) -> PathBuf {
+    source
+        .path
+        .as_ref()
+        .and_then(|p| p.parent())
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn extends_target(experiment: &Node) -> Option<&str> {
+    experiment
+        .child("extends")
+        .and_then(|e| e.arg(0))
+        .and_then(|a| a.as_str())
+}
+
+/// `a/./b/../c` → `a/c`, without touching the file system.
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir if out.file_name().is_some() => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }

@@ -58,7 +58,14 @@ pub fn sole_expression(s: &str) -> Option<(usize, &str)> {
     Some((trimmed_start + 2, inner))
 }
 
-/// The one environment every template is compiled and evaluated in.
+/// The shared environment expressions are compiled in (compiled expressions borrow it).
+pub fn shared() -> &'static Environment<'static> {
+    static ENV: std::sync::OnceLock<Environment<'static>> = std::sync::OnceLock::new();
+    ENV.get_or_init(environment)
+}
+
+/// A fresh environment configured like every other: strict undefined, no loader, no access to
+/// files or the process environment.
 pub fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
@@ -82,7 +89,9 @@ pub struct Location {
 }
 
 impl Location {
-    fn span(&self, range: Option<std::ops::Range<usize>>, base: usize) -> SourceSpan {
+    /// The file span of a byte range inside the template text (`base`: where the compiled
+    /// text starts inside the string), or the whole value when offsets do not map.
+    pub fn span(&self, range: Option<std::ops::Range<usize>>, base: usize) -> SourceSpan {
         match (self.content, range) {
             (Some(start), Some(r)) => (start + base + r.start, r.len().max(1)).into(),
             _ => self.value,

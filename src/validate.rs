@@ -1,44 +1,126 @@
-//! The front end as one call: load → parse → check every file, collecting all diagnostics of
-//! all files. `xp validate` prints what this returns; later commands stop on its errors.
+//! The front end as one call: load → parse → compose → override → check → expand → resolve, over
+//! every file, collecting all diagnostics of all files. `xp validate` prints what this finds;
+//! `xp plan` and `xp run` continue with the plans.
 
 use std::path::PathBuf;
 
 use crate::check;
-use crate::diagnostic::Diagnostics;
-use crate::load;
+use crate::compose::{self, Override, OverrideKind};
+use crate::diagnostic::{Diag, Diagnostics};
+use crate::load::{self, Loaded};
 use crate::parse;
+use crate::plan::{self, Plan};
 use crate::schema;
-use crate::source::{Source, SourceId, Sources};
-use crate::tree::{self, Node};
+use crate::source::{Source, Sources};
+use crate::tree;
 
 /// Everything the front end read and found.
 #[derive(Debug, Default)]
 pub struct Checked {
     pub sources: Sources,
     pub diags: Diagnostics,
-    /// The parsed documents (also those with schema errors), normalized by the check.
-    pub documents: Vec<(SourceId, Vec<Node>)>,
+    /// The plan of every experiment that is free of errors, in file order.
+    pub plans: Vec<Plan>,
 }
 
-/// Loads and checks experiment files.
-pub fn validate_files(paths: &[PathBuf]) -> Checked {
+/// `--set` and `--axis` as given on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub set: Vec<String>,
+    pub axis: Vec<String>,
+}
+
+/// Loads, checks and plans experiment files.
+pub fn validate_files(paths: &[PathBuf], overrides: &Overrides) -> Checked {
     let mut out = Checked::default();
-    for path in paths {
-        if let Some(id) = load::load(path, &mut out.sources, &mut out.diags) {
-            check_source(id, &mut out);
+    let loaded = load::load_all(paths, &mut out.sources, &mut out.diags);
+    front(loaded, overrides, &mut out);
+    out
+}
+
+/// Checks and plans experiment text that did not come from a file (tests, the library API).
+pub fn validate_text(name: &str, text: &str) -> Checked {
+    let mut out = Checked::default();
+    let loaded = load::load_text(name, text, &mut out.sources, &mut out.diags);
+    front(loaded, &Overrides::default(), &mut out);
+    out
+}
+
+fn front(loaded: Loaded, overrides: &Overrides, out: &mut Checked) {
+    let mut applied: Vec<Override> = Vec::new();
+    for (kind, texts) in [
+        (OverrideKind::Set, &overrides.set),
+        (OverrideKind::Axis, &overrides.axis),
+    ] {
+        for text in texts {
+            let name = match kind {
+                OverrideKind::Set => "--set",
+                OverrideKind::Axis => "--axis",
+            };
+            let source = out.sources.add(Source::new(name, None, text.clone()));
+            applied.push(Override {
+                kind,
+                text: text.clone(),
+                source,
+            });
+        }
+    }
+    let recorded: Vec<String> = applied.iter().map(Override::display).collect();
+    let schema = schema::experiment();
+    for &root in &loaded.roots {
+        let mut nodes = loaded.trees[&root].clone();
+        let mut diags: Vec<Diag> = Vec::new();
+        let mut composed_ok = vec![true; nodes.len()];
+        for (i, node) in nodes.iter_mut().enumerate() {
+            if node.name != "experiment" {
+                continue;
+            }
+            match compose::compose(node, &loaded, &out.sources) {
+                Ok(mut composed) => {
+                    diags.extend(compose::apply(&mut composed, &applied, schema));
+                    *node = composed;
+                }
+                Err(e) => {
+                    composed_ok[i] = false;
+                    diags.push(e);
+                }
+            }
+        }
+        let report = check::check(&mut nodes, schema, &check::experiment::options(root));
+        let extra = check::experiment::check(&nodes, &report);
+        let doc_ok = !report.has_errors()
+            && !diags
+                .iter()
+                .chain(&extra)
+                .any(|d| d.severity() == miette::Severity::Error);
+        diags.extend(report.diags);
+        diags.extend(extra);
+        if doc_ok {
+            for (i, node) in nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.name == "experiment")
+            {
+                if !composed_ok[i] {
+                    continue;
+                }
+                let (plan, found) = plan::plan(node, schema, &out.sources, recorded.clone());
+                diags.extend(found);
+                out.plans.extend(plan);
+            }
+        }
+        let root_name = out.sources.get(root).name.clone();
+        for d in diags {
+            let d = match d.source {
+                Some(s) if s != root && out.sources.get(s).path.is_some() => {
+                    compose::in_base(d, &out.sources.get(s).name, &root_name)
+                }
+                _ => d,
+            };
+            out.diags.push_diag(d);
         }
     }
     out.diags.sort();
-    out
-}
-
-/// Checks experiment text that did not come from a file (tests, the library API).
-pub fn validate_text(name: &str, text: &str) -> Checked {
-    let mut out = Checked::default();
-    let id = out.sources.add(Source::new(name, None, text));
-    check_source(id, &mut out);
-    out.diags.sort();
-    out
 }
 
 /// Checks a schema written in the dialect against the meta-schema.
@@ -58,25 +140,7 @@ pub fn validate_schema_text(name: &str, text: &str) -> Checked {
         let mut nodes = tree::from_kdl(&doc, id);
         out.diags
             .extend_from(check::check(&mut nodes, &meta, &options).diags);
-        out.documents.push((id, nodes));
     }
     out.diags.sort();
     out
-}
-
-fn check_source(id: SourceId, out: &mut Checked) {
-    let text = out.sources.get(id).text.clone();
-    let Some(doc) = parse::parse(&text, id, &mut out.diags) else {
-        return;
-    };
-    let mut nodes = tree::from_kdl(&doc, id);
-    let report = check::check(
-        &mut nodes,
-        schema::experiment(),
-        &check::experiment::options(id),
-    );
-    let extra = check::experiment::check(&nodes, &report);
-    out.diags.extend_from(report.diags);
-    out.diags.extend_from(extra);
-    out.documents.push((id, nodes));
 }

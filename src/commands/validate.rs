@@ -5,10 +5,14 @@ use std::path::PathBuf;
 
 use crate::cli::{CliError, DiagFormat, Outcome};
 use crate::render::Renderer;
-use crate::validate::validate_files;
+use crate::validate::{Overrides, validate_files};
 
-pub fn run(files: &[PathBuf], format: DiagFormat) -> Result<Outcome, CliError> {
-    let checked = validate_files(files);
+pub fn run(
+    files: &[PathBuf],
+    overrides: &Overrides,
+    format: DiagFormat,
+) -> Result<Outcome, CliError> {
+    let checked = validate_files(files, overrides);
     let mut out = std::io::stdout().lock();
     match format {
         DiagFormat::Human => {

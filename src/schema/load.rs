@@ -95,6 +95,7 @@ impl Loader<'_> {
             format: format_of(node)?,
             required: flag(node, "required"),
             multiple: flag(node, "multiple"),
+            feature: flag(node, "feature"),
             body,
         })
     }

@@ -116,6 +116,8 @@ pub struct NodeSpec {
     pub format: Option<Format>,
     pub required: bool,
     pub multiple: bool,
+    /// Absent means off: not created from defaults when a run is resolved.
+    pub feature: bool,
     pub body: BodyRef,
 }
 

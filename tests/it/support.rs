@@ -55,3 +55,15 @@ pub fn code_of(fixture: &Path) -> String {
     let name = rel.file_stem().unwrap().to_str().unwrap();
     format!("xp::{stage}::{name}")
 }
+
+/// Extra arguments a fixture asks for on its first line: `// xp: --set train.steps=5`.
+pub fn fixture_args(fixture: &Path) -> Vec<String> {
+    let text = std::fs::read(fixture)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let first = text.lines().next().unwrap_or("");
+    first
+        .strip_prefix("// xp:")
+        .map(|rest| rest.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
+}

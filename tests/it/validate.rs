@@ -1,6 +1,6 @@
 //! `xp validate`: one snapshot per fixture, the JSON form, exit codes, and the shipped experiments.
 
-use super::support::{code_of, fixture_files, fixtures, json, root, stdout, xp};
+use super::support::{code_of, fixture_args, fixture_files, fixtures, json, root, stdout, xp};
 
 #[test]
 fn every_fixture_matches_its_snapshot() {
@@ -15,7 +15,10 @@ fn every_fixture_matches_its_snapshot() {
                 .to_str()
                 .unwrap()
                 .to_owned();
-            let out = xp(&fixtures(), &["validate", &rel]);
+            let extra = fixture_args(&file);
+            let mut args = vec!["validate", rel.as_str()];
+            args.extend(extra.iter().map(String::as_str));
+            let out = xp(&fixtures(), &args);
             let name = rel.trim_end_matches(".kdl").replace('/', "__");
             insta::assert_snapshot!(
                 name,

@@ -1,0 +1,85 @@
+//! `xp plan FILE`: every run the experiment describes — name, id, axis values, effective batch
+//! and steps — or, as JSON, with each run's resolved configuration. Writes nothing.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::cli::{CliError, Outcome, PlanFormat};
+use crate::commands::report_diagnostics;
+use crate::plan::{self, Plan};
+use crate::table::Table;
+use crate::tree::Plain;
+use crate::validate::{Overrides, validate_files};
+
+pub fn run(file: PathBuf, overrides: &Overrides, format: PlanFormat) -> Result<Outcome, CliError> {
+    let checked = validate_files(std::slice::from_ref(&file), overrides);
+    if report_diagnostics(&checked)? {
+        return Ok(Outcome::Invalid);
+    }
+    let mut out = std::io::stdout().lock();
+    match format {
+        PlanFormat::Table => {
+            for (i, p) in checked.plans.iter().enumerate() {
+                if i > 0 {
+                    writeln!(out)?;
+                }
+                out.write_all(table(p).as_bytes())?;
+            }
+        }
+        PlanFormat::Json => {
+            let json = serde_json::to_string_pretty(&checked.plans)?;
+            writeln!(out, "{json}")?;
+        }
+    }
+    Ok(Outcome::Success)
+}
+
+fn table(p: &Plan) -> String {
+    let axes: Vec<String> = p
+        .runs
+        .first()
+        .map(|r| r.axes.iter().map(|(k, _)| k.clone()).collect())
+        .unwrap_or_default();
+    let mut headers = vec!["name".to_owned(), "id".to_owned()];
+    headers.extend(axes.iter().cloned());
+    headers.extend([
+        "seed".to_owned(),
+        "effective-batch".to_owned(),
+        "steps".to_owned(),
+    ]);
+    let mut t = Table::new(headers);
+    for r in &p.runs {
+        let mut row = vec![r.name.clone(), r.id.clone()];
+        row.extend(r.axes.iter().map(|(_, v)| Plain(v).to_string()));
+        row.push(r.seed.to_string());
+        row.push(
+            r.config
+                .train
+                .effective_batch()
+                .map_or("auto".to_owned(), |b| b.to_string()),
+        );
+        row.push(match plan::steps(&r.config) {
+            Some(s) => s.to_string(),
+            None => format!("{} epochs", epochs(&r.config)),
+        });
+        t.push(row);
+    }
+    let overrides = if p.overrides.is_empty() {
+        String::new()
+    } else {
+        format!(" (with {})", p.overrides.join(" "))
+    };
+    format!(
+        "experiment `{}`: {}{overrides}\n\n{}",
+        p.experiment,
+        p.summary(),
+        t.render()
+    )
+}
+
+fn epochs(spec: &crate::spec::RunSpec) -> usize {
+    match spec.train.length {
+        crate::spec::Length::Epochs(e) => e,
+        crate::spec::Length::Steps(_) => 0,
+    }
+}

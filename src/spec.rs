@@ -1,0 +1,479 @@
+//! What a run is: the typed, fully resolved configuration (defaults applied, templates
+//! evaluated, aliases canonical). Every later stage reads this, never the written form. It is
+//! serialized as `config.json`; its hash is the run's id.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RunSpec {
+    pub experiment: String,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    pub seed: u64,
+    pub objective: Objective,
+    pub device: Device,
+    pub precision: Precision,
+    pub model: Model,
+    pub init_from: Option<InitFrom>,
+    pub lora: Option<Lora>,
+    pub data: Data,
+    pub train: Train,
+    pub regression: Option<Regression>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Objective {
+    pub metric: String,
+    pub direction: Direction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    Minimize,
+    Maximize,
+}
+
+impl Direction {
+    /// Whether `a` is better than `b`.
+    pub fn better(self, a: f64, b: f64) -> bool {
+        match self {
+            Direction::Minimize => a < b,
+            Direction::Maximize => a > b,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "index")]
+pub enum Device {
+    Auto,
+    Cpu,
+    Cuda(Option<usize>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    Auto,
+    F32,
+    Bf16,
+    F16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Model {
+    Mlp(Mlp),
+    Llama(Llama),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Mlp {
+    pub hidden: Vec<usize>,
+    pub activation: Activation,
+    pub dropout: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Activation {
+    Relu,
+    Gelu,
+    Tanh,
+    Silu,
+}
+
+/// A Llama-architecture decoder: from dimensions, or from an HF model directory whose
+/// config.json gives them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Llama {
+    Dims(LlamaDims),
+    Dir(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct LlamaDims {
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub dim: usize,
+    pub hidden: usize,
+    pub context: usize,
+    /// `None`: the data's vocabulary.
+    pub vocab: Option<usize>,
+    pub rope_theta: f64,
+    pub rms_eps: f64,
+    pub tie_embeddings: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct InitFrom {
+    pub path: PathBuf,
+    pub strict: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Lora {
+    pub rank: usize,
+    pub alpha: f64,
+    pub dropout: f64,
+    pub rslora: bool,
+    pub merge: bool,
+    pub targets: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Data {
+    /// Seed for generating, splitting and shuffling; `None`: the run's seed.
+    pub seed: Option<u64>,
+    pub source: DataSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum DataSource {
+    #[serde(rename_all = "kebab-case")]
+    Regression {
+        features: usize,
+        samples: usize,
+        noise: f64,
+        validation_fraction: f64,
+    },
+    #[serde(rename_all = "kebab-case")]
+    Classification {
+        features: usize,
+        classes: usize,
+        samples: usize,
+        validation_fraction: f64,
+    },
+    #[serde(rename_all = "kebab-case")]
+    ModularAddition { modulus: usize, train_fraction: f64 },
+    #[serde(rename_all = "kebab-case")]
+    Copy {
+        length: usize,
+        vocab: usize,
+        samples: usize,
+        validation_fraction: f64,
+    },
+    #[serde(rename_all = "kebab-case")]
+    Text {
+        path: PathBuf,
+        tokenizer: Option<PathBuf>,
+        validation: Validation,
+    },
+    #[serde(rename_all = "kebab-case")]
+    Jsonl {
+        path: PathBuf,
+        prompt_field: String,
+        response_field: String,
+        messages_field: String,
+        validation: Validation,
+        shuffle: bool,
+        packing: bool,
+    },
+    #[serde(rename_all = "kebab-case")]
+    Csv {
+        path: PathBuf,
+        target: String,
+        task: Task,
+        validation: Validation,
+        shuffle: bool,
+        features: Option<Vec<String>>,
+    },
+}
+
+/// Where the validation split comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Validation {
+    File(PathBuf),
+    Fraction(f64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    Regression,
+    Classification,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Train {
+    pub length: Length,
+    pub batch_size: BatchSize,
+    pub gradient_accumulation: usize,
+    pub optimizer: Optimizer,
+    pub schedule: Schedule,
+    pub grad_clip: Option<f64>,
+    pub eval: Option<Eval>,
+    pub log_every: usize,
+    pub checkpoint: Option<Checkpoint>,
+    pub early_stop: Option<EarlyStop>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Length {
+    Steps(usize),
+    Epochs(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BatchSize {
+    Fixed(usize),
+    Auto,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Optimizer {
+    pub lr: f64,
+    pub decay_all: bool,
+    pub kind: OptimizerKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum OptimizerKind {
+    #[serde(rename_all = "kebab-case")]
+    Sgd {
+        momentum: f64,
+        dampening: f64,
+        nesterov: bool,
+        weight_decay: f64,
+    },
+    #[serde(rename_all = "kebab-case")]
+    Adam {
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        amsgrad: bool,
+        weight_decay: f64,
+    },
+    #[serde(rename_all = "kebab-case")]
+    Adamw {
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        amsgrad: bool,
+        weight_decay: f64,
+    },
+    #[serde(rename_all = "kebab-case")]
+    Rmsprop {
+        alpha: f64,
+        eps: f64,
+        momentum: f64,
+        centered: bool,
+        weight_decay: f64,
+    },
+    #[serde(rename_all = "kebab-case")]
+    Adagrad {
+        lr_decay: f64,
+        eps: f64,
+        initial_accumulator: f64,
+        weight_decay: f64,
+    },
+    #[serde(rename_all = "kebab-case")]
+    Lion {
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Schedule {
+    pub interval: Interval,
+    /// `None`: the kind's default (10% for the decaying HF-style kinds, none otherwise).
+    pub warmup: Option<Warmup>,
+    pub kind: ScheduleKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Interval {
+    Step,
+    Epoch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Warmup {
+    Steps(usize),
+    Ratio(f64),
+    Epochs(f64),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum ScheduleKind {
+    Constant,
+    #[serde(rename_all = "kebab-case")]
+    Linear {
+        min_lr_ratio: f64,
+    },
+    #[serde(rename_all = "kebab-case")]
+    Cosine {
+        min_lr_ratio: f64,
+    },
+    #[serde(rename_all = "kebab-case")]
+    CosineWithRestarts {
+        cycles: usize,
+        min_lr_ratio: f64,
+    },
+    #[serde(rename_all = "kebab-case")]
+    Polynomial {
+        power: f64,
+        end_lr: f64,
+    },
+    #[serde(rename_all = "kebab-case")]
+    Exponential {
+        gamma: f64,
+    },
+    #[serde(rename_all = "kebab-case")]
+    InverseSqrt {
+        timescale: Option<usize>,
+    },
+    #[serde(rename_all = "kebab-case")]
+    Step {
+        step_size: usize,
+        gamma: f64,
+    },
+    #[serde(rename_all = "kebab-case")]
+    MultiStep {
+        milestones: Vec<usize>,
+        gamma: f64,
+    },
+    #[serde(rename_all = "kebab-case")]
+    CosineAnnealing {
+        t_max: Option<usize>,
+        eta_min: f64,
+    },
+    #[serde(rename_all = "kebab-case")]
+    CosineWarmRestarts {
+        t_0: usize,
+        t_mult: usize,
+        eta_min: f64,
+    },
+    #[serde(rename_all = "kebab-case")]
+    OneCycle {
+        max_lr: Option<f64>,
+        pct_start: f64,
+        anneal: Anneal,
+        div_factor: f64,
+        final_div_factor: f64,
+        three_phase: bool,
+    },
+    #[serde(rename_all = "kebab-case")]
+    ReduceOnPlateau {
+        mode: Option<Direction>,
+        factor: f64,
+        patience: usize,
+        threshold: f64,
+        threshold_mode: ThresholdMode,
+        cooldown: usize,
+        min_lr: f64,
+        eps: f64,
+    },
+}
+
+impl ScheduleKind {
+    /// The decaying HF/fsdp_qlora-style kinds warm up for 10% of the steps unless told otherwise.
+    pub fn warms_up_by_default(&self) -> bool {
+        matches!(
+            self,
+            ScheduleKind::Linear { .. }
+                | ScheduleKind::Cosine { .. }
+                | ScheduleKind::CosineWithRestarts { .. }
+                | ScheduleKind::Polynomial { .. }
+                | ScheduleKind::InverseSqrt { .. }
+                | ScheduleKind::Exponential { .. }
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Anneal {
+    Cos,
+    Linear,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ThresholdMode {
+    Rel,
+    Abs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Eval {
+    pub every: usize,
+    /// `None`: the whole validation split.
+    pub batches: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Checkpoint {
+    pub every: usize,
+    pub keep: usize,
+    pub best: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct EarlyStop {
+    pub patience: usize,
+    pub min_delta: f64,
+    pub threshold: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Regression {
+    pub baseline: PathBuf,
+    pub join_on: Option<Vec<String>>,
+    pub metrics: Vec<GatedMetric>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct GatedMetric {
+    pub name: String,
+    pub tolerance: Tolerance,
+    pub direction: Option<Direction>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tolerance {
+    Absolute(f64),
+    /// In percent of the baseline value.
+    Relative(f64),
+}
+
+impl Train {
+    /// Examples per optimizer step, when the batch size is fixed.
+    pub fn effective_batch(&self) -> Option<usize> {
+        match self.batch_size {
+            BatchSize::Fixed(b) => Some(b * self.gradient_accumulation),
+            BatchSize::Auto => None,
+        }
+    }
+}

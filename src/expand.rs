@@ -473,7 +473,7 @@ impl Expander {
             }
             None => {}
         }
-        self.expand_node(&mut out, &ctx, &mut errors);
+        let _ = self.expand_node(&mut out, &ctx, &mut errors);
         if errors.is_empty() {
             Ok((out, name))
         } else {
@@ -481,7 +481,10 @@ impl Expander {
         }
     }
 
-    fn expand_node(&mut self, node: &mut Node, ctx: &Value, errors: &mut Vec<Diag>) {
+    /// Expands a node in place; returns `false` when an argument of it evaluated to `none`,
+    /// which unsets the whole setting.
+    fn expand_node(&mut self, node: &mut Node, ctx: &Value, errors: &mut Vec<Diag>) -> bool {
+        let mut keep = true;
         let mut entries = Vec::with_capacity(node.entries.len());
         for entry in std::mem::take(&mut node.entries) {
             if entry.name() == "when".into() {
@@ -506,13 +509,13 @@ impl Expander {
                         ..entry
                     });
                 }
-                Ok(None) => {}
+                Ok(None) => keep &= entry.key.is_some(),
                 Err(e) => errors.push(e),
             }
         }
         node.entries = entries;
         let Some(children) = node.children.as_mut() else {
-            return;
+            return keep;
         };
         let mut kept = Vec::with_capacity(children.nodes.len());
         for mut child in std::mem::take(&mut children.nodes) {
@@ -527,10 +530,12 @@ impl Expander {
                     }
                 }
             }
-            self.expand_node(&mut child, ctx, errors);
-            kept.push(child);
+            if self.expand_node(&mut child, ctx, errors) {
+                kept.push(child);
+            }
         }
         children.nodes = kept;
+        keep
     }
 
     /// The value of one entry: a literal as written, a template's value (`None`: unset).

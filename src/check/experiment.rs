@@ -61,6 +61,19 @@ pub enum ExperimentError {
         span: SourceSpan,
     },
 
+    #[error("var `{name}` has the name of a sweep axis")]
+    #[diagnostic(
+        code("xp::vars::shadows-axis"),
+        help("templates could not tell the two apart; rename the var")
+    )]
+    ShadowsAxis {
+        name: String,
+        #[label("the axis")]
+        axis: SourceSpan,
+        #[label("the var")]
+        span: SourceSpan,
+    },
+
     #[error("experiment `{name}` is defined twice in this file")]
     #[diagnostic(
         code("xp::experiment::duplicate-name"),
@@ -210,6 +223,17 @@ fn check_experiment(experiment: &Node, top: usize, report: &Report, errors: &mut
         }
     }
     for (name, span, source) in vars(experiment) {
+        if let Some((axis, _)) = declared.get(&name) {
+            errors.push(diag(
+                source,
+                ExperimentError::ShadowsAxis {
+                    name: name.clone(),
+                    axis: *axis,
+                    span,
+                },
+            ));
+            continue;
+        }
         let in_name = uses
             .iter()
             .any(|t| section(t) == "name" && t.vars.contains(&name));

@@ -775,6 +775,7 @@ fn check_scalar<'v>(
         help,
     };
     match (spec.ty, value) {
+        (ValueType::Any, KdlValue::Null) => Ok(Checked::Other),
         (_, KdlValue::Null) => {
             Err(wrong(spec.default.first().map(|d| {
                 format!("leave `{slot}` out to get its default, {}", show(d))

@@ -1,6 +1,8 @@
-//! Front-end speed: `xp validate` on a generated 10,000-line experiment file (many experiments,
-//! each with templates, a sweep and every kind of node), measured as the median of repeated
-//! runs. Run with `cargo bench --bench validate`.
+//! Front-end speed, medians of repeated runs (`cargo bench --bench validate`):
+//! - `xp validate` on a generated 10,000-line file (many experiments, each with templates, a
+//!   sweep and every kind of node);
+//! - validating and planning one sweep of 10,000 runs (a 100 × 100 grid with templates, vars
+//!   and a name template): expansion, per-run checks, resolution, names and ids.
 
 use std::time::{Duration, Instant};
 
@@ -57,7 +59,69 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
+/// One experiment whose sweep has `n × n` runs.
+fn big_sweep(n: usize) -> String {
+    let values = |scale: f64| {
+        (1..=n)
+            .map(|i| format!("{}", i as f64 * scale))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    format!(
+        r#"experiment "big" {{
+    seed 1
+    model "llama" {{
+        layers 2; heads 4; dim 64; context 8
+    }}
+    lora rank=8 alpha="{{{{ alpha }}}}" dropout=0.0
+    data "modular-addition" modulus=97
+    vars {{
+        total 1000
+        warm "{{{{ total // 10 }}}}"
+    }}
+    train {{
+        steps "{{{{ total }}}}"
+        batch-size 64
+        optimizer "adamw" lr="{{{{ lr }}}}" weight-decay=0.1
+        schedule "cosine" warmup-steps="{{{{ warm }}}}"
+        eval every=100
+    }}
+    sweep {{
+        grid {{
+            lr {}
+            alpha {}
+        }}
+    }}
+    name "lr{{{{ lr }}}}-a{{{{ alpha }}}}"
+}}
+"#,
+        values(1e-5),
+        values(0.5)
+    )
+}
+
 fn main() {
+    let sweep = big_sweep(100);
+    let checked = validate_text("sweep.kdl", &sweep);
+    assert!(
+        checked.diags.is_empty(),
+        "the generated sweep must be valid: {:?}",
+        checked.diags.iter().next()
+    );
+    assert_eq!(checked.plans[0].runs.len(), 10_000);
+    let samples: Vec<Duration> = (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            std::hint::black_box(validate_text("sweep.kdl", &sweep));
+            start.elapsed()
+        })
+        .collect();
+    println!("plan: 10,000-run sweep");
+    println!(
+        "  validate + plan  median {:>8.1} ms",
+        median(samples).as_secs_f64() * 1e3
+    );
+
     let text = generate(10_000);
     let lines = text.lines().count();
     let checked = validate_text("bench.kdl", &text);

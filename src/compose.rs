@@ -153,7 +153,7 @@ fn compose_inner(
         return Ok(experiment.clone());
     };
     let path = normalize(&base_dir(sources.get(experiment.source)).join(rel));
-    let shown = path.display().to_string();
+    let shown = rel.to_owned();
     if stack.contains(&path) {
         let chain: Vec<String> = stack
             .iter()

@@ -13,7 +13,7 @@ use thiserror::Error;
 use crate::diagnostic::Diag;
 use crate::source::SourceId;
 use crate::template::{self, Location};
-use crate::tree::{Entry, Node, Origin, Plain};
+use crate::tree::{Entry, Literal, Node, Origin, Plain};
 
 #[derive(Debug, Error, Diagnostic)]
 pub enum ExpandError {
@@ -48,13 +48,13 @@ pub enum ExpandError {
         span: SourceSpan,
     },
 
-    #[error("the range of `{axis}` is empty or backwards: {low} to {high}")]
+    #[error("the range of `{axis}` is backwards: {low} is above {high}")]
     #[diagnostic(code("xp::sweep::random-range"), help("write the low bound first"))]
     RandomRange {
         axis: String,
         low: String,
         high: String,
-        #[label("here")]
+        #[label("low above high")]
         span: SourceSpan,
     },
 
@@ -64,15 +64,18 @@ pub enum ExpandError {
         help("loosen the `exclude` rules, or add points with `include`")
     )]
     Empty {
-        #[label("this sweep has no runs")]
+        #[label("no point is left")]
         span: SourceSpan,
     },
 
     #[error("template failed: {message}")]
-    #[diagnostic(code("xp::template::eval"))]
+    #[diagnostic(
+        code("xp::template::eval"),
+        help("values keep the type they are written in: 1e-3 is a number, \"1e-3\" a string")
+    )]
     Eval {
         message: String,
-        #[label("here")]
+        #[label("fails here")]
         span: SourceSpan,
     },
 
@@ -103,7 +106,7 @@ impl Point {
         let mut parts: Vec<String> = self
             .axes
             .iter()
-            .map(|(k, v)| format!("{k}={}", Plain(v)))
+            .map(|(k, v)| format!("{k}={}", Literal(v)))
             .collect();
         if with_seed || parts.is_empty() {
             parts.push(format!("seed={}", self.seed));
@@ -201,12 +204,10 @@ pub fn points(experiment: &Node, diags: &mut Vec<Diag>) -> Vec<Point> {
         );
     }
     if kept.is_empty() {
-        diags.push(diag(
-            sweep.source,
-            ExpandError::Empty {
-                span: sweep.name_span,
-            },
-        ));
+        let at = excludes
+            .first()
+            .map_or((sweep.source, sweep.name_span), |e| (e.source, e.name_span));
+        diags.push(diag(at.0, ExpandError::Empty { span: at.1 }));
     }
     let repeat = sweep
         .child("repeat")
@@ -308,12 +309,21 @@ fn random(block: &Node, base_seed: i64, diags: &mut Vec<Diag>) -> Vec<Vec<(Strin
                 let (Some(low), Some(high)) = bounds() else {
                     continue;
                 };
-                if low > high || (kind == "log-uniform" && low <= 0.0) {
+                if low > high {
+                    let bounds: Vec<&Entry> = axis.args().skip(1).take(2).collect();
+                    let span = match bounds.as_slice() {
+                        [a, b] => (
+                            a.span.offset(),
+                            b.span.offset() + b.span.len() - a.span.offset(),
+                        )
+                            .into(),
+                        _ => axis.name_span,
+                    };
                     let error = ExpandError::RandomRange {
                         axis: axis.name.clone(),
                         low: Plain(args[0]).to_string(),
                         high: Plain(args[1]).to_string(),
-                        span: axis.name_span,
+                        span,
                     };
                     diags.push(diag(axis.source, error));
                     return vec![Vec::new()];

@@ -120,11 +120,20 @@ struct AtPoints {
 
 impl fmt::Display for AtPoints {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (at {}", self.inner, self.point)?;
         match (self.failing, self.total) {
-            (_, 1) => write!(f, ")"),
-            (n, t) if n == t => write!(f, "; fails for all {t} runs)"),
-            (n, t) => write!(f, "; fails for {n} of {t} runs)"),
+            // A single run needs no point to tell it apart.
+            (_, 1) => write!(f, "{}", self.inner),
+            (2, 2) => write!(f, "{} (at {}; fails for both runs)", self.inner, self.point),
+            (n, t) if n == t => write!(
+                f,
+                "{} (at {}; fails for all {t} runs)",
+                self.inner, self.point
+            ),
+            (n, t) => write!(
+                f,
+                "{} (at {}; fails for {n} of {t} runs)",
+                self.inner, self.point
+            ),
         }
     }
 }
@@ -337,7 +346,9 @@ pub fn plan(
         });
     }
     if diags.is_empty() {
-        for (name, same) in by_name.iter().filter(|(_, v)| v.len() > 1) {
+        let collisions: Vec<(&&str, &Vec<&PlannedRun>)> =
+            by_name.iter().filter(|(_, v)| v.len() > 1).collect();
+        if let Some((name, same)) = collisions.first() {
             let points = same
                 .iter()
                 .take(4)
@@ -349,14 +360,20 @@ pub fn plan(
             } else {
                 String::new()
             };
+            let others = match collisions.len() {
+                1 => String::new(),
+                2 => "; another name collides too".to_owned(),
+                n => format!("; {} other names collide too", n - 1),
+            };
+            let error = PlanError::NameCollision {
+                name: (**name).to_owned(),
+                count: same.len(),
+                points: format!("{points}{more}{others}"),
+                span: name_source.1,
+            };
             diags.push(Diag {
                 source: Some(name_source.0),
-                inner: Box::new(PlanError::NameCollision {
-                    name: (*name).to_owned(),
-                    count: same.len(),
-                    points: format!("{points}{more}"),
-                    span: name_source.1,
-                }),
+                inner: Box::new(error),
             });
         }
     }

@@ -31,17 +31,17 @@ pub enum RunError {
         span: SourceSpan,
     },
 
-    #[error("`{what}` every {every} steps never happens within {steps} steps")]
-    #[diagnostic(
-        code("xp::run::interval-too-long"),
-        help("use an interval of at most {steps}")
-    )]
+    #[error("`{what}` every {every} steps{default} is longer than the {steps} training steps")]
+    #[diagnostic(code("xp::run::interval-too-long"))]
     IntervalTooLong {
         what: &'static str,
         every: usize,
         steps: usize,
+        default: &'static str,
         #[label("every {every}")]
         span: SourceSpan,
+        #[help]
+        help: String,
     },
 
     #[error("LoRA rank {rank} is larger than the model dimension {dim}")]
@@ -62,18 +62,18 @@ pub enum RunError {
     #[diagnostic(code("xp::run::model-shape"))]
     ModelShape {
         message: String,
-        #[label("here")]
+        #[label("does not fit")]
         span: SourceSpan,
         #[help]
         help: String,
     },
 
-    #[error("a `{model}` model cannot train on `{data}` data")]
+    #[error("the `{model}` model cannot train on `{data}` data")]
     #[diagnostic(code("xp::run::model-data"))]
     ModelData {
         model: String,
         data: String,
-        #[label("{model}")]
+        #[label("this model")]
         span: SourceSpan,
         #[help]
         help: String,
@@ -950,26 +950,43 @@ pub fn rules(experiment: &Node, spec: &RunSpec) -> Vec<Diag> {
                 },
             ));
         }
-        for (what, node, every) in [
-            ("eval", "eval", train.eval.map(|e| e.every)),
+        // (log has no such rule: it also logs at the last step, and its default of 10 must
+        // not fail a short run.)
+        for (what, every, consequence) in [
+            (
+                "eval",
+                train.eval.map(|e| e.every),
+                "evaluation would run only once, at the end",
+            ),
             (
                 "checkpoint",
-                "checkpoint",
                 train.checkpoint.map(|c| c.every),
+                "no checkpoint would ever be written",
             ),
-            ("log", "log", Some(train.log_every)),
         ] {
             if let Some(every) = every
                 && every > steps
             {
-                let (source, span) = prop_at(&["train", node], "every").unwrap_or(here);
+                let entry = find(&["train", what]).and_then(|n| n.prop("every"));
+                let default = if entry.is_some_and(|e| e.origin == Origin::Default) {
+                    " (the default)"
+                } else {
+                    ""
+                };
+                let (source, span) = entry
+                    .map(|e| (e.source, e.span))
+                    .or(node_at(&["train", what]))
+                    .unwrap_or(here);
+                let help = format!("{consequence}; use an interval of at most {steps}");
                 out.push(diag(
                     source,
                     RunError::IntervalTooLong {
                         what,
                         every,
                         steps,
+                        default,
                         span,
+                        help,
                     },
                 ));
             }

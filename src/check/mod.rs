@@ -61,7 +61,7 @@ pub fn check(nodes: &mut [Node], schema: &Schema, options: &Options) -> Report {
     let mut checker = Checker {
         schema,
         options,
-        env: template::environment(),
+        env: template::shared(),
         report: Report::default(),
         scope: Scope::default(),
         path: Vec::new(),
@@ -79,7 +79,7 @@ pub fn check(nodes: &mut [Node], schema: &Schema, options: &Options) -> Report {
 struct Checker<'a> {
     schema: &'a Schema,
     options: &'a Options,
-    env: minijinja::Environment<'static>,
+    env: &'static minijinja::Environment<'static>,
     report: Report,
     scope: Scope,
     path: Vec<String>,
@@ -679,7 +679,7 @@ impl<'a> Checker<'a> {
             return;
         }
         let mut errors = Vec::new();
-        let vars = template::check(&self.env, text, at, &self.scope, &mut errors);
+        let vars = template::check(self.env, text, at, &self.scope, &mut errors);
         for e in errors {
             self.push(entry.source, e);
         }

@@ -574,3 +574,61 @@ fn cross_field_rules_reject_impossible_runs() {
         Vec::<String>::new()
     );
 }
+
+#[test]
+fn plan_prints_a_table_and_json_and_writes_nothing() {
+    use super::support::{root, stdout, xp};
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "e.kdl",
+        &experiment("        grid {\n            lr 1e-3 1e-2\n            rank 4 8\n        }"),
+    );
+    let out = xp(
+        dir.path(),
+        &["plan", file.to_str().unwrap(), "--set", "train.steps=40"],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "experiment `e`: 4 runs (with --set train.steps=40)"
+    );
+    assert!(
+        lines[2].starts_with("name") && lines[2].contains("effective-batch"),
+        "{text}"
+    );
+    assert!(
+        lines[3].starts_with("lr=0.001,rank=4 ") && lines[3].ends_with(" 16     40"),
+        "{text}"
+    );
+    assert_eq!(lines.len(), 7);
+    // Nothing written next to the experiment.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+    let out = xp(
+        dir.path(),
+        &["plan", file.to_str().unwrap(), "--format", "json"],
+    );
+    let plans: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = plans[0]["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 4);
+    assert_eq!(runs[3]["name"], "lr=0.01,rank=8");
+    assert_eq!(runs[3]["axes"], serde_json::json!({"lr": 0.01, "rank": 8}));
+    assert_eq!(runs[3]["config"]["train"]["optimizer"]["lr"], 0.01);
+    assert_eq!(runs[3]["config"]["lora"]["rank"], 8);
+    assert_eq!(runs[3]["id"].as_str().unwrap().len(), 12);
+
+    let out = xp(
+        &root(),
+        &[
+            "plan",
+            "experiments/quickstart.kdl",
+            "--set",
+            "train.stesp=1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `steps`?"));
+}

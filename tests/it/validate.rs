@@ -32,10 +32,10 @@ fn every_fixture_matches_its_snapshot() {
 fn every_fixture_reports_its_code_in_json() {
     for file in fixture_files() {
         let code = code_of(&file);
-        let out = xp(
-            &fixtures(),
-            &["validate", "--format", "json", file.to_str().unwrap()],
-        );
+        let extra = fixture_args(&file);
+        let mut args = vec!["validate", "--format", "json", file.to_str().unwrap()];
+        args.extend(extra.iter().map(String::as_str));
+        let out = xp(&fixtures(), &args);
         let diags = json(&out);
         let codes: Vec<&str> = diags
             .as_array()

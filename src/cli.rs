@@ -40,6 +40,25 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = PlanFormat::Table)]
         format: PlanFormat,
     },
+    /// Train every run of an experiment into a new sweep directory.
+    Run {
+        /// The experiment file.
+        file: PathBuf,
+        #[command(flatten)]
+        overrides: OverrideArgs,
+        /// Run only the runs whose name matches this glob.
+        #[arg(long, value_name = "GLOB")]
+        only: Option<String>,
+        /// Train on this device, whatever the experiment says: cpu, cuda, cuda:N.
+        #[arg(long, value_name = "DEVICE")]
+        device: Option<String>,
+        /// Where sweep directories go.
+        #[arg(long, value_name = "DIR", default_value = "runs")]
+        runs_dir: PathBuf,
+        /// No progress lines.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Print the experiment schema, or a reference of every node and option.
     Schema {
         #[arg(long, value_enum, default_value_t = SchemaFormat::Kdl)]
@@ -111,6 +130,8 @@ pub enum CliError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
     Json(#[from] serde_json::Error),
 }
 
@@ -127,6 +148,21 @@ pub fn main() -> ExitCode {
             overrides,
             format,
         } => commands::plan::run(file, &overrides.into(), format),
+        Command::Run {
+            file,
+            overrides,
+            only,
+            device,
+            runs_dir,
+            quiet,
+        } => commands::run::run(commands::run::RunArgs {
+            file,
+            overrides: overrides.into(),
+            only,
+            device,
+            runs_dir,
+            quiet,
+        }),
         Command::Schema { format } => commands::schema::run(format),
     };
     match result {

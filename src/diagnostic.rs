@@ -152,13 +152,30 @@ pub struct JsonLabel {
 impl JsonDiagnostic {
     fn new(d: &Diag, sources: &Sources) -> Self {
         let source = d.source.map(|id| sources.get(id));
+        // Diagnostics about data files carry their own source code and name.
+        let own = if source.is_none() {
+            d.inner.source_code()
+        } else {
+            None
+        };
+        let mut own_name = None;
         let labels = d
             .inner
             .labels()
             .map(|labels| {
                 labels
                     .map(|l| {
-                        let (line, column) = source.map_or((0, 0), |s| s.line_col(l.offset()));
+                        let (line, column) = match (source, own) {
+                            (Some(s), _) => s.line_col(l.offset()),
+                            (None, Some(code)) => match code.read_span(l.inner(), 0, 0) {
+                                Ok(contents) => {
+                                    own_name = contents.name().map(str::to_owned);
+                                    (contents.line() + 1, contents.column() + 1)
+                                }
+                                Err(_) => (0, 0),
+                            },
+                            (None, None) => (0, 0),
+                        };
                         JsonLabel {
                             message: l.label().map(str::to_owned),
                             offset: l.offset(),
@@ -179,7 +196,7 @@ impl JsonDiagnostic {
             },
             message: d.inner.to_string(),
             help: d.inner.help().map(|h| h.to_string()),
-            file: source.map(|s| s.name.clone()),
+            file: source.map(|s| s.name.clone()).or(own_name),
             labels,
         }
     }

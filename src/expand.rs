@@ -11,6 +11,7 @@ use minijinja::{Environment, Expression};
 use thiserror::Error;
 
 use crate::diagnostic::Diag;
+use crate::rng::{Rng, fnv1a};
 use crate::source::SourceId;
 use crate::template::{self, Location};
 use crate::tree::{Entry, Literal, Node, Origin, Plain};
@@ -292,7 +293,7 @@ fn random(block: &Node, base_seed: i64, diags: &mut Vec<Diag>) -> Vec<Vec<(Strin
         let kind = axis.arg(0).and_then(|a| a.as_str()).unwrap_or("");
         let args: Vec<&KdlValue> = axis.args().skip(1).map(|e| &e.value).collect();
         // Each axis draws from its own stream, so adding an axis leaves the others' values as they were.
-        let mut rng = SplitMix64::new((seed as u64) ^ fnv1a(axis.name.as_bytes()));
+        let mut rng = Rng::new((seed as u64) ^ fnv1a(axis.name.as_bytes()));
         let bounds = || {
             (
                 args.first().and_then(|v| number(v)),
@@ -407,6 +408,14 @@ fn truthy(v: &KdlValue) -> bool {
     }
 }
 
+/// A run name rendered from the `name` template, with where the template is written.
+#[derive(Debug, Clone)]
+pub struct RunName {
+    pub text: String,
+    pub source: SourceId,
+    pub span: SourceSpan,
+}
+
 /// Evaluates templates for one point at a time, compiling each template once.
 pub struct Expander {
     expressions: HashMap<String, Expression<'static, 'static>>,
@@ -431,7 +440,7 @@ impl Expander {
         &mut self,
         experiment: &Node,
         point: &Point,
-    ) -> Result<(Node, Option<(String, SourceId, SourceSpan)>), Vec<Diag>> {
+    ) -> Result<(Node, Option<RunName>), Vec<Diag>> {
         let mut errors = Vec::new();
         let mut vars: Vec<(String, Value)> = Vec::new();
         for var in experiment
@@ -456,7 +465,11 @@ impl Expander {
         let ctx = context(&point.axes, point.seed, &vars);
         let name = match experiment.child("name").and_then(|n| n.arg(0)) {
             Some(entry) => match self.value(entry, &ctx) {
-                Ok(v) => v.map(|v| (Plain(&v).to_string(), entry.source, entry.span)),
+                Ok(v) => v.map(|v| RunName {
+                    text: Plain(&v).to_string(),
+                    source: entry.source,
+                    span: entry.span,
+                }),
                 Err(e) => return Err(vec![e]),
             },
             None => None,
@@ -691,33 +704,4 @@ pub fn number(v: &KdlValue) -> Option<f64> {
         KdlValue::Float(f) => Some(*f),
         _ => None,
     }
-}
-
-/// A small, fully specified generator: sweeps sample the same points on every platform and
-/// every version of xp's dependencies.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }

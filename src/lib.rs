@@ -6,18 +6,29 @@
 
 pub mod check;
 pub mod compose;
+pub mod data;
 pub mod diagnostic;
+pub mod execute;
 pub mod expand;
 pub mod load;
+pub mod model;
+pub mod ops;
+pub mod optim;
 pub mod parse;
 pub mod plan;
+pub mod preflight;
+pub mod progress;
+pub mod record;
 pub mod resolve;
+pub mod rng;
+pub mod schedule;
 pub mod schema;
 pub mod source;
 pub mod spec;
 pub mod suggest;
 pub mod table;
 pub mod template;
+pub mod train;
 pub mod tree;
 pub mod validate;
 

@@ -13,7 +13,7 @@ use thiserror::Error;
 
 use crate::check::{self, experiment::scope};
 use crate::diagnostic::{Diag, plural};
-use crate::expand::{self, Expander, Point};
+use crate::expand::{self, Expander, Point, RunName};
 use crate::resolve;
 use crate::schema::Schema;
 use crate::source::{SourceId, Sources};
@@ -120,18 +120,18 @@ struct AtPoints {
 
 impl fmt::Display for AtPoints {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let error = matches!(self.inner.severity(), None | Some(miette::Severity::Error));
+        let verb = if error { "fails for" } else { "holds for" };
         match (self.failing, self.total) {
             // A single run needs no point to tell it apart.
             (_, 1) => write!(f, "{}", self.inner),
-            (2, 2) => write!(f, "{} (at {}; fails for both runs)", self.inner, self.point),
-            (n, t) if n == t => write!(
-                f,
-                "{} (at {}; fails for all {t} runs)",
-                self.inner, self.point
-            ),
+            (2, 2) => write!(f, "{} (at {}; {verb} both runs)", self.inner, self.point),
+            (n, t) if n == t => {
+                write!(f, "{} (at {}; {verb} all {t} runs)", self.inner, self.point)
+            }
             (n, t) => write!(
                 f,
-                "{} (at {}; fails for {n} of {t} runs)",
+                "{} (at {}; {verb} {n} of {t} runs)",
                 self.inner, self.point
             ),
         }
@@ -158,7 +158,19 @@ impl Diagnostic for AtPoints {
 /// Failures collected over all points, keyed by code and place.
 #[derive(Default)]
 struct Failures {
-    by_key: BTreeMap<(String, Option<SourceId>, usize, usize), (Diag, String, usize)>,
+    /// By (code, source, first label offset and length): the first diagnostic, its point, and
+    /// how many points failed the same way.
+    by_key: BTreeMap<FailureKey, (Diag, String, usize)>,
+}
+
+type FailureKey = (String, Option<SourceId>, usize, usize);
+
+/// A point that expanded and resolved cleanly.
+struct Resolved {
+    point: Point,
+    name: Option<RunName>,
+    spec: RunSpec,
+    kdl: String,
 }
 
 impl Failures {
@@ -215,12 +227,8 @@ pub fn plan(
     };
     let mut expander = Expander::default();
     let mut failures = Failures::default();
-    let mut runs: Vec<(
-        Point,
-        Option<(String, SourceId, SourceSpan)>,
-        RunSpec,
-        String,
-    )> = Vec::new();
+    let mut warnings = Failures::default();
+    let mut runs: Vec<Resolved> = Vec::new();
     let mut internal = Vec::new();
     for point in points {
         let label = point.label(repeats);
@@ -251,13 +259,21 @@ pub fn plan(
                 continue;
             }
         };
-        let broken = resolve::rules(&tree, &spec);
+        let (broken, doubtful): (Vec<Diag>, Vec<Diag>) = resolve::rules(&tree, &spec)
+            .into_iter()
+            .partition(|d| d.severity() == miette::Severity::Error);
+        doubtful.into_iter().for_each(|d| warnings.add(d, &label));
         if !broken.is_empty() {
             broken.into_iter().for_each(|d| failures.add(d, &label));
             continue;
         }
         let kdl = resolve::canonical(&tree, schema, sources);
-        runs.push((point, name, spec, kdl));
+        runs.push(Resolved {
+            point,
+            name,
+            spec,
+            kdl,
+        });
     }
     if let Some(e) = internal.first() {
         diags.push(Diag {
@@ -269,6 +285,8 @@ pub fn plan(
     if !diags.is_empty() {
         return (None, diags);
     }
+    // Likely mistakes that do not stop the runs, reported once like failures.
+    diags.extend(warnings.into_diags(total));
 
     let sweep_span = experiment
         .child("sweep")
@@ -278,9 +296,15 @@ pub fn plan(
         .map_or(experiment.source, |s| s.source);
     let mut planned = Vec::new();
     let mut bad_name = None;
-    for (point, name, spec, kdl) in runs {
+    for Resolved {
+        point,
+        name,
+        spec,
+        kdl,
+    } in runs
+    {
         let run_name = match &name {
-            Some((text, source, span)) => {
+            Some(RunName { text, source, span }) => {
                 if let Some(reason) = unusable(text) {
                     bad_name.get_or_insert_with(|| Diag {
                         source: Some(*source),
@@ -345,7 +369,8 @@ pub fn plan(
             inner: Box::new(error),
         });
     }
-    if diags.is_empty() {
+    let no_errors = |d: &[Diag]| !d.iter().any(|d| d.severity() == miette::Severity::Error);
+    if no_errors(&diags) {
         let collisions: Vec<(&&str, &Vec<&PlannedRun>)> =
             by_name.iter().filter(|(_, v)| v.len() > 1).collect();
         if let Some((name, same)) = collisions.first() {
@@ -377,7 +402,7 @@ pub fn plan(
             });
         }
     }
-    if !diags.is_empty() {
+    if !no_errors(&diags) {
         return (None, diags);
     }
     let name = experiment

@@ -99,7 +99,10 @@ impl Diagnostic for WithSource<'_> {
         self.diag.inner.labels()
     }
     fn source_code(&self) -> Option<&dyn SourceCode> {
-        self.source.map(|s| s as &dyn SourceCode)
+        // Diagnostics about data files carry their own source.
+        self.source
+            .map(|s| s as &dyn SourceCode)
+            .or_else(|| self.diag.inner.source_code())
     }
     fn related<'b>(&'b self) -> Option<Box<dyn Iterator<Item = &'b dyn Diagnostic> + 'b>> {
         self.diag.inner.related()

@@ -32,7 +32,7 @@ pub enum RunError {
     },
 
     #[error("`{what}` every {every} steps{default} is longer than the {steps} training steps")]
-    #[diagnostic(code("xp::run::interval-too-long"))]
+    #[diagnostic(code("xp::run::interval-too-long"), severity(Warning))]
     IntervalTooLong {
         what: &'static str,
         every: usize,
@@ -910,8 +910,8 @@ pub fn synthetic_sequence_length(data: &DataSource) -> Option<usize> {
     match data {
         // a b = c
         DataSource::ModularAddition { .. } => Some(4),
-        // x₁…xₙ SEP x₁…xₙ
-        DataSource::Copy { length, .. } => Some(2 * length + 1),
+        // x₁…xₙ SEP x₁…xₙ, less the last token (it is only a target)
+        DataSource::Copy { length, .. } => Some(2 * length),
         _ => None,
     }
 }

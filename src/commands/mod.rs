@@ -1,6 +1,7 @@
 //! One module per subcommand; each returns an [`Outcome`](crate::cli::Outcome).
 
 pub mod plan;
+pub mod run;
 pub mod schema;
 pub mod validate;
 

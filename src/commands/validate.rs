@@ -12,7 +12,11 @@ pub fn run(
     overrides: &Overrides,
     format: DiagFormat,
 ) -> Result<Outcome, CliError> {
-    let checked = validate_files(files, overrides);
+    let mut checked = validate_files(files, overrides);
+    // What `xp run` would check before training: data files, init-from files, and (as
+    // warnings) what this binary cannot do.
+    let (_, found) = crate::preflight::check(&checked.plans, None, miette::Severity::Warning);
+    checked.diags.extend_from(found);
     let mut out = std::io::stdout().lock();
     match format {
         DiagFormat::Human => {

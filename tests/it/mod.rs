@@ -1,5 +1,11 @@
 mod codes;
+mod data;
+mod llama;
 mod no_panic;
+mod ops;
+mod optimizers;
+mod run;
+mod schedules;
 mod schema;
 mod support;
 mod sweeps;

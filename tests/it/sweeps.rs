@@ -482,7 +482,7 @@ fn overrides_set_values_and_axes_and_are_recorded() {
         ],
         axis: vec!["rank=8,16".into(), "lr=3e-4".into()],
     };
-    let c = validate_files(&[file.clone()], &overrides);
+    let c = validate_files(std::slice::from_ref(&file), &overrides);
     assert!(c.diags.is_empty(), "{:?}", c.diags);
     let p = &c.plans[0];
     assert_eq!(names(p), ["lr=0.0003,rank=8", "lr=0.0003,rank=16"]);

@@ -96,7 +96,15 @@ fn shipped_experiments_validate_clean() {
     let mut args = vec!["validate", "--format", "json"];
     args.extend(files.iter().map(String::as_str));
     let out = xp(&root(), &args);
-    assert_eq!(json(&out), serde_json::json!([]), "{}", stdout(&out));
+    // Clean but for warnings about what this build cannot run yet.
+    let diags = json(&out);
+    let unexpected: Vec<&serde_json::Value> = diags
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["code"] != "xp::run::unsupported" || d["severity"] != "warning")
+        .collect();
+    assert!(unexpected.is_empty(), "{}", stdout(&out));
     assert_eq!(out.status.code(), Some(0));
 }
 

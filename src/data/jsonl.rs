@@ -1,0 +1,438 @@
+//! Instruction data, one JSON object a line, as byte-level tokens (0..=255 the bytes, 256 the
+//! end of text) with the loss only on what the model should produce.
+//!
+//! A `prompt`/`response` line is the sequence bytes(prompt) bytes(response) END, learning the
+//! response and END. A `messages` line renders every `{role, content}` message as
+//! `{role}: {content}\n`, then END, learning the content and newline of `assistant` messages
+//! and END. Inputs are the sequence without its last token, targets without its first, with
+//! [`IGNORE_INDEX`] where the target is not learned.
+
+use std::ops::Range;
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use super::text::{BYTE_VOCAB, END_OF_TEXT};
+use super::{DataError, Dataset, Examples, Problems, SourceFile, Task, split_checked};
+use crate::ops::IGNORE_INDEX;
+use crate::rng::Rng;
+use crate::spec::Validation;
+use crate::suggest::{list, suggest};
+
+/// The names of the fields read from each line.
+#[derive(Debug, Clone, Copy)]
+pub struct Fields<'a> {
+    pub prompt: &'a str,
+    pub response: &'a str,
+    pub messages: &'a str,
+}
+
+/// Loads a jsonl file. With a `context`, examples longer than it are truncated (and counted in
+/// [`Dataset::truncated`]); with `packing`, the training examples are instead concatenated and
+/// cut into windows of `context` tokens. The validation split is a file of its own or a
+/// fraction of the lines (shuffled when `shuffle` is set, else the last lines).
+pub fn load(
+    path: &Path,
+    fields: Fields<'_>,
+    validation: &Validation,
+    shuffle: bool,
+    packing: bool,
+    context: Option<usize>,
+    seed: u64,
+) -> Result<Dataset, DataError> {
+    if packing && context.is_none() {
+        return Err(DataError::PackingNeedsContext {
+            path: path.display().to_string(),
+        });
+    }
+    let context = context.map(|c| c.max(1));
+    let all = read(&SourceFile::read(path)?, fields)?;
+    let (train, validation) = match validation {
+        Validation::Fraction(fraction) => {
+            let mut rng = shuffle.then(|| Rng::stream(seed, "data/jsonl"));
+            split_checked(path, all, *fraction, rng.as_mut(), "examples")?
+        }
+        Validation::File(other) => (all, read(&SourceFile::read(other)?, fields)?),
+    };
+    let mut truncated = 0;
+    let had_validation = !validation.is_empty();
+    let train = match context {
+        Some(context) if packing => pack(train, context),
+        _ => truncate(train, context, &mut truncated),
+    };
+    let validation = truncate(validation, context, &mut truncated);
+    for (split, examples, had) in [
+        ("training", &train, true),
+        ("validation", &validation, had_validation),
+    ] {
+        if let (true, true, Some(context)) = (had, examples.is_empty(), context) {
+            return Err(DataError::Empty {
+                path: path.display().to_string(),
+                what: format!(
+                    "{split} examples with a response within the context of {context} tokens"
+                ),
+                help: Some("shorten the prompts or use a model with a longer context".into()),
+            });
+        }
+    }
+    Ok(Dataset {
+        task: Task::Language { vocab: BYTE_VOCAB },
+        train,
+        validation,
+        pad: END_OF_TEXT,
+        truncated,
+    })
+}
+
+/// Every line's example, or every problem of the file.
+fn read(file: &SourceFile, fields: Fields<'_>) -> Result<Examples, DataError> {
+    let (body, bom) = file.body();
+    let mut problems = Problems::new(&file.path);
+    let (mut inputs, mut targets) = (Vec::new(), Vec::new());
+    let mut start = bom;
+    for (i, raw) in body.split('\n').enumerate() {
+        let line = Line {
+            text: raw.strip_suffix('\r').unwrap_or(raw),
+            start,
+            number: i + 1,
+        };
+        start += raw.len() + 1;
+        if line.text.trim().is_empty() {
+            continue;
+        }
+        match line.sequence(file, fields) {
+            Ok((tokens, learn)) => {
+                inputs.push(tokens[..tokens.len() - 1].to_vec());
+                targets.push(
+                    tokens
+                        .iter()
+                        .zip(&learn)
+                        .skip(1)
+                        .map(|(&t, &l)| if l { i64::from(t) } else { IGNORE_INDEX })
+                        .collect(),
+                );
+            }
+            Err(e) => problems.push(e),
+        }
+    }
+    problems.finish()?;
+    if inputs.is_empty() {
+        let help = format!(
+            "one JSON object a line, e.g. {{\"{}\": \"2+2=\", \"{}\": \"4\"}}",
+            fields.prompt, fields.response
+        );
+        return Err(file.empty("examples", Some(help)));
+    }
+    Ok(Examples::Tokens { inputs, targets })
+}
+
+/// One line of the file: its text without the line ending, where it starts, its number.
+struct Line<'a> {
+    text: &'a str,
+    start: usize,
+    number: usize,
+}
+
+impl Line<'_> {
+    /// The line's tokens, and for each whether it is learned as a target. There are at least
+    /// two tokens: a nonempty response and the end.
+    fn sequence(
+        &self,
+        file: &SourceFile,
+        fields: Fields<'_>,
+    ) -> Result<(Vec<u32>, Vec<bool>), DataError> {
+        let value: Value = serde_json::from_str(self.text).map_err(|e| {
+            let mut at = e.column().saturating_sub(1).min(self.text.len());
+            while !self.text.is_char_boundary(at) {
+                at -= 1;
+            }
+            let width = self.text[at..].chars().next().map_or(0, char::len_utf8);
+            let reason = e.to_string();
+            let reason = reason
+                .rsplit_once(" at line ")
+                .map_or(reason.as_str(), |(r, _)| r);
+            self.error(
+                file,
+                self.start + at..self.start + at + width,
+                format!("not valid JSON: {reason}"),
+                None,
+            )
+        })?;
+        let Value::Object(object) = value else {
+            let message = format!("expected a JSON object, found {}", kind(&value));
+            return Err(self.error(file, self.whole(), message, Some(self.expected(fields))));
+        };
+        if object.contains_key(fields.messages) {
+            if let Some(other) = [fields.prompt, fields.response]
+                .into_iter()
+                .find(|k| object.contains_key(*k))
+            {
+                let message = format!("this line has both `{}` and `{other}`", fields.messages);
+                return Err(self.error(
+                    file,
+                    self.key(other),
+                    message,
+                    Some(self.expected(fields)),
+                ));
+            }
+            return self.messages(file, fields.messages, &object[fields.messages]);
+        }
+        let (prompt, response) = match (object.get(fields.prompt), object.get(fields.response)) {
+            (Some(prompt), Some(response)) => (prompt, response),
+            (prompt, response) => {
+                let missing: Vec<&str> = [(fields.prompt, prompt), (fields.response, response)]
+                    .iter()
+                    .filter(|(_, v)| v.is_none())
+                    .map(|(k, _)| *k)
+                    .collect();
+                let message = match missing.as_slice() {
+                    [one] => format!("no field `{one}`"),
+                    _ => format!(
+                        "no fields `{}` and `{}`, nor `{}`",
+                        fields.prompt, fields.response, fields.messages
+                    ),
+                };
+                let wanted = missing
+                    .iter()
+                    .copied()
+                    .chain((missing.len() == 2).then_some(fields.messages));
+                return Err(self.missing(file, &object, wanted, message, fields));
+            }
+        };
+        let prompt = self.string(file, fields.prompt, prompt)?;
+        let response = self.string(file, fields.response, response)?;
+        if response.is_empty() {
+            let message = format!("the `{}` is empty: nothing to learn", fields.response);
+            return Err(self.error(file, self.key(fields.response), message, None));
+        }
+        let tokens: Vec<u32> = prompt
+            .bytes()
+            .chain(response.bytes())
+            .map(u32::from)
+            .chain([END_OF_TEXT])
+            .collect();
+        let learn = (0..tokens.len()).map(|i| i >= prompt.len()).collect();
+        Ok((tokens, learn))
+    }
+
+    /// A `messages` list rendered as `{role}: {content}\n` lines.
+    fn messages(
+        &self,
+        file: &SourceFile,
+        name: &str,
+        value: &Value,
+    ) -> Result<(Vec<u32>, Vec<bool>), DataError> {
+        let span = self.key(name);
+        let Value::Array(items) = value else {
+            let message = format!(
+                "`{name}` must be a list of {{role, content}} objects, found {}",
+                kind(value)
+            );
+            return Err(self.error(file, span, message, None));
+        };
+        let (mut tokens, mut learn) = (Vec::new(), Vec::new());
+        let mut learned = 0;
+        for (i, item) in items.iter().enumerate() {
+            let n = i + 1;
+            let Value::Object(message) = item else {
+                let text = format!(
+                    "message {n} of `{name}` must be an object with `role` and `content`, found {}",
+                    kind(item)
+                );
+                return Err(self.error(file, span, text, None));
+            };
+            let field = |key: &str| -> Result<&str, DataError> {
+                match message.get(key) {
+                    Some(Value::String(s)) => Ok(s),
+                    Some(other) => {
+                        let text = format!(
+                            "`{key}` of message {n} must be a string, found {}",
+                            kind(other)
+                        );
+                        Err(self.error(file, span.clone(), text, None))
+                    }
+                    None => {
+                        let close = suggest(key, message.keys().map(String::as_str));
+                        let help = close.map(|c| format!("did you mean `{key}` for `{c}`?"));
+                        Err(self.error(
+                            file,
+                            span.clone(),
+                            format!("message {n} of `{name}` has no `{key}`"),
+                            help,
+                        ))
+                    }
+                }
+            };
+            let (role, content) = (field("role")?, field("content")?);
+            let assistant = role == "assistant";
+            for (text, learned_here) in [
+                (role, false),
+                (": ", false),
+                (content, assistant),
+                ("\n", assistant),
+            ] {
+                tokens.extend(text.bytes().map(u32::from));
+                learn.extend(std::iter::repeat_n(learned_here, text.len()));
+            }
+            learned += if assistant { content.len() } else { 0 };
+        }
+        if learned == 0 {
+            let message = "no `assistant` message with content: nothing to learn".to_owned();
+            return Err(self.error(
+                file,
+                span,
+                message,
+                Some("the loss is on what `assistant` messages say".into()),
+            ));
+        }
+        tokens.push(END_OF_TEXT);
+        learn.push(true);
+        Ok((tokens, learn))
+    }
+
+    fn string<'v>(
+        &self,
+        file: &SourceFile,
+        name: &str,
+        value: &'v Value,
+    ) -> Result<&'v str, DataError> {
+        match value {
+            Value::String(s) => Ok(s),
+            other => Err(self.error(
+                file,
+                self.key(name),
+                format!("`{name}` must be a string, found {}", kind(other)),
+                None,
+            )),
+        }
+    }
+
+    /// Missing fields, pointing at a misspelt key where there is one.
+    fn missing<'a>(
+        &self,
+        file: &SourceFile,
+        object: &Map<String, Value>,
+        wanted: impl Iterator<Item = &'a str>,
+        message: String,
+        fields: Fields<'_>,
+    ) -> DataError {
+        let keys: Vec<&str> = object.keys().map(String::as_str).collect();
+        let known = [fields.prompt, fields.response, fields.messages];
+        let unknown = keys.iter().copied().filter(|k| !known.contains(k));
+        for want in wanted {
+            if let Some(close) = suggest(want, unknown.clone()) {
+                return self.error(
+                    file,
+                    self.key(close),
+                    message,
+                    Some(format!("did you mean `{want}` for `{close}`?")),
+                );
+            }
+        }
+        let help = format!(
+            "{}; this line has {}",
+            self.expected(fields),
+            if keys.is_empty() {
+                "no fields".into()
+            } else {
+                list(keys)
+            }
+        );
+        self.error(file, self.whole(), message, Some(help))
+    }
+
+    fn expected(&self, fields: Fields<'_>) -> String {
+        format!(
+            "each line needs `{}` and `{}` strings, or a `{}` list of {{role, content}} (field names are set by prompt-field, response-field and messages-field)",
+            fields.prompt, fields.response, fields.messages
+        )
+    }
+
+    fn error(
+        &self,
+        file: &SourceFile,
+        span: Range<usize>,
+        message: String,
+        help: Option<String>,
+    ) -> DataError {
+        file.bad_row(self.number, span, message, help)
+    }
+
+    fn whole(&self) -> Range<usize> {
+        self.start..self.start + self.text.len()
+    }
+
+    /// Where the key `name` is written (`"name":`), or the whole line.
+    fn key(&self, name: &str) -> Range<usize> {
+        let quoted = serde_json::to_string(name).unwrap_or_else(|_| format!("\"{name}\""));
+        let mut from = 0;
+        while let Some(i) = self.text[from..].find(&quoted) {
+            let (at, after) = (from + i, from + i + quoted.len());
+            if self.text[after..].trim_start().starts_with(':') && !self.text[..at].ends_with('\\')
+            {
+                return self.start + at..self.start + after;
+            }
+            from = after;
+        }
+        self.whole()
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn parts(examples: Examples) -> (Vec<Vec<u32>>, Vec<Vec<i64>>) {
+    match examples {
+        Examples::Tokens { inputs, targets } => (inputs, targets),
+        Examples::Tabular { .. } => (Vec::new(), Vec::new()),
+    }
+}
+
+/// Examples cut to `context` tokens; those left with nothing to learn are dropped. Both are
+/// counted in `truncated`.
+fn truncate(examples: Examples, context: Option<usize>, truncated: &mut usize) -> Examples {
+    let Some(context) = context else {
+        return examples;
+    };
+    let (mut inputs, mut targets) = parts(examples);
+    for (input, target) in inputs.iter_mut().zip(targets.iter_mut()) {
+        if input.len() > context {
+            *truncated += 1;
+            input.truncate(context);
+            target.truncate(context);
+        }
+    }
+    let keep: Vec<bool> = targets
+        .iter()
+        .map(|t| t.iter().any(|&v| v != IGNORE_INDEX))
+        .collect();
+    let mut kept = keep.iter();
+    inputs.retain(|_| kept.next().copied().unwrap_or(false));
+    let mut kept = keep.iter();
+    targets.retain(|_| kept.next().copied().unwrap_or(false));
+    Examples::Tokens { inputs, targets }
+}
+
+/// The training examples concatenated and cut into windows of `context` tokens; windows with
+/// nothing to learn are left out.
+fn pack(examples: Examples, context: usize) -> Examples {
+    let (inputs, targets) = parts(examples);
+    let stream: Vec<u32> = inputs.into_iter().flatten().collect();
+    let labels: Vec<i64> = targets.into_iter().flatten().collect();
+    let (mut inputs, mut targets) = (Vec::new(), Vec::new());
+    for (input, target) in stream.chunks(context).zip(labels.chunks(context)) {
+        if target.iter().any(|&t| t != IGNORE_INDEX) {
+            inputs.push(input.to_vec());
+            targets.push(target.to_vec());
+        }
+    }
+    Examples::Tokens { inputs, targets }
+}

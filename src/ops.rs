@@ -1,0 +1,156 @@
+//! xp's own differentiable ops. candle-nn's fused `softmax_last_dim`, `rms_norm`, `layer_norm`,
+//! `rope*` and flash attention record no backward pass (gradients silently stop), so training
+//! never goes through them: every op here is built from candle ops that have one, and each is
+//! checked against PyTorch's outputs and gradients (tests/reference/ops.py).
+
+use candle_core::{D, DType, Result, Tensor};
+
+/// Softmax over the last dimension: exp(x - max) / sum. The max is a constant for the
+/// gradient (it cancels), so it is detached.
+pub fn softmax(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// log(softmax(x)) over the last dimension, computed stably as x - max - log(sum(exp(x - max))).
+pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let shifted = x.broadcast_sub(&max)?;
+    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    shifted.broadcast_sub(&lse)
+}
+
+/// RMSNorm as HF Llama computes it: x / sqrt(mean(x²) + eps) · weight, over the last dimension.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let mean_sq = x.sqr()?.mean_keepdim(D::Minus1)?;
+    let inv = (mean_sq + eps)?.sqrt()?.recip()?;
+    x.broadcast_mul(&inv)?.broadcast_mul(weight)
+}
+
+/// LayerNorm over the last dimension with the biased variance, as torch.nn.LayerNorm.
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let centered = x.broadcast_sub(&mean)?;
+    let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = centered.broadcast_div(&(var + eps)?.sqrt()?)?;
+    normed.broadcast_mul(weight)?.broadcast_add(bias)
+}
+
+/// The cos and sin tables of rotary embeddings, HF Llama's layout: (T, head_dim) with the
+/// frequencies repeated over both halves.
+pub fn rope_tables(
+    seq_len: usize,
+    head_dim: usize,
+    theta: f64,
+    dtype: DType,
+    device: &candle_core::Device,
+) -> Result<(Tensor, Tensor)> {
+    let half = head_dim / 2;
+    let inv_freq: Vec<f32> = (0..half)
+        .map(|i| (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32)
+        .collect();
+    let mut cos = Vec::with_capacity(seq_len * head_dim);
+    let mut sin = Vec::with_capacity(seq_len * head_dim);
+    for t in 0..seq_len {
+        for repeat in 0..2 {
+            let _ = repeat;
+            for f in &inv_freq {
+                // HF computes position × inv_freq in f32.
+                let angle = t as f32 * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+    }
+    let cos = Tensor::from_vec(cos, (seq_len, head_dim), device)?.to_dtype(dtype)?;
+    let sin = Tensor::from_vec(sin, (seq_len, head_dim), device)?.to_dtype(dtype)?;
+    Ok((cos, sin))
+}
+
+/// Rotary embedding of x (B, H, T, D) with tables (T, D): x·cos + rotate_half(x)·sin, where
+/// rotate_half(x) = [-x₂, x₁] over the two halves of the last dimension (HF Llama).
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let d = x.dim(D::Minus1)?;
+    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+    let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    x.broadcast_mul(cos)?
+        .broadcast_add(&rotated.broadcast_mul(sin)?)
+}
+
+/// Causal scaled dot-product attention: q, k, v (B, H, T, D) → (B, H, T, D). Keys and values
+/// with fewer heads (grouped-query attention) are repeated to match.
+pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    let (_, heads, t, d) = q.dims4()?;
+    let k = repeat_kv(k, heads)?;
+    let v = repeat_kv(v, heads)?;
+    let scores = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (d as f64).sqrt()))?;
+    let mask = causal_mask(t, q.dtype(), q.device())?;
+    let probs = softmax(&scores.broadcast_add(&mask)?)?;
+    probs.matmul(&v.contiguous()?)
+}
+
+fn repeat_kv(x: &Tensor, heads: usize) -> Result<Tensor> {
+    let (b, kv, t, d) = x.dims4()?;
+    if kv == heads {
+        return Ok(x.clone());
+    }
+    let n = heads / kv;
+    x.unsqueeze(2)?
+        .broadcast_as((b, kv, n, t, d))?
+        .reshape((b, heads, t, d))
+}
+
+/// 0 on and below the diagonal, -inf above it.
+fn causal_mask(t: usize, dtype: DType, device: &candle_core::Device) -> Result<Tensor> {
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(mask, (t, t), device)?.to_dtype(dtype)
+}
+
+/// SiLU: x · sigmoid(x).
+pub fn silu(x: &Tensor) -> Result<Tensor> {
+    x.silu()
+}
+
+/// SwiGLU as in Llama's MLP: silu(gate) · up.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    gate.silu()?.mul(up)
+}
+
+/// GELU with the exact erf form (torch.nn.GELU's default).
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    x.gelu_erf()
+}
+
+/// The label that marks a position without loss (PyTorch's and HF's -100).
+pub const IGNORE_INDEX: i64 = -100;
+
+/// Summed cross-entropy of logits (N, C) against targets (N,) i64, skipping targets equal to
+/// [`IGNORE_INDEX`]; returns (sum, number of counted targets). Dividing by the count gives
+/// torch.nn.functional.cross_entropy's mean; dividing by a larger count gives a micro-batch's
+/// share of a larger batch.
+pub fn cross_entropy_sum(logits: &Tensor, targets: &Tensor) -> Result<(Tensor, usize)> {
+    let keep = targets.ne(IGNORE_INDEX)?;
+    let count = keep.to_dtype(DType::U32)?.sum_all()?.to_scalar::<u32>()? as usize;
+    let safe = keep
+        .where_cond(targets, &targets.zeros_like()?)?
+        .to_dtype(DType::U32)?;
+    let logp = log_softmax(logits)?;
+    let picked = logp.gather(&safe.unsqueeze(1)?, 1)?.squeeze(1)?;
+    let picked = picked.mul(&keep.to_dtype(logits.dtype())?)?;
+    Ok((picked.sum_all()?.neg()?, count))
+}
+
+/// Mean cross-entropy with ignore-index, as torch.nn.functional.cross_entropy.
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let (sum, count) = cross_entropy_sum(logits, targets)?;
+    sum / count.max(1) as f64
+}
+
+/// Summed squared error; divide by the element count for torch's MSELoss.
+pub fn squared_error_sum(pred: &Tensor, target: &Tensor) -> Result<Tensor> {
+    pred.sub(target)?.sqr()?.sum_all()
+}

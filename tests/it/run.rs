@@ -1,0 +1,261 @@
+//! `xp run`: the sweep directory it writes, determinism, and failures that do not stop a sweep.
+
+use std::path::{Path, PathBuf};
+
+use super::support::{root, xp};
+
+fn sweep_dir(runs: &Path, experiment: &str) -> PathBuf {
+    let current = runs.join(experiment).join("current");
+    let target = std::fs::read_link(&current).expect("`current` is a symlink");
+    runs.join(experiment).join(target)
+}
+
+fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The metrics without the wall-clock fields, which legitimately differ between runs.
+fn deterministic(rows: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    rows.iter()
+        .map(|r| {
+            let mut r = r.clone();
+            let o = r.as_object_mut().unwrap();
+            o.remove("time_s");
+            o.remove("train/tokens_per_s");
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn the_quickstart_writes_the_documented_sweep_directory() {
+    let runs = tempfile::tempdir().unwrap();
+    let out = xp(
+        &root(),
+        &[
+            "run",
+            "experiments/quickstart.kdl",
+            "--runs-dir",
+            runs.path().to_str().unwrap(),
+            "--set",
+            "train.steps=30",
+            "--set",
+            "train.eval.every=15",
+            "-q",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sweep = sweep_dir(runs.path(), "quickstart");
+    for file in ["experiment.kdl", "plan.json", "results.csv", "results.json"] {
+        assert!(sweep.join(file).is_file(), "{file}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(sweep.join("experiment.kdl")).unwrap(),
+        std::fs::read_to_string(root().join("experiments/quickstart.kdl")).unwrap()
+    );
+    let plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sweep.join("plan.json")).unwrap()).unwrap();
+    assert_eq!(
+        plan["overrides"],
+        serde_json::json!(["--set train.steps=30", "--set train.eval.every=15"])
+    );
+    let csv = std::fs::read_to_string(sweep.join("results.csv")).unwrap();
+    let header = csv.lines().next().unwrap();
+    assert!(header.starts_with("name,id,status,lr,final:"), "{header}");
+    assert!(
+        header.ends_with(",steps,wall_s,tokens_per_s,peak_memory_bytes"),
+        "{header}"
+    );
+    assert_eq!(csv.lines().count(), 4);
+    for name in ["lr0.001", "lr0.003", "lr0.01"] {
+        let run = sweep.join(name);
+        for file in [
+            "config.kdl",
+            "config.json",
+            "metrics.jsonl",
+            "train.log",
+            "summary.json",
+            "model.safetensors",
+        ] {
+            assert!(run.join(file).is_file(), "{name}/{file}");
+        }
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap())
+                .unwrap();
+        assert_eq!(summary["status"], "completed");
+        assert_eq!(summary["steps"], 30);
+        assert_eq!(summary["name"], name);
+        assert_eq!(summary["device"], "cpu");
+        assert_eq!(summary["precision"], "f32");
+        assert!(summary["final"]["val/accuracy"].is_f64());
+        assert_eq!(
+            summary["best"]["val/loss"]["step"].as_u64().map(|s| s % 15),
+            Some(0)
+        );
+        let rows = metrics(&run);
+        assert_eq!(
+            rows.iter()
+                .map(|r| r["step"].as_u64().unwrap())
+                .collect::<Vec<_>>(),
+            [10, 15, 20, 30]
+        );
+        assert!(rows[1].get("val/loss").is_some() && rows[1].get("train/loss").is_none());
+        assert!(rows[0]["epoch"].is_f64() && rows[0]["time_s"].is_f64());
+        // The model is saved under HF names, readable by any safetensors reader.
+        let tensors = candle_core::safetensors::load(
+            run.join("model.safetensors"),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        assert!(tensors.contains_key("model.layers.0.self_attn.q_proj.weight"));
+        assert!(tensors.contains_key("lm_head.weight"));
+        let log = std::fs::read_to_string(run.join("train.log")).unwrap();
+        assert!(
+            log.contains("device cpu, precision f32") && log.contains("end: completed"),
+            "{log}"
+        );
+    }
+}
+
+#[test]
+fn the_same_run_twice_gives_bit_identical_metrics_and_weights() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for dir in [&a, &b] {
+        let out = xp(
+            &root(),
+            &[
+                "run",
+                "experiments/quickstart.kdl",
+                "--runs-dir",
+                dir.path().to_str().unwrap(),
+                "--only",
+                "lr0.01",
+                "--set",
+                "train.steps=24",
+                "--set",
+                "train.eval.every=12",
+                "-q",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(0));
+    }
+    let (ra, rb) = (
+        sweep_dir(a.path(), "quickstart").join("lr0.01"),
+        sweep_dir(b.path(), "quickstart").join("lr0.01"),
+    );
+    assert_eq!(deterministic(&metrics(&ra)), deterministic(&metrics(&rb)));
+    assert_eq!(
+        std::fs::read(ra.join("model.safetensors")).unwrap(),
+        std::fs::read(rb.join("model.safetensors")).unwrap()
+    );
+}
+
+#[test]
+fn a_diverging_run_is_recorded_and_the_sweep_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("e.kdl");
+    std::fs::write(
+        &file,
+        r#"experiment "diverge" {
+    model "mlp" { hidden 16 }
+    data "regression" features=4 samples=256
+    train {
+        steps 40
+        batch-size 16
+        optimizer "sgd" lr="{{ lr }}"
+        eval every=20
+    }
+    sweep {
+        grid {
+            lr 1e6 0.01
+        }
+    }
+}
+"#,
+    )
+    .unwrap();
+    let runs = dir.path().join("runs");
+    let out = xp(
+        dir.path(),
+        &["run", "e.kdl", "--runs-dir", runs.to_str().unwrap(), "-q"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("1 failed: lr=1000000.0"), "{stdout}");
+    let sweep = sweep_dir(&runs, "diverge");
+    let bad: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(sweep.join("lr=1000000.0/summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(bad["status"], "diverged");
+    assert!(
+        bad["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the training loss became"),
+        "{bad}"
+    );
+    let good: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sweep.join("lr=0.01/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(good["status"], "completed");
+    assert!(good["final"]["val/loss"].as_f64().unwrap() < 1.0);
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sweep.join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        results
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["status"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["diverged", "completed"]
+    );
+}
+
+#[test]
+fn invalid_input_exits_two_before_anything_is_written() {
+    let runs = tempfile::tempdir().unwrap();
+    let out = xp(
+        &root(),
+        &[
+            "run",
+            "experiments/quickstart.kdl",
+            "--runs-dir",
+            runs.path().to_str().unwrap(),
+            "--only",
+            "nothing*",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("matches no run"));
+    let out = xp(
+        &root(),
+        &[
+            "run",
+            "experiments/quickstart.kdl",
+            "--runs-dir",
+            runs.path().to_str().unwrap(),
+            "--device",
+            "cuda",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("xp::run::unsupported"));
+    assert_eq!(std::fs::read_dir(runs.path()).unwrap().count(), 0);
+}

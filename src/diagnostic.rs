@@ -138,6 +138,9 @@ pub struct JsonDiagnostic {
     pub help: Option<String>,
     pub file: Option<String>,
     pub labels: Vec<JsonLabel>,
+    /// Diagnostics this one groups (e.g. every problem of one data file).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub related: Vec<JsonDiagnostic>,
 }
 
 #[derive(Debug, Serialize)]
@@ -151,16 +154,19 @@ pub struct JsonLabel {
 
 impl JsonDiagnostic {
     fn new(d: &Diag, sources: &Sources) -> Self {
-        let source = d.source.map(|id| sources.get(id));
-        // Diagnostics about data files carry their own source code and name.
+        Self::of(d.inner.as_ref(), d.source.map(|id| sources.get(id)))
+    }
+
+    /// `source` is the file of xp's own sources the spans point into; diagnostics about data
+    /// files carry their own source code and name instead.
+    fn of(d: &dyn Diagnostic, source: Option<&crate::source::Source>) -> Self {
         let own = if source.is_none() {
-            d.inner.source_code()
+            d.source_code()
         } else {
             None
         };
         let mut own_name = None;
         let labels = d
-            .inner
             .labels()
             .map(|labels| {
                 labels
@@ -187,17 +193,22 @@ impl JsonDiagnostic {
                     .collect()
             })
             .unwrap_or_default();
+        let related = d
+            .related()
+            .map(|r| r.map(|inner| Self::of(inner, source)).collect())
+            .unwrap_or_default();
         JsonDiagnostic {
-            code: d.code(),
-            severity: match d.severity() {
+            code: d.code().map(|c| c.to_string()).unwrap_or_default(),
+            severity: match d.severity().unwrap_or(Severity::Error) {
                 Severity::Error => "error",
                 Severity::Warning => "warning",
                 Severity::Advice => "advice",
             },
-            message: d.inner.to_string(),
-            help: d.inner.help().map(|h| h.to_string()),
+            message: d.to_string(),
+            help: d.help().map(|h| h.to_string()),
             file: source.map(|s| s.name.clone()).or(own_name),
             labels,
+            related,
         }
     }
 }

@@ -105,9 +105,10 @@ pub fn check_init_from(plans: &[Plan]) -> Vec<Diag> {
         let reason = match std::fs::read(&file) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("no such file".to_owned()),
             Err(e) => Some(e.to_string()),
-            Ok(bytes) => safetensors::SafeTensors::read_metadata(&bytes)
-                .err()
-                .map(|e| format!("not a safetensors file ({e})")),
+            Ok(bytes) if bytes.starts_with(b"PK") => Some(
+                "it is a PyTorch zip archive, not safetensors; convert it with `safetensors.torch.save_file`".to_owned(),
+            ),
+            Ok(bytes) => safetensors::SafeTensors::read_metadata(&bytes).err().map(|_| "it is not a safetensors file".to_owned()),
         };
         if let Some(reason) = reason {
             diags.push(Diag {

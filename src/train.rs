@@ -124,8 +124,12 @@ pub fn train(
     while step < total {
         step += 1;
         let lr = schedule.lr(step);
-        let batches: Vec<Batch> = (0..accum)
-            .map(|_| data.batch(&data.train, &order.next(micro), device))
+        // One draw per optimizer step, so an epoch is `steps_per_epoch` whole steps and the
+        // rows left over at its end (fewer than micro × accum) are what is dropped.
+        let batches: Vec<Batch> = order
+            .next(micro * accum)
+            .chunks(micro)
+            .map(|rows| data.batch(&data.train, rows, device))
             .collect::<Result<_, _>>()?;
         let counted: usize = batches.iter().map(|b| b.counted).sum();
         let (loss, mut grads) =
@@ -401,7 +405,8 @@ fn shuffles(spec: &RunSpec) -> bool {
 }
 
 /// The order examples are drawn in: a fresh permutation every epoch (seeded by the run's
-/// seed), or file order; the last partial batch of an epoch is dropped.
+/// seed), or file order; the last partial batch of an epoch (of an optimizer step's
+/// examples, all micro-batches together) is dropped.
 struct Order {
     n: usize,
     rng: Option<Rng>,

@@ -87,6 +87,18 @@ enum Tokens {
 impl Tokens {
     fn hf(path: &Path) -> Result<Tokens, DataError> {
         let file = SourceFile::new(path.display().to_string(), read_text(path)?);
+        // Valid JSON that is not a tokenizer.json (a vocab file, a config) is said so plainly
+        // rather than as the parse error deep inside it.
+        if let Ok(value) = serde_json::from_str::<serde_json::Value>(&file.text)
+            && value.get("model").is_none()
+        {
+            return Err(DataError::BadTokenizer {
+                path: file.path.clone(),
+                reason: "it is JSON, but not a tokenizer.json (it has no `model`)".into(),
+                source_code: None,
+                span: None,
+            });
+        }
         let tokenizer: Tokenizer = serde_json::from_str(&file.text).map_err(|e| {
             // Errors about a value that was read whole (an untagged enum) come at the end of
             // the document, where a label would point at nothing useful.

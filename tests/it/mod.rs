@@ -4,6 +4,7 @@ mod llama;
 mod no_panic;
 mod ops;
 mod optimizers;
+mod parity;
 mod run;
 mod schedules;
 mod schema;

@@ -52,9 +52,9 @@ pub enum Command {
         /// Train on this device, whatever the experiment says: cpu, cuda, cuda:N.
         #[arg(long, value_name = "DEVICE")]
         device: Option<String>,
-        /// Where sweep directories go.
-        #[arg(long, value_name = "DIR", default_value = "runs")]
-        runs_dir: PathBuf,
+        /// Where sweep directories go (default: `runs-dir` of the user config, else `runs`).
+        #[arg(long, value_name = "DIR")]
+        runs_dir: Option<PathBuf>,
         /// No progress lines.
         #[arg(long, short)]
         quiet: bool,

@@ -30,6 +30,7 @@ pub mod table;
 pub mod template;
 pub mod train;
 pub mod tree;
+pub mod user_config;
 pub mod validate;
 
 #[cfg(feature = "cli")]

@@ -22,12 +22,22 @@ pub struct RunArgs {
     pub overrides: Overrides,
     pub only: Option<String>,
     pub device: Option<String>,
-    pub runs_dir: PathBuf,
+    pub runs_dir: Option<PathBuf>,
     pub quiet: bool,
 }
 
-pub fn run(args: RunArgs) -> Result<Outcome, CliError> {
+pub fn run(mut args: RunArgs) -> Result<Outcome, CliError> {
     let mut checked = validate_files(std::slice::from_ref(&args.file), &args.overrides);
+    // User defaults, where the flags leave something open.
+    let mut config_diags = Diagnostics::default();
+    let defaults = crate::user_config::read(&mut checked.sources, &mut config_diags);
+    checked.diags.extend(config_diags);
+    let runs_dir = args
+        .runs_dir
+        .take()
+        .or(defaults.runs_dir)
+        .unwrap_or_else(|| PathBuf::from("runs"));
+    args.device = args.device.take().or(defaults.device);
     if report_diagnostics(&checked)? {
         return Ok(Outcome::Invalid);
     }
@@ -67,7 +77,7 @@ pub fn run(args: RunArgs) -> Result<Outcome, CliError> {
     }
     let source = std::fs::read_to_string(&args.file)?;
     let options = Options {
-        runs_dir: args.runs_dir.clone(),
+        runs_dir,
         device: args.device.clone(),
     };
     let mut failures = 0;

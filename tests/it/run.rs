@@ -259,3 +259,58 @@ fn invalid_input_exits_two_before_anything_is_written() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("xp::run::unsupported"));
     assert_eq!(std::fs::read_dir(runs.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn user_defaults_come_from_the_config_file_and_flags_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.kdl");
+    std::fs::write(&config, "runs-dir \"from-config\"\n").unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "experiments/quickstart.kdl",
+            "--only",
+            "lr0.01",
+            "--set",
+            "train.steps=24",
+            "--set",
+            "train.eval.every=12",
+            "-q",
+        ];
+        args.extend(extra);
+        std::process::Command::new(env!("CARGO_BIN_EXE_xp"))
+            .args(&args)
+            .current_dir(root())
+            .env("XP_CONFIG", &config)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        dir.path()
+            .join("from-config/quickstart/current/lr0.01/summary.json")
+            .is_file()
+    );
+    let flag = dir.path().join("from-flag");
+    let out = run(&["--runs-dir", flag.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        flag.join("quickstart/current/lr0.01/summary.json")
+            .is_file()
+    );
+    // A mistake in the config file is a diagnostic like any other.
+    std::fs::write(&config, "runs-dri \"x\"\n").unwrap();
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("did you mean `runs-dir`?") && err.contains("config.kdl"),
+        "{err}"
+    );
+}

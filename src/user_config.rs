@@ -67,8 +67,7 @@ pub fn read(sources: &mut Sources, diags: &mut Diagnostics) -> Defaults {
     let arg = |name: &str| {
         nodes
             .iter()
-            .filter(|n| n.name == name)
-            .last()
+            .rfind(|n| n.name == name)
             .and_then(|n| n.arg(0))
             .and_then(|a| a.as_str())
             .map(str::to_owned)

@@ -1,6 +1,6 @@
 //! Models: structs built from a candle `VarBuilder` whose parameters carry the PyTorch/HF names
 //! of DESIGN.md §3, so PyTorch reads what xp writes and the reverse. Parameters are created by
-//! [`ParamStore`]: from an `init-from` file when it has the name, else initialised exactly as
+//! a parameter store: from an `init-from` file when it has the name, else initialised exactly as
 //! PyTorch/HF would, from xp's own seeded generator (one stream per parameter name).
 
 pub mod llama;

@@ -314,3 +314,52 @@ fn user_defaults_come_from_the_config_file_and_flags_win() {
         "{err}"
     );
 }
+
+#[test]
+fn early_stopping_ends_a_run_as_completed_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("e.kdl"),
+        r#"experiment "early" {
+    model "mlp" { hidden 8 }
+    data "regression" features=4 samples=256
+    train {
+        steps 100
+        batch-size 16
+        optimizer "sgd" lr=0.05
+        eval every=5
+        early-stop threshold=1000.0
+    }
+}
+"#,
+    )
+    .unwrap();
+    let runs = dir.path().join("runs");
+    let out = xp(
+        dir.path(),
+        &["run", "e.kdl", "--runs-dir", runs.to_str().unwrap(), "-q"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = sweep_dir(&runs, "early").join("run");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["status"], "completed");
+    assert_eq!(summary["steps"], 5);
+    assert!(
+        summary["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("stopped early: val/loss reached the threshold"),
+        "{summary}"
+    );
+    assert!(
+        std::fs::read_to_string(run.join("train.log"))
+            .unwrap()
+            .contains("early stop at step 5")
+    );
+}

@@ -9,6 +9,10 @@
 //! torch.set_num_threads for PyTorch) is fixed from the start.
 
 use std::process::Command;
+
+// The same allocator as the xp binary (src/main.rs), so the benchmark measures what users run.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::Instant;
 
 use candle_core::Device;

@@ -33,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let source = std::fs::read_to_string(&file)?;
     let options = Options {
         runs_dir: std::env::temp_dir().join("xp-example-runs"),
-        device: None,
+        ..Options::default()
     };
     for plan in &checked.plans {
         let report = execute::run_plan(plan, &source, &datasets, &options, &mut Silent)?;

@@ -58,7 +58,24 @@ pub enum Command {
         /// No progress lines.
         #[arg(long, short)]
         quiet: bool,
+        /// Continue the experiment's current sweep: completed runs are kept, interrupted ones
+        /// continue from their newest checkpoint.
+        #[arg(long)]
+        resume: bool,
+        /// With --resume: train failed and diverged runs again.
+        #[arg(long, requires = "resume")]
+        retry_failed: bool,
+        /// Take completed runs with the same id from earlier sweeps instead of training them.
+        #[arg(long)]
+        reuse: bool,
+        /// Stop at the first failed run.
+        #[arg(long)]
+        fail_fast: bool,
     },
+    /// Compare runs: the settings that differ and the metrics that matter, in one table; with
+    /// a baseline, the changes and a regression gate (exit 1 on a regression, a failed or a
+    /// missing run).
+    Compare(commands::compare::CompareArgs),
     /// Print the experiment schema, or a reference of every node and option.
     Schema {
         #[arg(long, value_enum, default_value_t = SchemaFormat::Kdl)]
@@ -112,6 +129,8 @@ pub enum Outcome {
     Failure,
     /// The input or the usage was invalid.
     Invalid,
+    /// Stopped by Ctrl-C or SIGTERM.
+    Interrupted,
 }
 
 impl From<Outcome> for ExitCode {
@@ -120,6 +139,7 @@ impl From<Outcome> for ExitCode {
             Outcome::Success => ExitCode::SUCCESS,
             Outcome::Failure => ExitCode::from(1),
             Outcome::Invalid => ExitCode::from(2),
+            Outcome::Interrupted => ExitCode::from(130),
         }
     }
 }
@@ -155,6 +175,10 @@ pub fn main() -> ExitCode {
             device,
             runs_dir,
             quiet,
+            resume,
+            retry_failed,
+            reuse,
+            fail_fast,
         } => commands::run::run(commands::run::RunArgs {
             file,
             overrides: overrides.into(),
@@ -162,7 +186,12 @@ pub fn main() -> ExitCode {
             device,
             runs_dir,
             quiet,
+            resume,
+            retry_failed,
+            reuse,
+            fail_fast,
         }),
+        Command::Compare(args) => commands::compare::run(args),
         Command::Schema { format } => commands::schema::run(format),
     };
     match result {

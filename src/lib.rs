@@ -5,11 +5,14 @@
 //! over files and collects every [`diagnostic`].
 
 pub mod check;
+pub mod compare;
 pub mod compose;
 pub mod data;
 pub mod diagnostic;
 pub mod execute;
 pub mod expand;
+pub mod export;
+pub mod fault;
 pub mod load;
 pub mod model;
 pub mod ops;

@@ -46,16 +46,29 @@ pub fn rope_tables(
     dtype: DType,
     device: &candle_core::Device,
 ) -> Result<(Tensor, Tensor)> {
-    let half = head_dim / 2;
-    let inv_freq: Vec<f32> = (0..half)
+    rope_tables_of(&rope_frequencies(head_dim, theta), seq_len, dtype, device)
+}
+
+/// RoPE's inverse frequencies 1 / theta^(2i / head_dim), i < head_dim / 2.
+pub fn rope_frequencies(head_dim: usize, theta: f64) -> Vec<f32> {
+    (0..head_dim / 2)
         .map(|i| (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32)
-        .collect();
+        .collect()
+}
+
+/// The cos and sin tables (T, 2 · frequencies) of given inverse frequencies (scaled ones too).
+pub fn rope_tables_of(
+    inv_freq: &[f32],
+    seq_len: usize,
+    dtype: DType,
+    device: &candle_core::Device,
+) -> Result<(Tensor, Tensor)> {
+    let head_dim = 2 * inv_freq.len();
     let mut cos = Vec::with_capacity(seq_len * head_dim);
     let mut sin = Vec::with_capacity(seq_len * head_dim);
     for t in 0..seq_len {
-        for repeat in 0..2 {
-            let _ = repeat;
-            for f in &inv_freq {
+        for _half in 0..2 {
+            for f in inv_freq {
                 // HF computes position × inv_freq in f32.
                 let angle = t as f32 * f;
                 cos.push(angle.cos());
@@ -82,11 +95,22 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 /// Causal scaled dot-product attention: q, k, v (B, H, T, D) → (B, H, T, D). Keys and values
 /// with fewer heads (grouped-query attention) are repeated to match.
 pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    causal_attention_windowed(q, k, v, None)
+}
+
+/// Causal attention where, with a `window`, each position sees only itself and the
+/// `window - 1` before it (Mistral's and Qwen2's sliding window, as HF masks it).
+pub fn causal_attention_windowed(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    window: Option<usize>,
+) -> Result<Tensor> {
     let (_, heads, t, d) = q.dims4()?;
     let k = repeat_kv(k, heads)?;
     let v = repeat_kv(v, heads)?;
     let scores = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (d as f64).sqrt()))?;
-    let mask = causal_mask(t, q.dtype(), q.device())?;
+    let mask = causal_mask(t, window, q.dtype(), q.device())?;
     let probs = softmax(&scores.broadcast_add(&mask)?)?;
     probs.matmul(&v.contiguous()?)
 }
@@ -102,10 +126,24 @@ fn repeat_kv(x: &Tensor, heads: usize) -> Result<Tensor> {
         .reshape((b, heads, t, d))
 }
 
-/// 0 on and below the diagonal, -inf above it.
-fn causal_mask(t: usize, dtype: DType, device: &candle_core::Device) -> Result<Tensor> {
+/// 0 on and below the diagonal (within `window` of it, when given), -inf elsewhere.
+fn causal_mask(
+    t: usize,
+    window: Option<usize>,
+    dtype: DType,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    let window = window.unwrap_or(usize::MAX);
     let mask: Vec<f32> = (0..t)
-        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .flat_map(|i| {
+            (0..t).map(move |j| {
+                if j > i || i - j >= window {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
         .collect();
     Tensor::from_vec(mask, (t, t), device)?.to_dtype(dtype)
 }

@@ -1,16 +1,22 @@
-//! Preflight: everything `xp run` can check before training starts. Each distinct dataset is
-//! loaded once (file errors point at their line), and every run is checked against what this
-//! binary can do (devices, features). `xp validate` runs it too, with capability problems as
+//! Preflight: everything `xp run` can check before training starts. Each distinct HF model
+//! directory is read once (its config and its weights' headers) and each distinct dataset is
+//! loaded once, with that model's tokenizer (file errors point at their line); LoRA targets
+//! are matched against the model; and every run is checked against what this binary can do
+//! (devices, features). `xp validate` runs it too, with capability problems as
 //! warnings, so the same file is judged the same way by both commands.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use miette::{Diagnostic, Severity};
 
-use crate::data::{self, Dataset};
+use crate::data::tokenizer::HfTokenizer;
+use crate::data::{self, Dataset, ModelText, Task};
 use crate::diagnostic::Diag;
+use crate::model::{self, hf, llama, lora};
 use crate::plan::Plan;
 use crate::spec::{BatchSize, Device, Llama, Model, Precision, RunSpec};
 
@@ -29,43 +35,154 @@ impl Datasets {
 /// Runs with equal keys train on identical data.
 pub fn data_key(spec: &RunSpec) -> String {
     let seed = spec.data.seed.unwrap_or(spec.seed);
+    let model = match &spec.model {
+        Model::Llama(Llama::Dims(d)) => format!("context {}", d.context),
+        Model::Llama(Llama::Dir(dir)) => format!("dir {}", dir.display()),
+        Model::Mlp(_) => String::new(),
+    };
     format!(
-        "{}#{seed}#{:?}",
+        "{}#{seed}#{model}",
         serde_json::to_string(&spec.data.source).unwrap_or_default(),
-        context(spec)
     )
 }
 
-/// The sequence length data is cut to: the model's context.
-fn context(spec: &RunSpec) -> Option<usize> {
-    match &spec.model {
-        Model::Llama(Llama::Dims(d)) => Some(d.context),
-        _ => None,
+/// An HF model directory as its runs' data needs it.
+struct Opened {
+    dir: hf::ModelDir,
+    tokenizer: Option<Arc<HfTokenizer>>,
+}
+
+/// Reads every distinct model directory of the plans: config, weights' headers, tokenizer.
+fn open_models(plans: &[Plan]) -> (BTreeMap<PathBuf, Arc<Opened>>, Vec<Diag>) {
+    let mut out = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    let mut diags = Vec::new();
+    for spec in plans.iter().flat_map(|p| p.runs.iter().map(|r| &r.config)) {
+        let Model::Llama(Llama::Dir(path)) = &spec.model else {
+            continue;
+        };
+        if !seen.insert(path.clone()) {
+            continue;
+        }
+        let dir = match hf::ModelDir::open(path) {
+            Ok(dir) => dir,
+            Err(e) => {
+                diags.push(diag(e));
+                continue;
+            }
+        };
+        // Its data is still read, so every problem is reported at once.
+        if let Err(e) = dir.check() {
+            diags.push(diag(e));
+        }
+        match HfTokenizer::open(path, dir.config.vocab) {
+            Ok(tokenizer) => {
+                let tokenizer = tokenizer.map(Arc::new);
+                out.insert(path.clone(), Arc::new(Opened { dir, tokenizer }));
+            }
+            Err(e) => diags.push(diag(e)),
+        }
+    }
+    (out, diags)
+}
+
+fn diag(e: impl Diagnostic + Send + Sync + 'static) -> Diag {
+    Diag {
+        source: None,
+        inner: Box::new(e),
     }
 }
 
-/// Loads every distinct dataset of the plans; one diagnostic per distinct failure.
+/// Examples cut to the model's context; training goes on with the cut examples.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error(
+    "{count} examples of `{path}` are longer than the model's context of {context} tokens and were cut to it"
+)]
+#[diagnostic(
+    code("xp::data::truncated"),
+    severity(Warning),
+    help(
+        "examples cut so far that nothing is left to learn are dropped; shorten them, or use packing=#true"
+    )
+)]
+pub struct Truncated {
+    path: String,
+    count: usize,
+    context: usize,
+}
+
+/// Loads every distinct dataset of the plans (reading their HF model directories); one
+/// diagnostic per distinct failure, and LoRA targets that match no layer of their model.
 pub fn load_data(plans: &[Plan]) -> (Datasets, Vec<Diag>) {
+    let (models, mut diags) = open_models(plans);
     let mut out = Datasets::default();
-    let mut diags = Vec::new();
     let mut failed: BTreeMap<String, ()> = BTreeMap::new();
     for run in plans.iter().flat_map(|p| &p.runs) {
-        let key = data_key(&run.config);
+        let spec = &run.config;
+        let (model_text, opened) = match &spec.model {
+            Model::Llama(Llama::Dims(d)) => (
+                ModelText {
+                    context: Some(d.context),
+                    tokenizer: None,
+                },
+                None,
+            ),
+            Model::Llama(Llama::Dir(path)) => match models.get(path) {
+                Some(opened) => (
+                    ModelText {
+                        context: Some(opened.dir.config.context),
+                        tokenizer: opened.tokenizer.clone(),
+                    },
+                    Some(opened),
+                ),
+                // Its diagnostic is out already; the data is still read (as bytes, with no
+                // context), so its own problems are reported too.
+                None => (ModelText::default(), None),
+            },
+            Model::Mlp(_) => (ModelText::default(), None),
+        };
+        let modules = match (opened, &spec.model) {
+            (Some(o), _) => Some(o.dir.config.linear_modules()),
+            (None, Model::Llama(Llama::Dims(d))) => {
+                Some(llama::Config::from_dims(d, 1).linear_modules())
+            }
+            _ => None,
+        };
+        if let (Some(lora), Some(modules)) = (&spec.lora, modules)
+            && let Some(problem) = lora_problem(lora, &modules)
+            && failed.insert(problem.to_string(), ()).is_none()
+        {
+            diags.push(diag(problem));
+        }
+        let key = data_key(spec);
         if out.by_key.contains_key(&key) {
             continue;
         }
-        let seed = run.config.data.seed.unwrap_or(run.config.seed);
-        match data::load(&run.config.data, seed, context(&run.config)) {
+        let seed = spec.data.seed.unwrap_or(spec.seed);
+        let loaded = data::load_for(&spec.data, seed, &model_text)
+            .map_err(diag)
+            .and_then(|d| match opened {
+                Some(o) => fit_vocab(d, &o.dir),
+                None => Ok(d),
+            });
+        match loaded {
             Ok(dataset) => {
+                if let (true, Some(context), Some(path)) =
+                    (dataset.truncated > 0, model_text.context, data_path(spec))
+                {
+                    diags.push(diag(Truncated {
+                        path: path.display().to_string(),
+                        count: dataset.truncated,
+                        context,
+                    }));
+                }
                 out.by_key.insert(key, Arc::new(dataset));
             }
             Err(e) => {
-                let text = format!("{}{e}", e.code().map(|c| c.to_string()).unwrap_or_default());
+                let code = e.inner.code().map(|c| c.to_string()).unwrap_or_default();
+                let text = format!("{code}{}", e.inner);
                 if failed.insert(text, ()).is_none() {
-                    diags.push(Diag {
-                        source: None,
-                        inner: Box::new(e),
-                    });
+                    diags.push(e);
                 }
             }
         }
@@ -73,12 +190,87 @@ pub fn load_data(plans: &[Plan]) -> (Datasets, Vec<Diag>) {
     (out, diags)
 }
 
+fn data_path(spec: &RunSpec) -> Option<&Path> {
+    use crate::spec::DataSource::{Csv, Jsonl, Text};
+    match &spec.data.source {
+        Jsonl { path, .. } | Text { path, .. } | Csv { path, .. } => Some(path),
+        _ => None,
+    }
+}
+
+/// Data for an HF model predicts over the model's vocabulary, which its tokens must fit.
+fn fit_vocab(mut data: Dataset, dir: &hf::ModelDir) -> Result<Dataset, Diag> {
+    let model = dir.config.vocab;
+    match data.task {
+        Task::Language { vocab } if vocab <= model => {
+            data.task = Task::Language { vocab: model };
+            Ok(data)
+        }
+        Task::Language { vocab } => Err(diag(ModelData {
+            message: format!(
+                "the data's tokens go up to {}, beyond the vocabulary of {} ({model} tokens)",
+                vocab - 1,
+                dir.path.display()
+            ),
+        })),
+        _ => Ok(data),
+    }
+}
+
+/// Data that the HF model cannot read.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error("{message}")]
+#[diagnostic(
+    code("xp::model::vocab"),
+    help(
+        "data for an HF model uses its tokenizer.json; give the model directory one, or use data within its vocabulary"
+    )
+)]
+pub struct ModelData {
+    message: String,
+}
+
+/// LoRA targets that are no glob or match no linear layer of the model.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error("{message}")]
+#[diagnostic(code("xp::run::lora-targets"))]
+pub struct LoraTargets {
+    message: String,
+    #[help]
+    help: String,
+}
+
+fn lora_problem(spec: &crate::spec::Lora, modules: &[String]) -> Option<LoraTargets> {
+    let names = lora::LINEAR_MODULES.join(", ");
+    let help = format!(
+        "a target matches a module's full name (model.layers.0.self_attn.q_proj) or a dotted end of it; the linear layers are {names}: e.g. `q_proj` or `*.mlp.*`"
+    );
+    if let Err(message) = lora::Targets::new(spec) {
+        return Some(LoraTargets { message, help });
+    }
+    let unmatched = lora::unmatched(spec, modules);
+    if unmatched.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = unmatched.iter().map(|p| format!("`{p}`")).collect();
+    let message = match list.as_slice() {
+        [one] => format!("the LoRA target {one} matches no linear layer of the model"),
+        _ => format!(
+            "the LoRA targets {} match no linear layer of the model",
+            list.join(", ")
+        ),
+    };
+    Some(LoraTargets { message, help })
+}
+
 /// An `init-from` file that cannot be used.
 #[derive(Debug, thiserror::Error, Diagnostic)]
 #[error("cannot use `{path}` for init-from: {reason}")]
 #[diagnostic(
     code("xp::run::init-from"),
-    help("init-from takes a .safetensors file, or a directory holding model.safetensors")
+    help(
+        "init-from takes a .safetensors file, or a directory holding model.safetensors, an HF model's shards or a PEFT adapter (adapter_model.safetensors)"
+    )
 )]
 pub struct InitFrom {
     path: String,
@@ -86,38 +278,69 @@ pub struct InitFrom {
 }
 
 /// Checks that every `init-from` file exists and is a readable safetensors file (its header;
-/// the tensors are matched against the model when the run starts).
+/// the tensors are matched against the model when the run starts), and that a PEFT adapter
+/// comes with a `lora` of its rank.
 pub fn check_init_from(plans: &[Plan]) -> Vec<Diag> {
-    let mut checked = std::collections::BTreeSet::new();
+    let mut checked = BTreeSet::new();
     let mut diags = Vec::new();
     for spec in plans.iter().flat_map(|p| p.runs.iter().map(|r| &r.config)) {
         let Some(init) = &spec.init_from else {
             continue;
         };
-        let file = if init.path.is_dir() {
-            init.path.join("model.safetensors")
-        } else {
-            init.path.clone()
+        let problem = |path: &Path, reason: String| {
+            diag(InitFrom {
+                path: path.display().to_string(),
+                reason,
+            })
         };
-        if !checked.insert(file.clone()) {
-            continue;
+        let adapter = init.path.join("adapter_config.json");
+        if adapter.is_file() {
+            let rank = std::fs::read_to_string(&adapter)
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .and_then(|v| v.get("r").and_then(serde_json::Value::as_u64));
+            let reason = match (&spec.lora, rank) {
+                (None, _) => Some(
+                    "it is a LoRA adapter, and the experiment has no `lora`; add one with the adapter's rank and targets".to_owned(),
+                ),
+                (Some(l), Some(r)) if l.rank as u64 != r => Some(format!(
+                    "the adapter has rank {r}, the experiment's `lora` rank {}",
+                    l.rank
+                )),
+                _ => None,
+            };
+            if let Some(reason) = reason
+                && checked.insert((adapter.clone(), reason.clone()))
+            {
+                diags.push(problem(&init.path, reason));
+            }
         }
-        let reason = match std::fs::read(&file) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("no such file".to_owned()),
-            Err(e) => Some(e.to_string()),
-            Ok(bytes) if bytes.starts_with(b"PK") => Some(
-                "it is a PyTorch zip archive, not safetensors; convert it with `safetensors.torch.save_file`".to_owned(),
-            ),
-            Ok(bytes) => safetensors::SafeTensors::read_metadata(&bytes).err().map(|_| "it is not a safetensors file".to_owned()),
+        let files = match model::init_files(&init.path) {
+            Ok(files) => files,
+            Err(e) => {
+                if checked.insert((init.path.clone(), String::new())) {
+                    diags.push(problem(&init.path, e.to_string()));
+                }
+                continue;
+            }
         };
-        if let Some(reason) = reason {
-            diags.push(Diag {
-                source: None,
-                inner: Box::new(InitFrom {
-                    path: file.display().to_string(),
-                    reason,
-                }),
-            });
+        for file in files {
+            if !checked.insert((file.clone(), String::new())) {
+                continue;
+            }
+            let mut start = [0u8; 2];
+            let reason = match std::fs::File::open(&file).and_then(|mut f| f.read_exact(&mut start)) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("no such file".to_owned()),
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Some("it is not a safetensors file".to_owned()),
+                Err(e) => Some(e.to_string()),
+                Ok(()) if &start == b"PK" => Some(
+                    "it is a PyTorch zip archive, not safetensors; convert it with `safetensors.torch.save_file`".to_owned(),
+                ),
+                Ok(()) => hf::read_header(&file).err().map(|_| "it is not a safetensors file".to_owned()),
+            };
+            if let Some(reason) = reason {
+                diags.push(problem(&file, reason));
+            }
         }
     }
     diags
@@ -209,34 +432,10 @@ pub fn capabilities(plans: &[Plan], device_flag: Option<&str>, severity: Severit
                 "this xp was built without CUDA; build with `--features cuda`, or use `--device cpu`",
             );
         }
-        if spec.lora.is_some() {
-            missing(
-                "`lora` adapters are not supported by this version of xp",
-                "train without `lora` (full fine-tuning) for now",
-            );
-        }
-        if spec.train.checkpoint.is_some() {
-            missing(
-                "`checkpoint` is not supported by this version of xp",
-                "remove `checkpoint`; the final model is always saved",
-            );
-        }
-        if spec.regression.is_some() {
-            missing(
-                "`regression` gates are not supported by this version of xp",
-                "remove `regression` for now",
-            );
-        }
         if spec.train.batch_size == BatchSize::Auto {
             missing(
                 "`batch-size \"auto\"` is not supported by this version of xp",
                 "give a batch size",
-            );
-        }
-        if let Model::Llama(Llama::Dir(_)) = spec.model {
-            missing(
-                "HF model directories (`model \"llama\" path=…`) are not supported by this version of xp",
-                "give the model's dimensions",
             );
         }
     }

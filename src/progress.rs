@@ -65,6 +65,7 @@ impl<W: Write> Progress for Lines<W> {
                     self.label
                 );
             }
+            Event::Checkpoint(_) => {}
         }
     }
 

@@ -3,14 +3,17 @@
 //! [`Event`] for a [`Sink`] (metrics.jsonl, train.log and progress are sinks).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
 
 use candle_core::{D, DType, Device, Tensor};
 
 use crate::data::{Batch, Dataset, Examples, Task};
-use crate::model::{Built, Mode};
+use crate::model::{Built, Mode, Param};
 use crate::ops;
-use crate::optim;
+use crate::optim::{self, Optimizer};
 use crate::rng::Rng;
 use crate::schedule::LrSchedule;
 use crate::spec::{Direction, RunSpec};
@@ -26,6 +29,7 @@ pub enum Event<'a> {
         steps_per_epoch: usize,
         params: usize,
         trainable: usize,
+        resumed_from: Option<usize>,
     },
     /// Metrics of one optimizer step: train/ metrics when logged, val/ metrics when evaluated.
     Metrics {
@@ -38,6 +42,28 @@ pub enum Event<'a> {
         step: usize,
         reason: &'a str,
     },
+    /// Everything needed to continue exactly from after `state.step`: persist it.
+    Checkpoint(Checkpoint<'a>),
+}
+
+/// A checkpoint as the loop hands it to its sink.
+#[derive(Debug, Clone)]
+pub struct Checkpoint<'a> {
+    pub state: &'a TrainerState,
+    pub params: &'a [Param],
+    pub optimizer: &'a [(String, Vec<f32>)],
+    pub why: Why,
+}
+
+/// Why a checkpoint is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// `checkpoint every=N`.
+    Interval,
+    /// The objective improved: this is the new best.
+    Best,
+    /// The run was asked to stop (Ctrl-C, SIGTERM).
+    Interrupt,
 }
 
 /// Where events go.
@@ -49,8 +75,17 @@ pub trait Sink {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ending {
     Completed,
-    EarlyStopped { reason: String },
-    Diverged { step: usize, reason: String },
+    EarlyStopped {
+        reason: String,
+    },
+    Diverged {
+        step: usize,
+        reason: String,
+    },
+    /// Stopped on request after `step` steps; a checkpoint of that step was written.
+    Interrupted {
+        step: usize,
+    },
 }
 
 /// What a finished run measured.
@@ -71,6 +106,44 @@ pub enum TrainError {
     Candle(#[from] candle_core::Error),
     #[error("writing run output failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cannot resume: {0}")]
+    Resume(String),
+}
+
+/// Everything mutable in the loop besides the parameters and the optimizer's buffers: with
+/// them, a run continues bit-identically from any checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Optimizer steps done.
+    pub step: usize,
+    pub epoch: f64,
+    pub order: OrderState,
+    pub dropout_rng: [u64; 4],
+    pub schedule: serde_json::Value,
+    /// Evaluations since the objective last improved (early stopping).
+    pub stale_evals: usize,
+    pub best: BTreeMap<String, (f64, usize)>,
+    pub last: Metrics,
+    pub tokens: usize,
+    /// Training time before this process (a resumed run keeps counting).
+    pub elapsed_s: f64,
+    /// Lines of metrics.jsonl up to this step, filled in by the sink that keeps the file.
+    pub metrics_lines: usize,
+}
+
+/// What a resumed run starts from.
+pub struct Resume {
+    pub state: TrainerState,
+    pub optimizer: Vec<(String, Vec<f32>)>,
+}
+
+/// Options of a run beyond its spec.
+#[derive(Default)]
+pub struct Control<'a> {
+    /// Continue from a checkpoint (its parameters are already loaded into the model).
+    pub resume: Option<Resume>,
+    /// Set when the run should stop: it checkpoints and ends `Interrupted`.
+    pub stop: Option<&'a AtomicBool>,
 }
 
 /// Whether higher is better for a metric that is not the objective.
@@ -83,13 +156,25 @@ pub fn direction_of(metric: &str) -> Direction {
     }
 }
 
-/// Trains a built model on its data.
+/// Trains a built model on its data from scratch.
 pub fn train(
     spec: &RunSpec,
     data: &Dataset,
     built: &Built,
     device: &Device,
     sink: &mut dyn Sink,
+) -> Result<Outcome, TrainError> {
+    train_with(spec, data, built, device, sink, Control::default())
+}
+
+/// Trains a built model on its data, resuming and stopping as `control` says.
+pub fn train_with(
+    spec: &RunSpec,
+    data: &Dataset,
+    built: &Built,
+    device: &Device,
+    sink: &mut dyn Sink,
+    control: Control,
 ) -> Result<Outcome, TrainError> {
     let train = &spec.train;
     let micro = match train.batch_size {
@@ -107,34 +192,58 @@ pub fn train(
     let total = schedule.total_steps();
     let mut optimizer = optim::build(&train.optimizer);
     let mut order = Order::new(data.train.len(), spec.seed, shuffles(spec));
-    let mut dropout_rng = Rng::stream(spec.seed, "dropout");
-    let objective = &spec.objective;
-    let mut best: BTreeMap<String, (f64, usize)> = BTreeMap::new();
-    let mut last = Metrics::new();
-    let mut stale_evals = 0;
-    let (mut tokens, start) = (0usize, Instant::now());
+    let mut s = TrainerState {
+        step: 0,
+        epoch: 0.0,
+        order: order.state(),
+        dropout_rng: Rng::stream(spec.seed, "dropout").state(),
+        schedule: schedule.state(),
+        stale_evals: 0,
+        best: BTreeMap::new(),
+        last: Metrics::new(),
+        tokens: 0,
+        elapsed_s: 0.0,
+        metrics_lines: 0,
+    };
+    let resumed_from = control.resume.as_ref().map(|r| r.state.step);
+    if let Some(r) = control.resume {
+        optimizer
+            .load_state(&r.optimizer)
+            .map_err(TrainError::Resume)?;
+        schedule
+            .load_state(&r.state.schedule)
+            .map_err(TrainError::Resume)?;
+        order = Order::restore(data.train.len(), &r.state.order);
+        s = r.state;
+    }
+    let mut dropout_rng = Rng::from_state(s.dropout_rng);
+    let start = Instant::now();
+    let elapsed = |s: &TrainerState| s.elapsed_s + start.elapsed().as_secs_f64();
     sink.event(&Event::Start {
         total_steps: total,
         steps_per_epoch,
         params: built.total_params(),
         trainable: built.trainable_params(),
+        resumed_from,
     })?;
     let mut ending = Ending::Completed;
-    let mut step = 0;
-    while step < total {
-        step += 1;
+    while s.step < total {
+        if control.stop.is_some_and(|f| f.load(Ordering::SeqCst)) {
+            ending = Ending::Interrupted { step: s.step };
+            break;
+        }
+        let step = s.step + 1;
         let lr = schedule.lr(step);
-        // One draw per optimizer step, so an epoch is `steps_per_epoch` whole steps and the
-        // rows left over at its end (fewer than micro × accum) are what is dropped.
-        let batches: Vec<Batch> = order
-            .next(micro * accum)
+        // One draw per optimizer step: an epoch is `steps_per_epoch` whole steps.
+        let rows = order.next(micro * accum);
+        let batches: Vec<Batch> = rows
             .chunks(micro)
-            .map(|rows| data.batch(&data.train, rows, device))
+            .map(|r| data.batch(&data.train, r, device))
             .collect::<Result<_, _>>()?;
         let counted: usize = batches.iter().map(|b| b.counted).sum();
         let (loss, mut grads) =
             forward_backward(built, data.task, &batches, counted, &mut dropout_rng)?;
-        tokens += batches.iter().map(|b| b.tokens).sum::<usize>();
+        s.tokens += batches.iter().map(|b| b.tokens).sum::<usize>();
         if !loss.is_finite() {
             ending = Ending::Diverged {
                 step,
@@ -143,90 +252,61 @@ pub fn train(
             break;
         }
         let grad_norm = clip(&mut grads, train.grad_clip)?;
-        for (index, (param, grad)) in built.params.iter().zip(&grads).enumerate() {
-            let (Some(grad), true) = (grad, param.trainable) else {
-                continue;
-            };
-            let mut values = param.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-            optimizer.update(
-                index,
-                &mut values,
-                grad,
-                lr,
-                param.decay || train.optimizer.decay_all,
-            );
-            param
-                .var
-                .set(&Tensor::from_vec(values, param.var.shape(), device)?)?;
-        }
+        update(
+            built,
+            &grads,
+            optimizer.as_mut(),
+            lr,
+            train.optimizer.decay_all,
+            device,
+        )?;
+        (s.step, s.epoch) = (step, step as f64 / steps_per_epoch as f64);
         let mut metrics = Metrics::new();
-        if step % train.log_every == 0 || step == total {
-            let elapsed = start.elapsed().as_secs_f64().max(1e-9);
+        if step.is_multiple_of(train.log_every) || step == total {
             metrics.insert("train/loss".into(), loss);
             metrics.insert("train/lr".into(), lr);
             metrics.insert("train/grad_norm".into(), grad_norm);
-            metrics.insert(throughput_key(data.task).into(), tokens as f64 / elapsed);
+            metrics.insert(
+                throughput_key(data.task).into(),
+                s.tokens as f64 / elapsed(&s).max(1e-9),
+            );
         }
-        if let Some(eval) = train.eval.filter(|e| step % e.every == 0 || step == total) {
+        if let Some(eval) = train
+            .eval
+            .filter(|e| step.is_multiple_of(e.every) || step == total)
+        {
+            crate::fault::point("eval");
             metrics.extend(evaluate(built, data, micro, eval.batches, device)?);
         }
-        let mut stop = None;
-        if let Some(&value) = metrics.get(&objective.metric) {
-            schedule.observe(step, value);
-            let improved = best.get(&objective.metric).is_none_or(|(b, _)| {
-                let delta = train.early_stop.map_or(0.0, |e| e.min_delta);
-                objective.direction.better(
-                    value,
-                    if objective.direction == Direction::Minimize {
-                        b - delta
-                    } else {
-                        b + delta
-                    },
-                )
-            });
-            stale_evals = if improved { 0 } else { stale_evals + 1 };
-            if let Some(es) = train.early_stop {
-                if es
-                    .threshold
-                    .is_some_and(|t| !objective.direction.better(t, value))
-                {
-                    stop = Some(format!(
-                        "{} reached the threshold {} at step {step}",
-                        objective.metric,
-                        es.threshold.unwrap_or(0.0)
-                    ));
-                } else if stale_evals >= es.patience {
-                    stop = Some(format!(
-                        "{} did not improve for {} evaluations",
-                        objective.metric, es.patience
-                    ));
-                }
-            }
-        }
-        for (k, v) in &metrics {
-            last.insert(k.clone(), *v);
-            if !ranked(k) {
-                continue;
-            }
-            let better = |a: f64, b: f64| {
-                if *k == objective.metric {
-                    objective.direction.better(a, b)
-                } else {
-                    direction_of(k).better(a, b)
-                }
-            };
-            if best.get(k).is_none_or(|(b, _)| better(*v, *b)) {
-                best.insert(k.clone(), (*v, step));
-            }
-        }
+        let (improved, stop) = judge(spec, &mut schedule, &mut s, &metrics);
         if !metrics.is_empty() {
-            let epoch = step as f64 / steps_per_epoch as f64;
             sink.event(&Event::Metrics {
                 step,
-                epoch,
-                time_s: start.elapsed().as_secs_f64(),
+                epoch: s.epoch,
+                time_s: elapsed(&s),
                 metrics: &metrics,
             })?;
+        }
+        s.dropout_rng = dropout_rng.state();
+        let due = train
+            .checkpoint
+            .is_some_and(|c| step.is_multiple_of(c.every) && step < total);
+        let best = improved && train.checkpoint.is_some_and(|c| c.best);
+        for why in [due.then_some(Why::Interval), best.then_some(Why::Best)]
+            .into_iter()
+            .flatten()
+        {
+            let at = elapsed(&s);
+            checkpoint(
+                sink,
+                &mut s,
+                &order,
+                &schedule,
+                optimizer.as_ref(),
+                built,
+                why,
+                at,
+            )?;
         }
         if let Some(reason) = stop {
             sink.event(&Event::EarlyStop {
@@ -237,15 +317,141 @@ pub fn train(
             break;
         }
     }
-    let wall_s = start.elapsed().as_secs_f64();
+    if let Ending::Interrupted { .. } = ending {
+        s.dropout_rng = dropout_rng.state();
+        let at = elapsed(&s);
+        checkpoint(
+            sink,
+            &mut s,
+            &order,
+            &schedule,
+            optimizer.as_ref(),
+            built,
+            Why::Interrupt,
+            at,
+        )?;
+    }
+    let wall_s = elapsed(&s);
     Ok(Outcome {
         ending,
-        steps: step,
+        steps: s.step,
         wall_s,
-        throughput: tokens as f64 / wall_s.max(1e-9),
-        last,
-        best,
+        throughput: s.tokens as f64 / wall_s.max(1e-9),
+        last: s.last,
+        best: s.best,
     })
+}
+
+/// Applies the optimizer to every trainable parameter that got a gradient.
+fn update(
+    built: &Built,
+    grads: &Grads,
+    optimizer: &mut dyn Optimizer,
+    lr: f64,
+    decay_all: bool,
+    device: &Device,
+) -> candle_core::Result<()> {
+    for (index, (param, grad)) in built.params.iter().zip(grads).enumerate() {
+        let (Some(grad), true) = (grad, param.trainable) else {
+            continue;
+        };
+        let mut values = param.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+        optimizer.update(index, &mut values, grad, lr, param.decay || decay_all);
+        param
+            .var
+            .set(&Tensor::from_vec(values, param.var.shape(), device)?)?;
+    }
+    Ok(())
+}
+
+/// Records the step's metrics as last and best values, feeds the objective to the schedule and
+/// early stopping; returns whether the objective improved, and why to stop if it is time.
+fn judge(
+    spec: &RunSpec,
+    schedule: &mut LrSchedule,
+    s: &mut TrainerState,
+    metrics: &Metrics,
+) -> (bool, Option<String>) {
+    let objective = &spec.objective;
+    let mut improved = false;
+    let mut stop = None;
+    if let Some(&value) = metrics.get(&objective.metric) {
+        schedule.observe(s.step, value);
+        let delta = spec.train.early_stop.map_or(0.0, |e| e.min_delta);
+        let margin = |b: f64| {
+            if objective.direction == Direction::Minimize {
+                b - delta
+            } else {
+                b + delta
+            }
+        };
+        let beats_best = s
+            .best
+            .get(&objective.metric)
+            .is_none_or(|(b, _)| objective.direction.better(value, *b));
+        let significant = s
+            .best
+            .get(&objective.metric)
+            .is_none_or(|(b, _)| objective.direction.better(value, margin(*b)));
+        improved = beats_best;
+        s.stale_evals = if significant { 0 } else { s.stale_evals + 1 };
+        if let Some(es) = spec.train.early_stop {
+            if let Some(t) = es
+                .threshold
+                .filter(|t| !objective.direction.better(*t, value))
+            {
+                stop = Some(format!(
+                    "{} reached the threshold {t} at step {}",
+                    objective.metric, s.step
+                ));
+            } else if s.stale_evals >= es.patience {
+                stop = Some(format!(
+                    "{} did not improve for {} evaluations",
+                    objective.metric, es.patience
+                ));
+            }
+        }
+    }
+    for (k, v) in metrics {
+        s.last.insert(k.clone(), *v);
+        if !ranked(k) {
+            continue;
+        }
+        let better = |a: f64, b: f64| {
+            if *k == objective.metric {
+                objective.direction.better(a, b)
+            } else {
+                direction_of(k).better(a, b)
+            }
+        };
+        if s.best.get(k).is_none_or(|(b, _)| better(*v, *b)) {
+            s.best.insert(k.clone(), (*v, s.step));
+        }
+    }
+    (improved, stop)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn checkpoint(
+    sink: &mut dyn Sink,
+    s: &mut TrainerState,
+    order: &Order,
+    schedule: &LrSchedule,
+    optimizer: &dyn Optimizer,
+    built: &Built,
+    why: Why,
+    elapsed: f64,
+) -> std::io::Result<()> {
+    s.order = order.state();
+    s.schedule = schedule.state();
+    s.elapsed_s = elapsed;
+    let buffers = optimizer.state();
+    sink.event(&Event::Checkpoint(Checkpoint {
+        state: s,
+        params: &built.params,
+        optimizer: &buffers,
+        why,
+    }))
 }
 
 /// Whether a metric has a best value worth keeping (not the lr, gradient norm or throughput).
@@ -405,13 +611,25 @@ fn shuffles(spec: &RunSpec) -> bool {
 }
 
 /// The order examples are drawn in: a fresh permutation every epoch (seeded by the run's
-/// seed), or file order; the last partial batch of an epoch (of an optimizer step's
-/// examples, all micro-batches together) is dropped.
+/// seed), or file order; the rows left over at the end of an epoch are dropped.
 struct Order {
     n: usize,
     rng: Option<Rng>,
+    /// The generator's state before it drew the current permutation (for checkpoints).
+    drawn_from: Option<[u64; 4]>,
     current: Vec<usize>,
-    position: usize,
+    position: Option<usize>,
+}
+
+/// Where the data order stands; the permutation itself is drawn again from `drawn_from`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderState {
+    /// Generator state before the current permutation (`None`: file order or not started).
+    pub drawn_from: Option<[u64; 4]>,
+    /// Generator state now (`None`: file order).
+    pub rng: Option<[u64; 4]>,
+    /// Rows of the current permutation used (`None`: no epoch started yet).
+    pub position: Option<usize>,
 }
 
 impl Order {
@@ -420,22 +638,54 @@ impl Order {
         Order {
             n,
             rng,
+            drawn_from: None,
             current: Vec::new(),
-            position: usize::MAX,
+            position: None,
         }
     }
 
-    fn next(&mut self, count: usize) -> Vec<usize> {
-        if self.position.saturating_add(count) > self.current.len() {
-            self.current = (0..self.n).collect();
-            if let Some(rng) = self.rng.as_mut() {
-                rng.shuffle(&mut self.current);
-            }
-            self.position = 0;
+    fn state(&self) -> OrderState {
+        OrderState {
+            drawn_from: self.drawn_from,
+            rng: self.rng.as_ref().map(Rng::state),
+            position: self.position,
         }
-        let out =
-            self.current[self.position..(self.position + count).min(self.current.len())].to_vec();
-        self.position += count;
+    }
+
+    fn restore(n: usize, state: &OrderState) -> Self {
+        let mut order = Order {
+            n,
+            rng: state.rng.map(Rng::from_state),
+            drawn_from: state.drawn_from,
+            current: Vec::new(),
+            position: state.position,
+        };
+        if state.position.is_some() {
+            order.current = (0..n).collect();
+            if let Some(from) = state.drawn_from {
+                Rng::from_state(from).shuffle(&mut order.current);
+            }
+        }
+        order
+    }
+
+    fn next(&mut self, count: usize) -> Vec<usize> {
+        let position = self
+            .position
+            .filter(|p| p.saturating_add(count) <= self.current.len());
+        let position = match position {
+            Some(p) => p,
+            None => {
+                self.current = (0..self.n).collect();
+                if let Some(rng) = self.rng.as_mut() {
+                    self.drawn_from = Some(rng.state());
+                    rng.shuffle(&mut self.current);
+                }
+                0
+            }
+        };
+        let out = self.current[position..(position + count).min(self.current.len())].to_vec();
+        self.position = Some(position + count);
         out
     }
 }

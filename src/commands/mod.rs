@@ -1,5 +1,6 @@
 //! One module per subcommand; each returns an [`Outcome`](crate::cli::Outcome).
 
+pub mod compare;
 pub mod plan;
 pub mod run;
 pub mod schema;

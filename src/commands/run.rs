@@ -2,15 +2,18 @@
 //! sweep directory. Exit 1 when a run failed or diverged, 2 when the input is invalid.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use globset::Glob;
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::cli::{CliError, Outcome};
 use crate::commands::report_diagnostics;
 use crate::diagnostic::Diagnostics;
-use crate::execute::{self, Options, Silent};
+use crate::execute::{self, Options, Silent, SweepError};
 use crate::preflight;
 use crate::progress::Lines;
 use crate::record::{Status, short};
@@ -24,6 +27,10 @@ pub struct RunArgs {
     pub device: Option<String>,
     pub runs_dir: Option<PathBuf>,
     pub quiet: bool,
+    pub resume: bool,
+    pub retry_failed: bool,
+    pub reuse: bool,
+    pub fail_fast: bool,
 }
 
 pub fn run(mut args: RunArgs) -> Result<Outcome, CliError> {
@@ -75,18 +82,38 @@ pub fn run(mut args: RunArgs) -> Result<Outcome, CliError> {
             return Ok(Outcome::Invalid);
         }
     }
+    crate::commands::compare::check_baselines(&checked.plans)?;
     let source = std::fs::read_to_string(&args.file)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    // The first Ctrl-C or SIGTERM stops gracefully (the active run checkpoints); a second one
+    // exits at once — every file others read is replaced atomically, so nothing is corrupted.
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))?;
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
     let options = Options {
         runs_dir,
         device: args.device.clone(),
+        resume: args.resume,
+        retry_failed: args.retry_failed,
+        reuse: args.reuse,
+        fail_fast: args.fail_fast,
+        stop: Some(Arc::clone(&stop)),
     };
     let mut failures = 0;
+    let mut interrupted = false;
+    let mut finished = Vec::new();
     for plan in &checked.plans {
         let mut lines = Lines::new(std::io::stderr(), Duration::from_secs(5));
         let progress: &mut dyn execute::Progress =
             if args.quiet { &mut Silent } else { &mut lines };
-        let report = execute::run_plan(plan, &source, &datasets, &options, progress)?;
+        let report = match execute::run_plan(plan, &source, &datasets, &options, progress) {
+            Ok(report) => report,
+            Err(SweepError::Io(e)) => return Err(CliError::Io(e)),
+            Err(e) => return Err(CliError::Usage(e.to_string())),
+        };
         failures += report.failures();
+        interrupted |= report.interrupted;
         print_summary(
             &report,
             plan.runs
@@ -94,11 +121,21 @@ pub fn run(mut args: RunArgs) -> Result<Outcome, CliError> {
                 .map(|r| r.config.objective.metric.as_str())
                 .unwrap_or("val/loss"),
         )?;
+        if interrupted {
+            break;
+        }
+        finished.push((report.dir.clone(), plan));
     }
-    Ok(if failures > 0 {
-        Outcome::Failure
+    Ok(if interrupted {
+        eprintln!(
+            "interrupted: `xp run {} --resume` continues where it stopped",
+            args.file.display()
+        );
+        Outcome::Interrupted
     } else {
-        Outcome::Success
+        // The gate of the experiments' `regression` blocks: the sweeps against their baselines.
+        let gate = crate::commands::compare::gate_sweeps(&finished, args.only.as_deref())?;
+        if failures > 0 { Outcome::Failure } else { gate }
     })
 }
 
@@ -124,7 +161,7 @@ fn print_summary(report: &execute::SweepReport, objective: &str) -> Result<(), C
         ]);
     }
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", display(&report.dir))?;
+    writeln!(out, "{}", report.dir.display())?;
     out.write_all(t.render().as_bytes())?;
     let failed: Vec<&str> = report
         .summaries
@@ -136,8 +173,4 @@ fn print_summary(report: &execute::SweepReport, objective: &str) -> Result<(), C
         writeln!(out, "{} failed: {}", failed.len(), failed.join(", "))?;
     }
     Ok(())
-}
-
-fn display(p: &Path) -> String {
-    p.display().to_string()
 }

@@ -1,11 +1,16 @@
-//! Instruction data, one JSON object a line, as byte-level tokens (0..=255 the bytes, 256 the
-//! end of text) with the loss only on what the model should produce.
+//! Instruction data, one JSON object a line, with the loss only on what the model should
+//! produce: as byte-level tokens (0..=255 the bytes, 256 the end of text), or with an HF
+//! model's tokenizer.
 //!
-//! A `prompt`/`response` line is the sequence bytes(prompt) bytes(response) END, learning the
-//! response and END. A `messages` line renders every `{role, content}` message as
-//! `{role}: {content}\n`, then END, learning the content and newline of `assistant` messages
-//! and END. Inputs are the sequence without its last token, targets without its first, with
-//! [`IGNORE_INDEX`] where the target is not learned.
+//! A `prompt`/`response` line is the text prompt + response and then the end token, learning
+//! the response and the end. A `messages` line renders every `{role, content}` message as
+//! `{role}: {content}\n`, then the end token, learning the content and newline of `assistant`
+//! messages and the end. With an HF tokenizer, the text is tokenized as `tokenizer(text)` does
+//! (a BOS where the tokenizer adds one) and a token is learned when it overlaps learned text;
+//! `messages` are rendered by the model's chat template where it has one (as
+//! `apply_chat_template`, no end token added), learning each assistant turn through the end of
+//! its turn (super::chat). Inputs are the sequence without its last token, targets without its
+//! first, with [`IGNORE_INDEX`] where the target is not learned.
 
 use std::ops::Range;
 use std::path::Path;
@@ -13,6 +18,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use super::text::{BYTE_VOCAB, END_OF_TEXT};
+use super::tokenizer::HfTokenizer;
 use super::{DataError, Dataset, Examples, Problems, SourceFile, Task, split_checked};
 use crate::ops::IGNORE_INDEX;
 use crate::rng::Rng;
@@ -27,6 +33,19 @@ pub struct Fields<'a> {
     pub messages: &'a str,
 }
 
+/// How a jsonl file is read.
+#[derive(Debug, Clone, Copy)]
+pub struct Options<'a> {
+    /// Shuffle before taking a validation fraction.
+    pub shuffle: bool,
+    pub packing: bool,
+    /// The model's context length.
+    pub context: Option<usize>,
+    pub seed: u64,
+    /// The model's tokenizer; `None`: bytes.
+    pub tokenizer: Option<&'a HfTokenizer>,
+}
+
 /// Loads a jsonl file. With a `context`, examples longer than it are truncated (and counted in
 /// [`Dataset::truncated`]); with `packing`, the training examples are instead concatenated and
 /// cut into windows of `context` tokens. The validation split is a file of its own or a
@@ -35,29 +54,29 @@ pub fn load(
     path: &Path,
     fields: Fields<'_>,
     validation: &Validation,
-    shuffle: bool,
-    packing: bool,
-    context: Option<usize>,
-    seed: u64,
+    options: &Options<'_>,
 ) -> Result<Dataset, DataError> {
-    if packing && context.is_none() {
+    if options.packing && options.context.is_none() {
         return Err(DataError::PackingNeedsContext {
             path: path.display().to_string(),
         });
     }
-    let context = context.map(|c| c.max(1));
-    let all = read(&SourceFile::read(path)?, fields)?;
+    let context = options.context.map(|c| c.max(1));
+    let tokenizer = options.tokenizer;
+    let all = read(&SourceFile::read(path)?, fields, tokenizer)?;
     let (train, validation) = match validation {
         Validation::Fraction(fraction) => {
-            let mut rng = shuffle.then(|| Rng::stream(seed, "data/jsonl"));
+            let mut rng = options
+                .shuffle
+                .then(|| Rng::stream(options.seed, "data/jsonl"));
             split_checked(path, all, *fraction, rng.as_mut(), "examples")?
         }
-        Validation::File(other) => (all, read(&SourceFile::read(other)?, fields)?),
+        Validation::File(other) => (all, read(&SourceFile::read(other)?, fields, tokenizer)?),
     };
     let mut truncated = 0;
     let had_validation = !validation.is_empty();
     let train = match context {
-        Some(context) if packing => pack(train, context),
+        Some(context) if options.packing => pack(train, context),
         _ => truncate(train, context, &mut truncated),
     };
     let validation = truncate(validation, context, &mut truncated);
@@ -76,16 +95,22 @@ pub fn load(
         }
     }
     Ok(Dataset {
-        task: Task::Language { vocab: BYTE_VOCAB },
+        task: Task::Language {
+            vocab: tokenizer.map_or(BYTE_VOCAB, |t| t.vocab),
+        },
         train,
         validation,
-        pad: END_OF_TEXT,
+        pad: tokenizer.map_or(END_OF_TEXT, |t| t.pad),
         truncated,
     })
 }
 
 /// Every line's example, or every problem of the file.
-fn read(file: &SourceFile, fields: Fields<'_>) -> Result<Examples, DataError> {
+fn read(
+    file: &SourceFile,
+    fields: Fields<'_>,
+    tokenizer: Option<&HfTokenizer>,
+) -> Result<Examples, DataError> {
     let (body, bom) = file.body();
     let mut problems = Problems::new(&file.path);
     let (mut inputs, mut targets) = (Vec::new(), Vec::new());
@@ -100,7 +125,10 @@ fn read(file: &SourceFile, fields: Fields<'_>) -> Result<Examples, DataError> {
         if line.text.trim().is_empty() {
             continue;
         }
-        match line.sequence(file, fields) {
+        match line
+            .sequence(file, fields, tokenizer)
+            .and_then(|text| line.tokens(file, &text, tokenizer))
+        {
             Ok((tokens, learn)) => {
                 inputs.push(tokens[..tokens.len() - 1].to_vec());
                 targets.push(
@@ -126,6 +154,15 @@ fn read(file: &SourceFile, fields: Fields<'_>) -> Result<Examples, DataError> {
     Ok(Examples::Tokens { inputs, targets })
 }
 
+/// The text of one example and the byte ranges of it that are learned.
+struct Text {
+    text: String,
+    learn: Vec<Range<usize>>,
+    /// Rendered by a chat template, which writes its own special tokens: encoded without the
+    /// tokenizer's, and without an end token added.
+    templated: bool,
+}
+
 /// One line of the file: its text without the line ending, where it starts, its number.
 struct Line<'a> {
     text: &'a str,
@@ -134,13 +171,52 @@ struct Line<'a> {
 }
 
 impl Line<'_> {
-    /// The line's tokens, and for each whether it is learned as a target. There are at least
-    /// two tokens: a nonempty response and the end.
+    /// The tokens of a line's text, and for each whether it is learned as a target.
+    fn tokens(
+        &self,
+        file: &SourceFile,
+        text: &Text,
+        tokenizer: Option<&HfTokenizer>,
+    ) -> Result<(Vec<u32>, Vec<bool>), DataError> {
+        let learned = |i: usize| text.learn.iter().any(|r| r.contains(&i));
+        let (mut tokens, mut learn) = match tokenizer {
+            None => (
+                text.text.bytes().map(u32::from).collect::<Vec<_>>(),
+                (0..text.text.len()).map(learned).collect::<Vec<_>>(),
+            ),
+            Some(t) => t
+                .encode(&text.text, &text.learn, !text.templated)
+                .map_err(|message| self.error(file, self.whole(), message, None))?,
+        };
+        let end = match tokenizer {
+            None => Some(END_OF_TEXT),
+            Some(t) => t.eos,
+        };
+        if let (false, Some(end)) = (text.templated, end)
+            && tokens.last() != Some(&end)
+        {
+            tokens.push(end);
+            learn.push(true);
+        }
+        if !learn.iter().skip(1).any(|&l| l) {
+            return Err(self.error(
+                file,
+                self.whole(),
+                "no token of this example is learned".into(),
+                Some("the loss is on the response, or on what `assistant` messages say".into()),
+            ));
+        }
+        Ok((tokens, learn))
+    }
+
+    /// The line's text and what of it is learned: a nonempty response, or at least one
+    /// assistant message.
     fn sequence(
         &self,
         file: &SourceFile,
         fields: Fields<'_>,
-    ) -> Result<(Vec<u32>, Vec<bool>), DataError> {
+        tokenizer: Option<&HfTokenizer>,
+    ) -> Result<Text, DataError> {
         let value: Value = serde_json::from_str(self.text).map_err(|e| {
             let mut at = e.column().saturating_sub(1).min(self.text.len());
             while !self.text.is_char_boundary(at) {
@@ -175,7 +251,7 @@ impl Line<'_> {
                     Some(self.expected(fields)),
                 ));
             }
-            return self.messages(file, fields.messages, &object[fields.messages]);
+            return self.messages(file, fields.messages, &object[fields.messages], tokenizer);
         }
         let (prompt, response) = match (object.get(fields.prompt), object.get(fields.response)) {
             (Some(prompt), Some(response)) => (prompt, response),
@@ -205,23 +281,22 @@ impl Line<'_> {
             let message = format!("the `{}` is empty: nothing to learn", fields.response);
             return Err(self.error(file, self.key(fields.response), message, None));
         }
-        let tokens: Vec<u32> = prompt
-            .bytes()
-            .chain(response.bytes())
-            .map(u32::from)
-            .chain([END_OF_TEXT])
-            .collect();
-        let learn = (0..tokens.len()).map(|i| i >= prompt.len()).collect();
-        Ok((tokens, learn))
+        let response_bytes = prompt.len()..prompt.len() + response.len();
+        Ok(Text {
+            text: format!("{prompt}{response}"),
+            learn: vec![response_bytes],
+            templated: false,
+        })
     }
 
-    /// A `messages` list rendered as `{role}: {content}\n` lines.
+    /// A `messages` list rendered by the chat template, or as `{role}: {content}\n` lines.
     fn messages(
         &self,
         file: &SourceFile,
         name: &str,
         value: &Value,
-    ) -> Result<(Vec<u32>, Vec<bool>), DataError> {
+        tokenizer: Option<&HfTokenizer>,
+    ) -> Result<Text, DataError> {
         let span = self.key(name);
         let Value::Array(items) = value else {
             let message = format!(
@@ -230,7 +305,7 @@ impl Line<'_> {
             );
             return Err(self.error(file, span, message, None));
         };
-        let (mut tokens, mut learn) = (Vec::new(), Vec::new());
+        let (mut text, mut learn) = (String::new(), Vec::new());
         let mut learned = 0;
         for (i, item) in items.iter().enumerate() {
             let n = i + 1;
@@ -265,14 +340,13 @@ impl Line<'_> {
             };
             let (role, content) = (field("role")?, field("content")?);
             let assistant = role == "assistant";
-            for (text, learned_here) in [
-                (role, false),
-                (": ", false),
-                (content, assistant),
-                ("\n", assistant),
-            ] {
-                tokens.extend(text.bytes().map(u32::from));
-                learn.extend(std::iter::repeat_n(learned_here, text.len()));
+            text.push_str(role);
+            text.push_str(": ");
+            let at = text.len();
+            text.push_str(content);
+            text.push('\n');
+            if assistant {
+                learn.push(at..text.len());
             }
             learned += if assistant { content.len() } else { 0 };
         }
@@ -285,9 +359,26 @@ impl Line<'_> {
                 Some("the loss is on what `assistant` messages say".into()),
             ));
         }
-        tokens.push(END_OF_TEXT);
-        learn.push(true);
-        Ok((tokens, learn))
+        if let Some(chat) = tokenizer.and_then(|t| t.chat.as_ref()) {
+            let (text, learn) = chat.render_turns(items).map_err(|message| {
+                self.error(
+                    file,
+                    span.clone(),
+                    format!("the chat template fails on these messages: {message}"),
+                    None,
+                )
+            })?;
+            return Ok(Text {
+                text,
+                learn,
+                templated: true,
+            });
+        }
+        Ok(Text {
+            text,
+            learn,
+            templated: false,
+        })
     }
 
     fn string<'v>(

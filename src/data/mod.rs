@@ -2,10 +2,12 @@
 //! split, batched into tensors. Synthetic tasks are generated from the seed; files are read
 //! by their loaders, which report bad input as diagnostics naming file and line.
 
+pub mod chat;
 pub mod csv;
 pub mod jsonl;
 pub mod synthetic;
 pub mod text;
+pub mod tokenizer;
 
 use std::ops::Range;
 use std::path::Path;
@@ -368,6 +370,22 @@ pub enum DataError {
     )]
     PackingNeedsContext { path: String },
 
+    #[error("the chat template of `{path}` does not compile: {message}")]
+    #[diagnostic(
+        code("xp::data::chat-template"),
+        help(
+            "xp renders chat templates with minijinja as transformers does with Jinja2; fix the template, or write prompt/response data"
+        )
+    )]
+    ChatTemplate {
+        path: String,
+        message: String,
+        #[source_code]
+        source_code: Option<Source>,
+        #[label("here")]
+        span: Option<SourceSpan>,
+    },
+
     /// Several problems in one file, reported together.
     #[error("`{path}` has {count} problems")]
     #[diagnostic(code("xp::data::many"))]
@@ -385,6 +403,29 @@ pub enum DataError {
 /// `context` is the model's context length where it has one: text is cut into windows of it
 /// (128 tokens without one), jsonl examples are truncated to it and packed into it.
 pub fn load(data: &Data, run_seed: u64, context: Option<usize>) -> Result<Dataset, DataError> {
+    load_for(
+        data,
+        run_seed,
+        &ModelText {
+            context,
+            tokenizer: None,
+        },
+    )
+}
+
+/// What a model brings to the data it reads: its context length, and for an HF model
+/// directory its tokenizer (with special tokens, chat template and the model's vocabulary).
+#[derive(Debug, Clone, Default)]
+pub struct ModelText {
+    pub context: Option<usize>,
+    pub tokenizer: Option<Arc<tokenizer::HfTokenizer>>,
+}
+
+/// Loads the data of a run for its model, as [`load`]; with the model's tokenizer, text and
+/// instruction data are tokenized as transformers tokenizes them for that model (a `text`
+/// source's own `tokenizer` wins).
+pub fn load_for(data: &Data, run_seed: u64, model: &ModelText) -> Result<Dataset, DataError> {
+    let context = model.context;
     let seed = data.seed.unwrap_or(run_seed);
     Ok(match &data.source {
         DataSource::Regression {
@@ -429,12 +470,18 @@ pub fn load(data: &Data, run_seed: u64, context: Option<usize>) -> Result<Datase
             path,
             tokenizer,
             validation,
-        } => text::load(
-            path,
-            tokenizer.as_deref(),
-            validation,
-            context.unwrap_or(text::DEFAULT_WINDOW),
-        )?,
+        } => {
+            let model_tokenizer = model
+                .tokenizer
+                .as_ref()
+                .map(|t| std::path::PathBuf::from(&t.path));
+            text::load(
+                path,
+                tokenizer.as_deref().or(model_tokenizer.as_deref()),
+                validation,
+                context.unwrap_or(text::DEFAULT_WINDOW),
+            )?
+        }
         DataSource::Jsonl {
             path,
             prompt_field,
@@ -449,7 +496,14 @@ pub fn load(data: &Data, run_seed: u64, context: Option<usize>) -> Result<Datase
                 response: response_field,
                 messages: messages_field,
             };
-            jsonl::load(path, fields, validation, *shuffle, *packing, context, seed)?
+            let options = jsonl::Options {
+                shuffle: *shuffle,
+                packing: *packing,
+                context,
+                seed,
+                tokenizer: model.tokenizer.as_deref(),
+            };
+            jsonl::load(path, fields, validation, &options)?
         }
     })
 }

@@ -86,53 +86,12 @@ enum Tokens {
 
 impl Tokens {
     fn hf(path: &Path) -> Result<Tokens, DataError> {
-        let file = SourceFile::new(path.display().to_string(), read_text(path)?);
-        // Valid JSON that is not a tokenizer.json (a vocab file, a config) is said so plainly
-        // rather than as the parse error deep inside it.
-        if let Ok(value) = serde_json::from_str::<serde_json::Value>(&file.text)
-            && value.get("model").is_none()
-        {
-            return Err(DataError::BadTokenizer {
-                path: file.path.clone(),
-                reason: "it is JSON, but not a tokenizer.json (it has no `model`)".into(),
-                source_code: None,
-                span: None,
-            });
-        }
-        let tokenizer: Tokenizer = serde_json::from_str(&file.text).map_err(|e| {
-            // Errors about a value that was read whole (an untagged enum) come at the end of
-            // the document, where a label would point at nothing useful.
-            let at = offset(&file.text, e.line(), e.column());
-            let at_end = file.text[at..].trim().len() <= 1;
-            let width = file.text[at..].chars().next().map_or(0, char::len_utf8);
-            let span = (e.line() > 0 && !(e.is_data() && at_end)).then(|| (at, width).into());
-            let reason = e.to_string();
-            let reason = reason
-                .rsplit_once(" at line ")
-                .map_or(reason.as_str(), |(r, _)| r)
-                .to_owned();
-            DataError::BadTokenizer {
-                path: file.path.clone(),
-                reason,
-                source_code: span.is_some().then(|| file.named()),
-                span,
-            }
-        })?;
-        // The end of a text is the tokenizer's own end-of-text token, where it has one of
-        // the usual names; pretrained models were trained with it.
-        let end = [
-            "<|endoftext|>",
-            "<|end_of_text|>",
-            "</s>",
-            "<eos>",
-            "<|im_end|>",
-        ]
-        .iter()
-        .find_map(|t| tokenizer.token_to_id(t));
+        let tokenizer = parse_tokenizer(path)?;
+        let end = end_of_text(&tokenizer);
         let vocab = tokenizer.get_vocab_size(true);
         Ok(Tokens::Hf {
             tokenizer: Box::new(tokenizer),
-            path: file.path,
+            path: path.display().to_string(),
             end,
             vocab,
         })
@@ -193,6 +152,56 @@ impl Tokens {
         }
         Ok(tokens)
     }
+}
+
+/// Reads a `tokenizer.json`; what is wrong with it is a diagnostic pointing into it.
+pub(crate) fn parse_tokenizer(path: &Path) -> Result<Tokenizer, DataError> {
+    let file = SourceFile::new(path.display().to_string(), read_text(path)?);
+    // Valid JSON that is not a tokenizer.json (a vocab file, a config) is said so plainly
+    // rather than as the parse error deep inside it.
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(&file.text)
+        && value.get("model").is_none()
+    {
+        return Err(DataError::BadTokenizer {
+            path: file.path.clone(),
+            reason: "it is JSON, but not a tokenizer.json (it has no `model`)".into(),
+            source_code: None,
+            span: None,
+        });
+    }
+    serde_json::from_str(&file.text).map_err(|e| {
+        // Errors about a value that was read whole (an untagged enum) come at the end of
+        // the document, where a label would point at nothing useful.
+        let at = offset(&file.text, e.line(), e.column());
+        let at_end = file.text[at..].trim().len() <= 1;
+        let width = file.text[at..].chars().next().map_or(0, char::len_utf8);
+        let span = (e.line() > 0 && !(e.is_data() && at_end)).then(|| (at, width).into());
+        let reason = e.to_string();
+        let reason = reason
+            .rsplit_once(" at line ")
+            .map_or(reason.as_str(), |(r, _)| r)
+            .to_owned();
+        DataError::BadTokenizer {
+            path: file.path.clone(),
+            reason,
+            source_code: span.is_some().then(|| file.named()),
+            span,
+        }
+    })
+}
+
+/// The tokenizer's own end-of-text token, where it has one of the usual names; pretrained
+/// models were trained with it.
+pub(crate) fn end_of_text(tokenizer: &Tokenizer) -> Option<u32> {
+    [
+        "<|endoftext|>",
+        "<|end_of_text|>",
+        "</s>",
+        "<eos>",
+        "<|im_end|>",
+    ]
+    .iter()
+    .find_map(|t| tokenizer.token_to_id(t))
 }
 
 /// `text` in pieces of at least `size` bytes, each (but the last) ending with a newline.

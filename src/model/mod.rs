@@ -1,13 +1,17 @@
 //! Models: structs built from a candle `VarBuilder` whose parameters carry the PyTorch/HF names
 //! of DESIGN.md §3, so PyTorch reads what xp writes and the reverse. Parameters are created by
 //! a parameter store: from an `init-from` file when it has the name, else initialised exactly as
-//! PyTorch/HF would, from xp's own seeded generator (one stream per parameter name).
+//! PyTorch/HF would, from xp's own seeded generator (one stream per parameter name). A model
+//! from an HF directory starts from the directory's weights; with LoRA the base parameters
+//! freeze and only the adapters train.
 
+pub mod hf;
 pub mod llama;
+pub mod lora;
 pub mod mlp;
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Result as CandleResult, Shape, Tensor, Var};
@@ -49,6 +53,12 @@ pub struct Param {
     /// Whether weight decay applies (weight matrices; not biases or norm weights).
     pub decay: bool,
     pub trainable: bool,
+}
+
+impl std::fmt::Debug for Param {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:?}", self.name, self.var.dims())
+    }
 }
 
 /// A model with its parameters in creation order.
@@ -94,12 +104,18 @@ pub enum ModelError {
 
     #[error("building the model failed: {0}")]
     Build(String),
+
+    #[error("{0}")]
+    Hf(#[from] hf::HfError),
 }
 
 /// Creates parameters for a `VarBuilder`: from loaded tensors when present, else initialised.
 struct ParamStore {
     seed: u64,
     loaded: HashMap<String, Tensor>,
+    /// With LoRA: every parameter but the adapters is frozen, and the model sees it detached,
+    /// so no gradient is computed for it.
+    freeze_base: bool,
     created: Mutex<Vec<(String, Var)>>,
     mismatched: Mutex<Vec<String>>,
 }
@@ -128,7 +144,11 @@ impl SimpleBackend for ParamStore {
             None => initial(&shape, name, init, self.seed, dtype, dev)?,
         };
         let var = Var::from_tensor(&tensor)?;
-        let out = var.as_tensor().clone();
+        let out = if self.freeze_base && !lora::is_adapter(name) {
+            var.as_tensor().detach()
+        } else {
+            var.as_tensor().clone()
+        };
         if let Ok(mut created) = self.created.lock() {
             created.push((name.to_owned(), var));
         }
@@ -176,25 +196,50 @@ fn initial(
     Tensor::from_vec(values, shape.clone(), dev)?.to_dtype(dtype)
 }
 
-/// Reads the tensors of an `init-from` path: a .safetensors file, or a directory with
-/// model.safetensors.
-pub fn load_weights(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>, ModelError> {
-    let file = if path.is_dir() {
-        path.join("model.safetensors")
-    } else {
-        path.to_path_buf()
-    };
-    let unreadable = |reason: String| ModelError::Unreadable {
-        path: file.display().to_string(),
-        reason,
-    };
-    if !file.exists() {
-        return Err(unreadable("no such file".into()));
+/// The files of an `init-from` path: a .safetensors file; or a directory holding a PEFT adapter
+/// (adapter_model.safetensors), model.safetensors, or an HF model's shards.
+pub fn init_files(path: &Path) -> Result<Vec<PathBuf>, ModelError> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
     }
-    candle_core::safetensors::load(&file, device).map_err(|e| unreadable(e.to_string()))
+    for name in ["adapter_model.safetensors", "model.safetensors"] {
+        if path.join(name).is_file() {
+            return Ok(vec![path.join(name)]);
+        }
+    }
+    hf::weight_files(path).map_err(|e| ModelError::Unreadable {
+        path: path.display().to_string(),
+        reason: match e {
+            hf::HfError::Unreadable { reason, .. } => reason,
+            other => other.to_string(),
+        },
+    })
 }
 
-/// Builds the model of a run for its data. `init` holds `init-from` tensors (empty for none).
+/// Reads the tensors of an `init-from` path (see [`init_files`]).
+pub fn load_weights(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>, ModelError> {
+    let mut out = HashMap::new();
+    for file in init_files(path)? {
+        let unreadable = |reason: String| ModelError::Unreadable {
+            path: file.display().to_string(),
+            reason,
+        };
+        if !file.exists() {
+            return Err(unreadable("no such file".into()));
+        }
+        let tensors =
+            candle_core::safetensors::load(&file, device).map_err(|e| unreadable(e.to_string()))?;
+        // PEFT saves a copy of the base weight an adapted tied lm_head shares with the
+        // embedding (`….lm_head.base_layer.weight`); the base model has it already.
+        out.extend(tensors.into_iter().filter(|(name, _)| {
+            !(name.starts_with(lora::PEFT_PREFIX) && name.contains(".base_layer."))
+        }));
+    }
+    Ok(out)
+}
+
+/// Builds the model of a run for its data. `init` holds `init-from` tensors (empty for none):
+/// a model's (over the HF directory's weights, where the model has one) or a PEFT adapter's.
 pub fn build(
     spec: &RunSpec,
     data: &Dataset,
@@ -203,9 +248,29 @@ pub fn build(
     source: &str,
     device: &Device,
 ) -> Result<Built, ModelError> {
+    let targets = spec
+        .lora
+        .as_ref()
+        .map(lora::Targets::new)
+        .transpose()
+        .map_err(ModelError::Build)?;
+    let dir = match &spec.model {
+        spec::Model::Llama(spec::Llama::Dir(path)) => Some(hf::ModelDir::open(path)?),
+        _ => None,
+    };
+    let mut loaded = match &dir {
+        Some(dir) => dir.load(device)?,
+        None => HashMap::new(),
+    };
+    let base: BTreeSet<String> = loaded.keys().cloned().collect();
+    // An adapter initialises the adapters; any other file the model's own parameters.
+    let init_is_adapter = init.keys().any(|n| lora::is_adapter(n));
+    let init_names: BTreeSet<String> = init.keys().cloned().collect();
+    loaded.extend(init);
     let store = Arc::new(ParamStore {
         seed: spec.seed,
-        loaded: init,
+        loaded,
+        freeze_base: targets.is_some(),
         created: Mutex::new(Vec::new()),
         mismatched: Mutex::new(Vec::new()),
     });
@@ -220,13 +285,18 @@ pub fn build(
             Box::new(mlp::Mlp::new(vb, m, data.input_width(), classes).map_err(fail)?)
         }
         (spec::Model::Llama(spec::Llama::Dims(dims)), Task::Language { vocab }) => {
-            Box::new(llama::Llama::new(vb, &llama::Config::from_dims(dims, vocab)).map_err(fail)?)
+            let config = llama::Config::from_dims(dims, vocab);
+            Box::new(llama::Llama::with_lora(vb, &config, targets.as_ref()).map_err(fail)?)
         }
-        (spec::Model::Llama(spec::Llama::Dir(dir)), _) => {
-            return Err(ModelError::Build(format!(
-                "loading HF model directories ({}) is not supported by this version of xp",
-                dir.display()
-            )));
+        (spec::Model::Llama(spec::Llama::Dir(_)), Task::Language { vocab }) => {
+            let config = dir.as_ref().map(|d| d.config.clone()).unwrap_or_default();
+            if vocab != config.vocab {
+                return Err(ModelError::Build(format!(
+                    "the data's vocabulary ({vocab}) is not the model's ({})",
+                    config.vocab
+                )));
+            }
+            Box::new(llama::Llama::with_lora(vb, &config, targets.as_ref()).map_err(fail)?)
         }
         (_, task) => {
             return Err(ModelError::Build(format!(
@@ -240,34 +310,40 @@ pub fn build(
         .lock()
         .map(|m| m.clone())
         .unwrap_or_default();
-    if !store.loaded.is_empty() {
-        let names: BTreeMap<&str, ()> = created.iter().map(|(n, _)| (n.as_str(), ())).collect();
+    let names: BTreeSet<&str> = created.iter().map(|(n, _)| n.as_str()).collect();
+    if let Some(dir) = &dir {
+        // ModelDir::load checked the directory against its config; this is the model's view.
         let missing: Vec<&str> = names
-            .keys()
-            .filter(|n| !store.loaded.contains_key(**n))
+            .iter()
+            .filter(|n| !lora::is_adapter(n) && !base.contains(**n) && !init_names.contains(**n))
             .copied()
             .collect();
-        let mut unexpected: Vec<&str> = store
-            .loaded
-            .keys()
-            .filter(|n| !names.contains_key(n.as_str()))
+        if !missing.is_empty() {
+            return Err(ModelError::Mismatch {
+                path: dir.path.display().to_string(),
+                summary: format!("{} missing", missing.len()),
+                details: format!("missing: {}", quoted(&missing)),
+            });
+        }
+    }
+    if !init_names.is_empty() || !mismatched.is_empty() {
+        let missing: Vec<&str> = names
+            .iter()
+            .filter(|n| lora::is_adapter(n) == init_is_adapter && !init_names.contains(**n))
+            .copied()
+            .collect();
+        let unexpected: Vec<&str> = init_names
+            .iter()
+            .filter(|n| !names.contains(n.as_str()))
             .map(String::as_str)
             .collect();
-        unexpected.sort();
         if !mismatched.is_empty() || (strict && (!missing.is_empty() || !unexpected.is_empty())) {
             let mut parts = Vec::new();
             let mut details = Vec::new();
             for (what, list) in [("missing", &missing), ("unexpected", &unexpected)] {
                 if !list.is_empty() {
                     parts.push(format!("{} {what}", list.len()));
-                    details.push(format!(
-                        "{what}: {}",
-                        list.iter()
-                            .take(8)
-                            .map(|n| format!("`{n}`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
+                    details.push(format!("{what}: {}", quoted(list)));
                 }
             }
             if !mismatched.is_empty() {
@@ -282,26 +358,40 @@ pub fn build(
                         .join("; ")
                 ));
             }
+            let hint = if init_is_adapter && spec.lora.is_none() {
+                "\nthe file is a LoRA adapter: give the experiment a matching `lora`"
+            } else {
+                ""
+            };
             return Err(ModelError::Mismatch {
                 path: source.to_owned(),
                 summary: parts.join(", "),
-                details: details.join("\n"),
+                details: details.join("\n") + hint,
             });
         }
     }
+    let frozen = targets.is_some();
     let params = created
         .into_iter()
         .map(|(name, var)| {
             let decay = var.rank() >= 2;
+            let trainable = !frozen || lora::is_adapter(&name);
             Param {
                 name,
                 var,
                 decay,
-                trainable: true,
+                trainable,
             }
         })
         .collect();
     Ok(Built { model, params })
+}
+
+/// The first names of a list, quoted.
+fn quoted(names: &[&str]) -> String {
+    let shown: Vec<String> = names.iter().take(8).map(|n| format!("`{n}`")).collect();
+    let more = if names.len() > 8 { ", …" } else { "" };
+    format!("{}{more}", shown.join(", "))
 }
 
 /// The store behind the `VarBuilder`, shared so `build` can read what was created.

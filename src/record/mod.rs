@@ -3,6 +3,7 @@
 //! others read (summary, results, plan, config, model) is replaced atomically.
 
 pub mod atomic;
+pub mod checkpoint;
 pub mod results;
 
 use std::collections::BTreeMap;
@@ -46,6 +47,70 @@ impl SweepDir {
             atomic::symlink(Path::new(name), &base.join("current"))?;
         }
         Ok(SweepDir { path })
+    }
+}
+
+/// Why a sweep directory could not be locked.
+#[derive(Debug)]
+pub enum LockError {
+    /// Another live process holds it.
+    Held(u32),
+    Io(io::Error),
+}
+
+/// Holds a sweep directory's `.lock` while it lives.
+pub struct Lock {
+    path: PathBuf,
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+impl SweepDir {
+    /// Takes the sweep's lock: one xp process writes a sweep directory at a time. A lock left
+    /// by a process that no longer exists is taken over.
+    pub fn lock(&self) -> Result<Lock, LockError> {
+        let path = self.path.join(".lock");
+        for _ in 0..2 {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    write!(f, "{}", std::process::id()).map_err(LockError::Io)?;
+                    f.sync_all().map_err(LockError::Io)?;
+                    return Ok(Lock { path });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let holder = fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|t| t.trim().parse::<u32>().ok());
+                    match holder {
+                        Some(pid) if pid != std::process::id() && alive(pid) => {
+                            return Err(LockError::Held(pid));
+                        }
+                        _ => {
+                            let _ = fs::remove_file(&path);
+                        }
+                    }
+                }
+                Err(e) => return Err(LockError::Io(e)),
+            }
+        }
+        Err(LockError::Io(io::Error::other(
+            "the lock keeps changing hands",
+        )))
+    }
+}
+
+/// Whether a process is running (Linux: its /proc entry, not a zombie awaiting its parent).
+fn alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name: `pid (name) S …`.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_none_or(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
     }
 }
 
@@ -141,30 +206,47 @@ impl Summary {
     }
 }
 
-/// One run's directory; also the sink that writes its metrics.jsonl and train.log.
+/// One run's directory; also the sink that writes its metrics.jsonl, train.log and checkpoints.
 pub struct RunDir {
     pub path: PathBuf,
     metrics: BufWriter<File>,
     log: BufWriter<File>,
+    /// Lines in metrics.jsonl so far (checkpoints record it, so a resume can cut back to it).
+    metrics_lines: usize,
+    keep: usize,
 }
 
 impl RunDir {
-    /// Creates `<sweep>/<run-name>/` with its resolved config.
-    pub fn create(sweep: &SweepDir, run: &PlannedRun) -> io::Result<RunDir> {
+    /// Creates `<sweep>/<run-name>/` with its resolved config, or opens it again to continue a
+    /// run, with metrics.jsonl cut back to its first `keep_lines` lines.
+    pub fn open(sweep: &SweepDir, run: &PlannedRun, keep_lines: usize) -> io::Result<RunDir> {
         let path = sweep.path.join(&run.name);
         fs::create_dir_all(&path)?;
         atomic::write(&path.join("config.kdl"), run.config_kdl.as_bytes())?;
         let config = serde_json::to_vec_pretty(&run.config).map_err(io::Error::other)?;
         atomic::write(&path.join("config.json"), &config)?;
+        let metrics_path = path.join("metrics.jsonl");
+        let kept: Vec<String> = match fs::read_to_string(&metrics_path) {
+            Ok(text) => text
+                .lines()
+                .take(keep_lines)
+                .map(|l| format!("{l}\n"))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        atomic::write(&metrics_path, kept.concat().as_bytes())?;
         let append = |name: &str| {
             OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path.join(name))
         };
+        let keep = run.config.train.checkpoint.map_or(1, |c| c.keep);
         Ok(RunDir {
             metrics: BufWriter::new(append("metrics.jsonl")?),
             log: BufWriter::new(append("train.log")?),
+            metrics_lines: kept.len(),
+            keep,
             path,
         })
     }
@@ -185,24 +267,68 @@ impl RunDir {
 impl Sink for RunDir {
     fn event(&mut self, event: &Event) -> io::Result<()> {
         match event {
-            Event::Start { total_steps, steps_per_epoch, params, trainable } => self.log(&format!(
-                "training: {total_steps} steps ({steps_per_epoch} per epoch), {params} parameters ({trainable} trainable)"
-            )),
-            Event::Metrics { step, epoch, time_s, metrics } => {
+            Event::Start {
+                total_steps,
+                steps_per_epoch,
+                params,
+                trainable,
+                resumed_from,
+            } => {
+                if let Some(step) = resumed_from {
+                    self.log(&format!("resumed from the checkpoint of step {step}"))?;
+                }
+                self.log(&format!("training: {total_steps} steps ({steps_per_epoch} per epoch), {params} parameters ({trainable} trainable)"))
+            }
+            Event::Metrics {
+                step,
+                epoch,
+                time_s,
+                metrics,
+            } => {
                 let mut line = serde_json::Map::new();
                 line.insert("step".into(), (*step).into());
                 line.insert("epoch".into(), serde_json::Value::from(*epoch));
                 line.insert("time_s".into(), serde_json::Value::from(*time_s));
                 for (k, v) in metrics.iter() {
-                    line.insert(k.clone(), if v.is_finite() { serde_json::Value::from(*v) } else { serde_json::Value::Null });
+                    line.insert(
+                        k.clone(),
+                        if v.is_finite() {
+                            serde_json::Value::from(*v)
+                        } else {
+                            serde_json::Value::Null
+                        },
+                    );
                 }
                 serde_json::to_writer(&mut self.metrics, &line).map_err(io::Error::other)?;
                 self.metrics.write_all(b"\n")?;
                 self.metrics.flush()?;
-                let text: Vec<String> = metrics.iter().map(|(k, v)| format!("{k}={}", short(*v))).collect();
+                self.metrics_lines += 1;
+                let text: Vec<String> = metrics
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", short(*v)))
+                    .collect();
                 self.log(&format!("step {step} epoch {epoch:.2} {}", text.join(" ")))
             }
-            Event::EarlyStop { step, reason } => self.log(&format!("early stop at step {step}: {reason}")),
+            Event::EarlyStop { step, reason } => {
+                self.log(&format!("early stop at step {step}: {reason}"))
+            }
+            Event::Checkpoint(cp) => {
+                let mut state = cp.state.clone();
+                state.metrics_lines = self.metrics_lines;
+                let written = checkpoint::write(
+                    &self.path,
+                    &crate::train::Checkpoint {
+                        state: &state,
+                        ..cp.clone()
+                    },
+                    self.keep,
+                )?;
+                let name = written
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                self.log(&format!("checkpoint {name} at step {}", state.step))
+            }
         }
     }
 }

@@ -73,6 +73,7 @@ impl From<&ConfigJson> for llama::Config {
             rope_theta: c.rope_theta,
             rms_eps: c.rms_eps,
             tie_embeddings: c.tie_embeddings,
+            ..llama::Config::default()
         }
     }
 }

@@ -1,10 +1,13 @@
 mod codes;
+mod compare;
 mod data;
+mod hf;
 mod llama;
 mod no_panic;
 mod ops;
 mod optimizers;
 mod parity;
+mod resume;
 mod run;
 mod schedules;
 mod schema;

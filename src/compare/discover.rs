@@ -1,0 +1,208 @@
+//! The edge of the compare stage: finds the run directories under the paths given (a run
+//! directory is one holding `summary.json`; the walk does not enter it and skips hidden
+//! entries) and reads them, a level of the tree at a time on every core. Symbolic links are
+//! followed (`current`, runs `--reuse` linked), and a directory reached twice counts once, under
+//! the first path in name order.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use super::CompareError;
+use super::runs::{Recorded, Run};
+
+/// The runs found, in path order, and what could not be read (those runs are left out).
+#[derive(Debug, Default)]
+pub struct Found {
+    pub runs: Vec<Run>,
+    pub warnings: Vec<String>,
+}
+
+/// A directory to look at: as the user reaches it, and resolved (which identifies it).
+struct Dir {
+    shown: PathBuf,
+    real: PathBuf,
+}
+
+/// What a directory turned out to be.
+enum Seen {
+    Run(Box<Run>, Option<String>),
+    Folder(Vec<Dir>),
+    Unreadable(String),
+}
+
+/// Every run under `paths`: run directories, sweep directories or any folder above them. A run
+/// reached twice (through `current`, or two overlapping paths) counts once.
+pub fn discover(paths: &[PathBuf]) -> Result<Found, CompareError> {
+    let mut level = Vec::new();
+    let mut problems = Vec::new();
+    for path in paths {
+        let shown = path.display();
+        let dir = match fs::metadata(path) {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                problems.push(format!("`{shown}` does not exist"));
+                continue;
+            }
+            Err(e) => {
+                problems.push(format!("cannot read `{shown}`: {e}"));
+                continue;
+            }
+            Ok(m) if m.is_dir() => path.clone(),
+            Ok(_) if path.file_name().is_some_and(|n| n == "summary.json") => {
+                path.parent().map(Path::to_path_buf).unwrap_or_default()
+            }
+            Ok(_) => {
+                problems.push(format!("`{shown}` is a file, not a run or sweep directory"));
+                continue;
+            }
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        match fs::canonicalize(&dir) {
+            Ok(real) => level.push(Dir { shown: dir, real }),
+            Err(e) => problems.push(format!("cannot read `{shown}`: {e}")),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(CompareError::Paths { problems });
+    }
+    let mut seen = HashSet::new();
+    let mut found: Vec<(PathBuf, Run)> = Vec::new();
+    let mut warnings = Vec::new();
+    while !level.is_empty() {
+        level.retain(|d| seen.insert(d.real.clone()));
+        let mut next = Vec::new();
+        for seen in look_at_all(&level) {
+            match seen {
+                Seen::Run(run, warning) => {
+                    warnings.extend(warning);
+                    found.push((run.dir.clone(), *run));
+                }
+                Seen::Folder(children) => next.extend(children),
+                Seen::Unreadable(warning) => warnings.push(warning),
+            }
+        }
+        level = next;
+    }
+    if found.is_empty() {
+        return Err(CompareError::NoRuns {
+            paths: paths
+                .iter()
+                .map(|p| format!("`{}`", p.display()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            skipped: warnings,
+        });
+    }
+    // Path order is the order of a depth-first walk with entries sorted by name.
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(Found {
+        runs: found.into_iter().map(|(_, r)| r).collect(),
+        warnings,
+    })
+}
+
+/// Looks at the directories on every core, keeping their order.
+fn look_at_all(dirs: &[Dir]) -> Vec<Seen> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 16);
+    let chunk = dirs.len().div_ceil(threads).max(32);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = dirs
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(look_at).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    vec![Seen::Unreadable("reading runs failed unexpectedly".into())]
+                })
+            })
+            .collect()
+    })
+}
+
+/// A run directory (its `summary.json` reads) or a folder to look into.
+fn look_at(dir: &Dir) -> Seen {
+    let shown = dir.shown.display();
+    match fs::read(dir.real.join("summary.json")) {
+        Ok(bytes) => read_run(&dir.shown, &dir.real, &bytes),
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+            let entries = match fs::read_dir(&dir.real) {
+                Ok(entries) => entries,
+                Err(e) => return Seen::Unreadable(format!("cannot read `{shown}`: {e}")),
+            };
+            let mut children: Vec<Dir> = entries
+                .filter_map(Result::ok)
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .filter_map(|e| {
+                    let path = dir.real.join(e.file_name());
+                    let real = match e.file_type() {
+                        Ok(t) if t.is_dir() => path,
+                        Ok(t) if t.is_symlink() && path.is_dir() => fs::canonicalize(&path).ok()?,
+                        _ => return None,
+                    };
+                    Some(Dir {
+                        shown: dir.shown.join(e.file_name()),
+                        real,
+                    })
+                })
+                .collect();
+            children.sort_by(|a, b| a.shown.cmp(&b.shown));
+            Seen::Folder(children)
+        }
+        Err(e) => Seen::Unreadable(format!("skipped `{shown}`: cannot read summary.json: {e}")),
+    }
+}
+
+/// One run directory: `summary.json` must parse; a missing or broken `config.json` leaves the
+/// run without settings (and a warning); `metrics.jsonl` is read only for unfinished runs.
+fn read_run(shown: &Path, real: &Path, summary: &[u8]) -> Seen {
+    let name = shown.display();
+    let summary: Recorded = match serde_json::from_slice(summary) {
+        Ok(s) => s,
+        Err(e) => {
+            return Seen::Unreadable(format!(
+                "skipped `{name}`: summary.json is not a run summary: {e}"
+            ));
+        }
+    };
+    let mut warning = None;
+    let config = match fs::read(real.join("config.json")) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => {
+            warning = Some(format!("`{name}`: cannot read config.json: {e}"));
+            None
+        }
+    };
+    let unfinished = matches!(
+        summary.status,
+        crate::record::Status::Pending
+            | crate::record::Status::Running
+            | crate::record::Status::Interrupted
+    );
+    let metrics = if unfinished {
+        fs::read_to_string(real.join("metrics.jsonl")).ok()
+    } else {
+        None
+    };
+    let (run, problem) = Run::read(
+        shown.to_path_buf(),
+        summary,
+        config.as_deref(),
+        metrics.as_deref(),
+    );
+    if let Some(e) = problem {
+        warning = Some(format!(
+            "`{name}`: config.json is not a run configuration ({e}); its settings are left out"
+        ));
+    }
+    Seen::Run(Box::new(run), warning)
+}

@@ -1,0 +1,377 @@
+//! Checkpoints and exact resume: real `xp` processes are killed (SIGKILL) at exact points —
+//! reached through the fault-injection hooks of src/fault.rs, never by sleeping — or stopped
+//! with SIGINT, and `xp run --resume` must end bit-identical to an uninterrupted run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const EXPERIMENT: &str = r#"experiment "ck" {
+    model "llama" { layers 1; heads 2; dim 32; context 8 }
+    data "modular-addition" modulus=13
+    train {
+        steps 60
+        batch-size 16
+        optimizer "adamw" lr=3e-3
+        schedule "cosine" warmup-steps=5
+        eval every=10
+        log every=5
+        checkpoint every=10 keep=2
+        early-stop patience=100
+    }
+}
+"#;
+
+struct Case {
+    dir: tempfile::TempDir,
+}
+
+impl Case {
+    fn new(text: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("e.kdl"), text).unwrap();
+        std::fs::create_dir(dir.path().join("fault")).unwrap();
+        Case { dir }
+    }
+
+    fn command(&self, runs: &str, extra: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_xp"));
+        c.args(["run", "e.kdl", "--runs-dir", runs, "-q"])
+            .args(extra)
+            .current_dir(self.dir.path())
+            .env("XP_FAULT_DIR", self.dir.path().join("fault"));
+        c.stdout(Stdio::null()).stderr(Stdio::piped());
+        c
+    }
+
+    fn run(&self, runs: &str, extra: &[&str]) -> std::process::Output {
+        self.command(runs, extra).output().unwrap()
+    }
+
+    /// Starts a run that stops at `point` and kills it there with SIGKILL.
+    fn kill_at(&self, runs: &str, point: &str, env: &[(&str, &str)]) {
+        let mut cmd = self.command(runs, &[]);
+        cmd.env("XP_FAULT_PAUSE", point).envs(env.iter().copied());
+        let mut child = cmd.spawn().unwrap();
+        let marker = self
+            .dir
+            .path()
+            .join("fault")
+            .join(format!("{}.reached", point.split('#').next().unwrap()));
+        wait_for(&mut child, || marker.exists());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        std::fs::remove_file(marker).unwrap();
+    }
+
+    fn sweep(&self, runs: &str, experiment: &str) -> PathBuf {
+        let base = self.dir.path().join(runs).join(experiment);
+        base.join(std::fs::read_link(base.join("current")).unwrap())
+    }
+}
+
+/// Waits (up to a minute) for an observable condition while the child runs.
+fn wait_for(child: &mut Child, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "xp ended before reaching the point"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "xp never reached the point"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// metrics.jsonl without its wall-clock fields.
+fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let o = v.as_object_mut().unwrap();
+            o.remove("time_s");
+            o.remove("train/tokens_per_s");
+            v
+        })
+        .collect()
+}
+
+fn summary(run: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
+}
+
+/// The summary fields that must not depend on interruptions (not timings).
+fn outcome(run: &Path) -> serde_json::Value {
+    let s = summary(run);
+    let mut last = s["final"].clone();
+    last.as_object_mut().unwrap().remove("train/tokens_per_s");
+    serde_json::json!({"status": s["status"], "steps": s["steps"], "final": last, "best": s["best"], "id": s["id"]})
+}
+
+fn assert_identical(case: &Case, interrupted: &str) {
+    let a = case.sweep("reference", "ck").join("run");
+    let b = case.sweep(interrupted, "ck").join("run");
+    assert_eq!(metrics(&a), metrics(&b));
+    assert_eq!(outcome(&a), outcome(&b));
+    assert_eq!(
+        std::fs::read(a.join("model.safetensors")).unwrap(),
+        std::fs::read(b.join("model.safetensors")).unwrap()
+    );
+}
+
+#[test]
+fn killed_at_any_point_a_run_resumes_bit_identically() {
+    let case = Case::new(EXPERIMENT);
+    assert_eq!(case.run("reference", &[]).status.code(), Some(0));
+    // During training (after the checkpoint of step 30, at the evaluation of step 40), during
+    // the write of the third checkpoint, and during the second evaluation.
+    for (runs, point) in [
+        ("training", "eval#4"),
+        ("checkpoint", "checkpoint-write#3"),
+        ("eval", "eval#2"),
+    ] {
+        case.kill_at(runs, point, &[]);
+        let run = case.sweep(runs, "ck").join("run");
+        assert_eq!(summary(&run)["status"], "running", "{point}");
+        // No checkpoint looks complete unless it is.
+        for (step, dir) in xp::record::checkpoint::steps(&run) {
+            for file in ["model.safetensors", "optimizer.safetensors", "trainer.json"] {
+                assert!(
+                    dir.join(file).is_file(),
+                    "{point}: step-{step} lacks {file}"
+                );
+            }
+        }
+        let out = case.run(runs, &["--resume"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{point}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_identical(&case, runs);
+        let log = std::fs::read_to_string(run.join("train.log")).unwrap();
+        assert!(
+            log.contains("resumed from the checkpoint of step"),
+            "{point}: {log}"
+        );
+    }
+}
+
+#[test]
+fn checkpoints_keep_the_newest_and_the_best() {
+    let case = Case::new(EXPERIMENT);
+    assert_eq!(case.run("reference", &[]).status.code(), Some(0));
+    let run = case.sweep("reference", "ck").join("run");
+    let steps: Vec<usize> = xp::record::checkpoint::steps(&run)
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(steps, [40, 50]);
+    let best: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("checkpoints/best/trainer.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(best["step"], summary(&run)["best"]["val/loss"]["step"]);
+    let tensors = candle_core::safetensors::load(
+        run.join("checkpoints/step-50/model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    assert!(tensors.contains_key("model.layers.0.mlp.gate_proj.weight"));
+    let optimizer = candle_core::safetensors::load(
+        run.join("checkpoints/step-50/optimizer.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    assert!(optimizer.keys().any(|k| k.ends_with(".exp_avg_sq")));
+}
+
+#[test]
+fn ctrl_c_checkpoints_marks_interrupted_and_resume_finishes() {
+    let slow = EXPERIMENT
+        .replace("steps 60", "steps 3000")
+        .replace("checkpoint every=10 keep=2", "checkpoint every=1000 keep=1");
+    let case = Case::new(&slow);
+    assert_eq!(case.run("reference", &[]).status.code(), Some(0));
+    let mut child = case.command("stopped", &[]).spawn().unwrap();
+    let runs = case.dir.path().join("stopped");
+    wait_for(&mut child, || {
+        std::fs::read_to_string(runs.join("ck/current/run/metrics.jsonl"))
+            .is_ok_and(|t| t.lines().count() >= 3)
+    });
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let run = case.sweep("stopped", "ck").join("run");
+    let s = summary(&run);
+    assert_eq!(s["status"], "interrupted");
+    let stopped_at = s["steps"].as_u64().unwrap();
+    assert!(stopped_at < 3000);
+    assert_eq!(
+        xp::record::checkpoint::steps(&run)
+            .last()
+            .map(|(s, _)| *s as u64),
+        Some(stopped_at)
+    );
+    let out = case.run("stopped", &["--resume"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_identical(&case, "stopped");
+}
+
+#[test]
+fn a_sweep_survives_a_panic_a_divergence_and_a_kill() {
+    let case = Case::new(
+        r#"experiment "mixed" {
+    model "mlp" { hidden 8 }
+    data "regression" features=4 samples=256
+    train {
+        steps 40
+        batch-size 16
+        optimizer "sgd" lr="{{ lr }}"
+        eval every=10
+        checkpoint every=10
+    }
+    sweep {
+        grid {
+            lr 0.01 0.02 1e6 0.03
+        }
+    }
+}
+"#,
+    );
+    // lr=0.02 panics; lr=1e6 diverges; the process is killed during lr=0.03's third eval (the 7th: lr=0.01 has 4, the panicking and diverging runs none).
+    case.kill_at("runs", "eval#7", &[("XP_FAULT_PANIC", "lr=0.02")]);
+    let sweep = case.sweep("runs", "mixed");
+    let status = |name: &str| {
+        summary(&sweep.join(name))["status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        [
+            status("lr=0.01"),
+            status("lr=0.02"),
+            status("lr=1000000.0"),
+            status("lr=0.03")
+        ],
+        ["completed", "failed", "diverged", "running"]
+    );
+    assert!(
+        summary(&sweep.join("lr=0.02"))["reason"]
+            .as_str()
+            .unwrap()
+            .contains("injected panic")
+    );
+    let first = std::fs::read(sweep.join("lr=0.01/summary.json")).unwrap();
+    let out = case.run("runs", &["--resume"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        [
+            status("lr=0.01"),
+            status("lr=0.02"),
+            status("lr=1000000.0"),
+            status("lr=0.03")
+        ],
+        ["completed", "failed", "diverged", "completed"]
+    );
+    // The completed run was not touched; the failed ones are retried only when asked.
+    assert_eq!(
+        std::fs::read(sweep.join("lr=0.01/summary.json")).unwrap(),
+        first
+    );
+    let out = case.run("runs", &["--resume", "--retry-failed"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(status("lr=0.02"), "completed");
+    assert_eq!(status("lr=1000000.0"), "diverged");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sweep.join("results.json")).unwrap())
+            .unwrap();
+    let statuses: Vec<&str> = results
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["completed", "completed", "diverged", "completed"]
+    );
+}
+
+#[test]
+fn resume_refuses_a_changed_plan_and_a_locked_sweep() {
+    let case = Case::new(EXPERIMENT);
+    assert_eq!(case.run("runs", &[]).status.code(), Some(0));
+    let out = case.run("runs", &["--resume", "--set", "train.optimizer.lr=1e-2"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("changed since the sweep") && err.contains("without --resume"),
+        "{err}"
+    );
+    // A live process holds the lock: this test's own pid.
+    let sweep = case.sweep("runs", "ck");
+    std::fs::write(sweep.join(".lock"), std::process::id().to_string()).unwrap();
+    let out = case.run("runs", &["--resume"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
+    // A stale lock (no such process) is taken over.
+    std::fs::write(sweep.join(".lock"), "999999999").unwrap();
+    assert_eq!(case.run("runs", &["--resume"]).status.code(), Some(0));
+    assert!(!sweep.join(".lock").exists());
+}
+
+#[test]
+fn reuse_links_completed_runs_from_earlier_sweeps() {
+    let case = Case::new(EXPERIMENT);
+    assert_eq!(case.run("runs", &[]).status.code(), Some(0));
+    let first = case.sweep("runs", "ck");
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = case.run("runs", &["--reuse"]);
+    assert_eq!(out.status.code(), Some(0));
+    let second = case.sweep("runs", "ck");
+    assert_ne!(first, second);
+    let link = std::fs::read_link(second.join("run")).unwrap();
+    assert_eq!(link, std::fs::canonicalize(first.join("run")).unwrap());
+}
+
+#[test]
+fn an_unwritable_runs_dir_is_a_clear_error() {
+    let case = Case::new(EXPERIMENT);
+    std::fs::write(case.dir.path().join("file"), "not a directory").unwrap();
+    let out = case.run("file", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error:") && err.to_lowercase().contains("not a directory"),
+        "{err}"
+    );
+}

@@ -72,9 +72,10 @@ pub enum Command {
         #[arg(long)]
         fail_fast: bool,
     },
-    /// Compare runs: the settings that differ and the metrics that matter, in one table; with
-    /// a baseline, the changes and a regression gate (exit 1 on a regression, a failed or a
-    /// missing run).
+    /// Compare runs in one table; with a baseline, gate regressions.
+    ///
+    /// One row per run: the settings that differ and the metrics that matter. With a baseline,
+    /// the changes and a gate: exit 1 on a regression, a failed or a missing run.
     Compare(commands::compare::CompareArgs),
     /// Print the experiment schema, or a reference of every node and option.
     Schema {

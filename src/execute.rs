@@ -15,7 +15,7 @@ use crate::model::{self, Built};
 use crate::plan::{Plan, PlannedRun};
 use crate::preflight::{Datasets, device_of, precision_of};
 use crate::record::{
-    self, Best, ParamCounts, RunDir, Status, Summary, SweepDir, atomic, checkpoint, results,
+    self, Best, ParamCounts, RunDir, Status, Summary, SweepDir, checkpoint, results,
 };
 use crate::train::{self, Control, Ending, Event, Sink};
 
@@ -491,20 +491,4 @@ fn train_run(
     }
     crate::export::save(&dir.path, &run.config, &built)
         .map_err(|e| format!("saving the model failed: {e}"))
-}
-
-/// Writes the model's parameters by name, atomically.
-pub fn save_model(path: &Path, built: &Built) -> std::io::Result<()> {
-    let tensors = built.tensors();
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let temp = dir.join(format!(".model.safetensors.tmp-{}", std::process::id()));
-    candle_core::safetensors::save(&tensors, &temp).map_err(std::io::Error::other)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o644))?;
-    }
-    std::fs::File::open(&temp)?.sync_all()?;
-    std::fs::rename(&temp, path)?;
-    atomic::sync_dir(dir)
 }

@@ -378,7 +378,11 @@ pub fn evaluate(c: &mut Comparison, base: &Baseline, joined: &Joined, gates: &Ga
     order.sort_by_key(|i| (rank[*i].is_none(), rank[*i]));
     let mut rows: Vec<Option<Row>> = std::mem::take(&mut c.rows).into_iter().map(Some).collect();
     c.rows = order.iter().filter_map(|i| rows[*i].take()).collect();
-    problems.sort_by_key(|(i, p)| (p.kind, order.iter().position(|o| o == i)));
+    let mut position = vec![0; order.len()];
+    for (at, i) in order.iter().enumerate() {
+        position[*i] = at;
+    }
+    problems.sort_by_key(|(i, p)| (p.kind, position[*i]));
     Verdict {
         baseline: base.file.clone(),
         checks,

@@ -210,6 +210,19 @@ fn runs_are_found_once_under_any_path() {
         report["experiments"],
         serde_json::json!(["lora-rank", "mlp-wd"])
     );
+    // A run linked into a sweep (as `xp run --reuse` links them) is found through the link.
+    #[cfg(unix)]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sweep")).unwrap();
+        std::os::unix::fs::symlink(
+            fixtures().join("runs/mlp-wd/20250102-090000/wd0.0"),
+            dir.path().join("sweep/wd0.0"),
+        )
+        .unwrap();
+        let linked = json(&xp(dir.path(), &["compare", "sweep", "--format", "json"]));
+        assert_eq!(linked["rows"][0]["dir"], "sweep/wd0.0");
+    }
     // A run directory, or its summary.json, on its own.
     let (_, one) = compared(&["runs/mlp-wd/20250102-090000/wd0.1/summary.json"]);
     assert_eq!(one["runs"], 1);
@@ -399,6 +412,18 @@ fn a_saved_baseline_reads_back_identically_in_both_formats() {
     }
     let csv = std::fs::read_to_string(dir.path().join("base.csv")).unwrap();
     assert!(csv.starts_with("name,experiment,status,rank,wd,"), "{csv}");
+    // Groups are saved by their names and gated on their means.
+    let groups = dir.path().join("groups.json");
+    let groups = groups.to_str().unwrap();
+    let filter = "status == \"completed\"";
+    let args = ["runs/lora-rank", "--filter", filter, "--group-by", "rank"];
+    let out = compare(&[&args[..], &["--save-baseline", groups]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (code, report) =
+        compared(&[&args[..], &["--baseline", groups, "--fail-on", "val/loss"]].concat());
+    assert_eq!(code, Some(0));
+    assert_eq!(row(&report, "rank=4")["gate"], "pass");
+    assert_eq!(report["gate"]["checks"].as_array().unwrap().len(), 2);
 }
 
 #[test]

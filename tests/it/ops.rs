@@ -282,3 +282,151 @@ fn cross_entropy_sum() {
 fn squared_error_sum() {
     check("squared_error_sum");
 }
+
+// The fused float32 CPU kernels against the compositions of candle ops they replace
+// (xp::ops::composed), on shapes larger than PyTorch's cases: outputs and gradients agree to
+// float32 noise.
+
+/// Deterministic values in [-scale, scale).
+fn values(shape: &[usize], seed: f32, scale: f32) -> Var {
+    let n: usize = shape.iter().product();
+    let data = (0..n)
+        .map(|i| (((i as f32 + seed) * 12.9898).sin() * 43_758.547).fract() * scale)
+        .collect::<Vec<f32>>();
+    Var::from_vec(data, shape, &Device::Cpu).expect("shape matches data")
+}
+
+type Op<'a> = &'a dyn Fn(&[&Tensor]) -> candle_core::Result<Tensor>;
+
+/// `fused` and `composed` on the same inputs: outputs and the gradients of a fixed weighting
+/// of them within `OP` of each other.
+fn same(name: &str, inputs: &[Var], fused: Op, composed: Op) {
+    let xs: Vec<&Tensor> = inputs.iter().map(|v| v.as_tensor()).collect();
+    let run = |op: Op| {
+        let out = op(&xs).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let weight = values(out.dims(), 0.5, 1.0);
+        let grads = out
+            .mul(weight.as_tensor())
+            .and_then(|l| l.sum_all())
+            .and_then(|l| l.backward())
+            .unwrap_or_else(|e| panic!("{name}: backward: {e}"));
+        let grads: Vec<Vec<f32>> = xs
+            .iter()
+            .map(|x| flat(grads.get(x).expect("a gradient for every input")))
+            .collect();
+        (flat(&out), grads)
+    };
+    let (got, got_grads) = run(fused);
+    let (want, want_grads) = run(composed);
+    let e = Error::of(&got, &want, OP);
+    eprintln!("{name}: output {e}");
+    assert!(e.ok(), "{name}: the fused output differs: {e}");
+    for (i, (got, want)) in got_grads.iter().zip(&want_grads).enumerate() {
+        let e = Error::of(got, want, OP);
+        eprintln!("{name}: d/dinput{i} {e}");
+        assert!(
+            e.ok(),
+            "{name}: the fused gradient of input {i} differs: {e}"
+        );
+    }
+}
+
+#[test]
+fn fused_softmax_matches_composition() {
+    same(
+        "softmax",
+        &[values(&[3, 5, 37], 1.0, 4.0)],
+        &|x| ops::softmax(x[0]),
+        &|x| ops::composed::softmax(x[0]),
+    );
+    // A transposed (non-contiguous) input.
+    same(
+        "softmax of a transpose",
+        &[values(&[2, 11, 6], 2.0, 4.0)],
+        &|x| ops::softmax(&x[0].t()?),
+        &|x| ops::composed::softmax(&x[0].t()?),
+    );
+}
+
+#[test]
+fn fused_log_softmax_matches_composition() {
+    same(
+        "log_softmax",
+        &[values(&[7, 256], 3.0, 20.0)],
+        &|x| ops::log_softmax(x[0]),
+        &|x| ops::composed::log_softmax(x[0]),
+    );
+}
+
+#[test]
+fn fused_rms_norm_matches_composition() {
+    same(
+        "rms_norm",
+        &[values(&[2, 9, 24], 4.0, 3.0), values(&[24], 5.0, 1.0)],
+        &|x| ops::rms_norm(x[0], x[1], 1e-5),
+        &|x| ops::composed::rms_norm(x[0], x[1], 1e-5),
+    );
+}
+
+#[test]
+fn fused_rope_matches_composition() {
+    let (cos, sin) = ops::rope_tables(16, 8, 10_000.0, DType::F32, &Device::Cpu).expect("tables");
+    let (cos, sin) = (
+        cos.narrow(0, 0, 6).expect("rows"),
+        sin.narrow(0, 0, 6).expect("rows"),
+    );
+    same(
+        "rope",
+        &[values(&[2, 3, 6, 8], 6.0, 2.0)],
+        &|x| ops::rope(x[0], &cos, &sin),
+        &|x| ops::composed::rope(x[0], &cos, &sin),
+    );
+    // Heads as a transpose of (B, T, H, D), as attention makes them.
+    same(
+        "rope of strided heads",
+        &[values(&[2, 6, 3, 8], 7.0, 2.0)],
+        &|x| ops::rope(&x[0].transpose(1, 2)?, &cos, &sin),
+        &|x| ops::composed::rope(&x[0].transpose(1, 2)?, &cos, &sin),
+    );
+}
+
+/// Attention as the composition: scores plus a -inf mask, then softmax.
+fn composed_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    window: Option<usize>,
+) -> candle_core::Result<Tensor> {
+    let (_, _, t, d) = q.dims4()?;
+    let window = window.unwrap_or(usize::MAX);
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| {
+            (0..t).map(move |j| {
+                if j > i || i - j >= window {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    let mask = Tensor::from_vec(mask, (t, t), &Device::Cpu)?;
+    let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
+    ops::composed::softmax(&scores.broadcast_add(&mask)?)?.matmul(v)
+}
+
+#[test]
+fn fused_causal_attention_matches_composition() {
+    for window in [None, Some(1), Some(3)] {
+        same(
+            &format!("causal attention, window {window:?}"),
+            &[
+                values(&[2, 4, 9, 8], 7.0, 2.0),
+                values(&[2, 4, 9, 8], 8.0, 2.0),
+                values(&[2, 4, 9, 8], 9.0, 2.0),
+            ],
+            &|x| ops::causal_attention_windowed(x[0], x[1], x[2], window),
+            &|x| composed_attention(x[0], x[1], x[2], window),
+        );
+    }
+}

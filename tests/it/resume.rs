@@ -375,3 +375,38 @@ fn an_unwritable_runs_dir_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn fail_fast_stops_at_the_first_failure_and_leaves_the_rest_pending() {
+    let case = Case::new(
+        r#"experiment "ff" {
+    model "mlp" { hidden 8 }
+    data "regression" features=4 samples=256
+    train {
+        steps 20
+        batch-size 16
+        optimizer "sgd" lr="{{ lr }}"
+    }
+    sweep {
+        grid {
+            lr 1e6 0.01
+        }
+    }
+}
+"#,
+    );
+    let out = case.run("runs", &["--fail-fast"]);
+    assert_eq!(out.status.code(), Some(1));
+    let sweep = case.sweep("runs", "ff");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sweep.join("results.json")).unwrap())
+            .unwrap();
+    let statuses: Vec<&str> = results
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["diverged", "pending"]);
+    assert!(!sweep.join("lr=0.01").exists());
+}

@@ -1,31 +1,40 @@
 //! xp's own differentiable ops. candle-nn's fused `softmax_last_dim`, `rms_norm`, `layer_norm`,
 //! `rope*` and flash attention record no backward pass (gradients silently stop), so training
-//! never goes through them: every op here is built from candle ops that have one, and each is
-//! checked against PyTorch's outputs and gradients (tests/reference/ops.py).
+//! never goes through them: every op here is built from candle ops that have one or is a custom op
+//! with its own exact backward, and each is checked against PyTorch's outputs and gradients
+//! (tests/reference/ops.py). On the CPU in float32, softmax, log_softmax, rms_norm, rope and
+//! attention's scaled, masked softmax run as fused kernels ([`fused`]); the compositions in
+//! [`composed`] are the reference they are tested against and what other dtypes and devices run.
+
+pub mod composed;
+mod fused;
 
 use candle_core::{D, DType, Result, Tensor};
 
-/// Softmax over the last dimension: exp(x - max) / sum. The max is a constant for the
-/// gradient (it cancels), so it is detached.
+/// Softmax over the last dimension: exp(x - max) / sum.
 pub fn softmax(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&max)?.exp()?;
-    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+    if fused::applies(&[x]) {
+        return x.contiguous()?.apply_op1(fused::Softmax);
+    }
+    composed::softmax(x)
 }
 
 /// log(softmax(x)) over the last dimension, computed stably as x - max - log(sum(exp(x - max))).
 pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let shifted = x.broadcast_sub(&max)?;
-    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-    shifted.broadcast_sub(&lse)
+    if fused::applies(&[x]) {
+        return x.contiguous()?.apply_op1(fused::LogSoftmax);
+    }
+    composed::log_softmax(x)
 }
 
 /// RMSNorm as HF Llama computes it: x / sqrt(mean(x²) + eps) · weight, over the last dimension.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    let mean_sq = x.sqr()?.mean_keepdim(D::Minus1)?;
-    let inv = (mean_sq + eps)?.sqrt()?.recip()?;
-    x.broadcast_mul(&inv)?.broadcast_mul(weight)
+    if fused::applies(&[x, weight]) && weight.dims() == [x.dim(D::Minus1)?] {
+        return x
+            .contiguous()?
+            .apply_op2(&weight.contiguous()?, fused::RmsNorm { eps });
+    }
+    composed::rms_norm(x, weight, eps)
 }
 
 /// LayerNorm over the last dimension with the biased variance, as torch.nn.LayerNorm.
@@ -84,12 +93,25 @@ pub fn rope_tables_of(
 /// Rotary embedding of x (B, H, T, D) with tables (T, D): x·cos + rotate_half(x)·sin, where
 /// rotate_half(x) = [-x₂, x₁] over the two halves of the last dimension (HF Llama).
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let d = x.dim(D::Minus1)?;
-    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
-    let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
-    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-    x.broadcast_mul(cos)?
-        .broadcast_add(&rotated.broadcast_mul(sin)?)
+    // The fused backward treats the tables as constants, so tables that train take the
+    // composition.
+    if fused::applies(&[x, cos, sin]) && x.rank() == 4 && !cos.track_op() && !sin.track_op() {
+        let (_, _, t, d) = x.dims4()?;
+        if d % 2 == 0 && cos.dims() == [t, d] && sin.dims() == [t, d] {
+            // The kernel reads strided heads as long as each row is contiguous.
+            let x = if x.stride()[3] == 1 {
+                x.clone()
+            } else {
+                x.contiguous()?
+            };
+            return x.apply_op3(
+                &cos.contiguous()?,
+                &sin.contiguous()?,
+                fused::Rope { transpose: false },
+            );
+        }
+    }
+    composed::rope(x, cos, sin)
 }
 
 /// Causal scaled dot-product attention: q, k, v (B, H, T, D) → (B, H, T, D). Keys and values
@@ -109,9 +131,20 @@ pub fn causal_attention_windowed(
     let (_, heads, t, d) = q.dims4()?;
     let k = repeat_kv(k, heads)?;
     let v = repeat_kv(v, heads)?;
-    let scores = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (d as f64).sqrt()))?;
-    let mask = causal_mask(t, window, q.dtype(), q.device())?;
-    let probs = softmax(&scores.broadcast_add(&mask)?)?;
+    let scale = 1.0 / (d as f64).sqrt();
+    // A window of 0 masks whole rows: the composition gives its NaNs.
+    let probs = if window != Some(0) && fused::applies(&[q, &k]) && k.dim(2)? == t {
+        let window = window.unwrap_or(usize::MAX);
+        let scale = scale as f32;
+        // gemm reads kᵀ's strides directly.
+        q.contiguous()?
+            .matmul(&k.contiguous()?.t()?)?
+            .apply_op1(fused::CausalSoftmax { scale, window })?
+    } else {
+        let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
+        let mask = causal_mask(t, window, q.dtype(), q.device())?;
+        composed::softmax(&scores.broadcast_add(&mask)?)?
+    };
     probs.matmul(&v.contiguous()?)
 }
 

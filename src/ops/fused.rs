@@ -1,0 +1,423 @@
+//! Fused CPU kernels of xp's ops for contiguous float32 tensors: one pass over each row of the
+//! last dimension, with a backward that computes the exact gradient. Rows run one after the
+//! other and every reduction is sequential, so results never depend on thread timing.
+
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
+};
+
+/// Whether the fused kernels can run on `xs`: float32 on the CPU.
+pub fn applies(xs: &[&Tensor]) -> bool {
+    xs.iter()
+        .all(|x| x.dtype() == DType::F32 && x.device().is_cpu())
+}
+
+/// The float32 elements of a contiguous tensor, in order.
+fn slice<'a>(s: &'a CpuStorage, l: &Layout, op: &'static str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = s else {
+        candle_core::bail!("{op}: float32 only")
+    };
+    match l.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{op}: the input must be contiguous"),
+    }
+}
+
+/// The length of the last dimension, which must be at least 1.
+fn row_len(l: &Layout, op: &'static str) -> Result<usize> {
+    match l.dims().last() {
+        Some(&d) if d > 0 => Ok(d),
+        _ => candle_core::bail!("{op}: needs a non-empty last dimension"),
+    }
+}
+
+fn check_same(l1: &Layout, l2: &Layout, op: &'static str) -> Result<()> {
+    if l1.dims() != l2.dims() {
+        candle_core::bail!("{op}: shapes differ, {:?} and {:?}", l1.dims(), l2.dims())
+    }
+    Ok(())
+}
+
+/// exp(x - max) / sum into `y`.
+fn softmax_row(x: &[f32], y: &mut [f32]) {
+    y.copy_from_slice(x);
+    softmax_in_place(y, y.len());
+}
+
+/// Softmax of the first `keep` entries of `y` in place; the others become 0 (a -inf mask).
+fn softmax_in_place(y: &mut [f32], keep: usize) {
+    let (y, rest) = y.split_at_mut(keep);
+    rest.fill(0.0);
+    let max = y.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f32;
+    for y in y.iter_mut() {
+        *y = (*y - max).exp();
+        sum += *y;
+    }
+    for y in y.iter_mut() {
+        *y /= sum;
+    }
+}
+
+/// Softmax over the last dimension.
+pub struct Softmax;
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "xp-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s, l, self.name())?;
+        let d = row_len(l, self.name())?;
+        let mut y = vec![0.0f32; x.len()];
+        for (x, y) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+            softmax_row(x, y);
+        }
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(y.apply_op2_no_bwd(&dy.contiguous()?, &SoftmaxBwd)?))
+    }
+}
+
+/// Causal softmax of scaled attention scores (.., T, T): softmax(scale · x + mask), where row i
+/// sees columns j ≤ i with i − j < window and the others are 0 (the mask's -inf).
+pub struct CausalSoftmax {
+    pub scale: f32,
+    pub window: usize,
+}
+
+impl CustomOp1 for CausalSoftmax {
+    fn name(&self) -> &'static str {
+        "xp-causal-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s, l, self.name())?;
+        let t = row_len(l, self.name())?;
+        let mut y = vec![0.0f32; x.len()];
+        for (r, (x, y)) in x.chunks_exact(t).zip(y.chunks_exact_mut(t)).enumerate() {
+            let i = r % t;
+            // Columns before i + 1 - window are masked too: shift them out of the row.
+            let first = (i + 1).saturating_sub(self.window);
+            y[..first].fill(0.0);
+            let (x, y) = (&x[first..], &mut y[first..]);
+            for (y, &x) in y.iter_mut().zip(x).take(i + 1 - first) {
+                *y = x * self.scale;
+            }
+            softmax_in_place(y, i + 1 - first);
+        }
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        // Masked entries have y = 0, so the softmax gradient gives them 0.
+        let dx = y.apply_op2_no_bwd(&dy.contiguous()?, &SoftmaxBwd)?;
+        Ok(Some((dx * f64::from(self.scale))?))
+    }
+}
+
+/// dx = y ⊙ (dy − Σ dy ⊙ y) from (y, dy).
+struct SoftmaxBwd;
+
+impl CustomOp2 for SoftmaxBwd {
+    fn name(&self) -> &'static str {
+        "xp-softmax-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        check_same(l1, l2, self.name())?;
+        let (y, dy) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?);
+        let d = row_len(l1, self.name())?;
+        let mut dx = vec![0.0f32; y.len()];
+        for ((y, dy), dx) in y
+            .chunks_exact(d)
+            .zip(dy.chunks_exact(d))
+            .zip(dx.chunks_exact_mut(d))
+        {
+            let dot: f32 = y.iter().zip(dy).map(|(y, dy)| y * dy).sum();
+            for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
+                *dx = y * (dy - dot);
+            }
+        }
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// log(softmax(x)) over the last dimension: x − max − log Σ exp(x − max).
+pub struct LogSoftmax;
+
+impl CustomOp1 for LogSoftmax {
+    fn name(&self) -> &'static str {
+        "xp-log-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s, l, self.name())?;
+        let d = row_len(l, self.name())?;
+        let mut y = vec![0.0f32; x.len()];
+        for (x, y) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+            let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0f32;
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = x - max;
+                sum += y.exp();
+            }
+            let lse = sum.ln();
+            for y in y.iter_mut() {
+                *y -= lse;
+            }
+        }
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(y.apply_op2_no_bwd(&dy.contiguous()?, &LogSoftmaxBwd)?))
+    }
+}
+
+/// dx = dy − exp(y) · Σ dy from (y, dy), y = log_softmax(x).
+struct LogSoftmaxBwd;
+
+impl CustomOp2 for LogSoftmaxBwd {
+    fn name(&self) -> &'static str {
+        "xp-log-softmax-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        check_same(l1, l2, self.name())?;
+        let (y, dy) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?);
+        let d = row_len(l1, self.name())?;
+        let mut dx = vec![0.0f32; y.len()];
+        for ((y, dy), dx) in y
+            .chunks_exact(d)
+            .zip(dy.chunks_exact(d))
+            .zip(dx.chunks_exact_mut(d))
+        {
+            let sum: f32 = dy.iter().sum();
+            for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
+                *dx = dy - y.exp() * sum;
+            }
+        }
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// 1 / sqrt(mean(x²) + eps) of one row.
+fn inv_rms(x: &[f32], eps: f64) -> f32 {
+    let sum_sq: f32 = x.iter().map(|x| x * x).sum();
+    1.0 / (sum_sq / x.len() as f32 + eps as f32).sqrt()
+}
+
+/// RMSNorm of (x, weight (D,)): x / sqrt(mean(x²) + eps) · weight over the last dimension.
+pub struct RmsNorm {
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    fn weight<'a>(&self, s: &'a CpuStorage, l: &Layout, d: usize) -> Result<&'a [f32]> {
+        let w = slice(s, l, self.name())?;
+        if w.len() != d {
+            candle_core::bail!("{}: weight of {} for rows of {d}", self.name(), w.len())
+        }
+        Ok(w)
+    }
+}
+
+impl CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "xp-rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1, self.name())?;
+        let d = row_len(l1, self.name())?;
+        let w = self.weight(s2, l2, d)?;
+        let mut y = vec![0.0f32; x.len()];
+        for (x, y) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+            let inv = inv_rms(x, self.eps);
+            for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
+                *y = x * inv * w;
+            }
+        }
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let rows = x.elem_count() / w.elem_count();
+        // (rows + 1, D): dx, then dweight in the last row.
+        let both = x.apply_op3_no_bwd(w, &dy.contiguous()?, &RmsNormBwd { eps: self.eps })?;
+        let dx = both.narrow(0, 0, rows)?.reshape(x.shape())?;
+        let dw = both.narrow(0, rows, 1)?.reshape(w.shape())?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// With x̂ = x · r, r = 1 / rms(x), g = dy ⊙ weight: dx = r · (g − x̂ · mean(g ⊙ x̂)) and
+/// dweight = Σ over rows of dy ⊙ x̂, from (x, weight, dy), stacked as (rows + 1, D).
+struct RmsNormBwd {
+    eps: f64,
+}
+
+impl CustomOp3 for RmsNormBwd {
+    fn name(&self) -> &'static str {
+        "xp-rms-norm-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        check_same(l1, l3, self.name())?;
+        let x = slice(s1, l1, self.name())?;
+        let d = row_len(l1, self.name())?;
+        let w = RmsNorm { eps: self.eps }.weight(s2, l2, d)?;
+        let dy = slice(s3, l3, self.name())?;
+        let rows = x.len() / d;
+        let mut out = vec![0.0f32; x.len() + d];
+        let (dx, dw) = out.split_at_mut(x.len());
+        let mut x_hat = vec![0.0f32; d];
+        for ((x, dy), dx) in x
+            .chunks_exact(d)
+            .zip(dy.chunks_exact(d))
+            .zip(dx.chunks_exact_mut(d))
+        {
+            let inv = inv_rms(x, self.eps);
+            let mut dot = 0.0f32;
+            for ((((x_hat, &x), &dy), &w), dw) in
+                x_hat.iter_mut().zip(x).zip(dy).zip(w).zip(dw.iter_mut())
+            {
+                *x_hat = x * inv;
+                dot += dy * w * *x_hat;
+                *dw += dy * *x_hat;
+            }
+            let mean = dot / d as f32;
+            for (((dx, &x_hat), &dy), &w) in dx.iter_mut().zip(&x_hat).zip(dy).zip(w) {
+                *dx = inv * (dy * w - x_hat * mean);
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((rows + 1, d))))
+    }
+}
+
+/// Rotary embedding of x (B, H, T, D) with constant tables (T, D): x·cos + rotate_half(x)·sin;
+/// `transpose` applies the transposed map instead, which is the backward.
+pub struct Rope {
+    pub transpose: bool,
+}
+
+impl CustomOp3 for Rope {
+    fn name(&self) -> &'static str {
+        "xp-rope"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(x) = s1 else {
+            candle_core::bail!("{}: float32 only", self.name())
+        };
+        let (cos, sin) = (slice(s2, l2, self.name())?, slice(s3, l3, self.name())?);
+        // x may be strided (the heads are a transpose of the projection) as long as its rows
+        // are contiguous.
+        let (dims, stride) = (l1.dims(), l1.stride());
+        let (b, heads, t, d) = match (dims, stride) {
+            ([b, heads, t, d], [_, _, _, 1])
+                if d % 2 == 0 && l2.dims() == [*t, *d] && l3.dims() == [*t, *d] =>
+            {
+                (*b, *heads, *t, *d)
+            }
+            _ => candle_core::bail!(
+                "{}: x {:?} (stride {:?}) with tables {:?}, {:?}",
+                self.name(),
+                dims,
+                stride,
+                l2.dims(),
+                l3.dims()
+            ),
+        };
+        let h = d / 2;
+        let mut y = vec![0.0f32; b * heads * t * d];
+        let mut rows = y.chunks_exact_mut(d);
+        for bi in 0..b {
+            for hi in 0..heads {
+                for ti in 0..t {
+                    let start =
+                        l1.start_offset() + bi * stride[0] + hi * stride[1] + ti * stride[2];
+                    let Some(y) = rows.next() else {
+                        candle_core::bail!("{}: output too short", self.name())
+                    };
+                    let (x1, x2) = x[start..start + d].split_at(h);
+                    let (y1, y2) = y.split_at_mut(h);
+                    let pos = ti * d;
+                    let (cos, sin) = (&cos[pos..pos + d], &sin[pos..pos + d]);
+                    if self.transpose {
+                        for j in 0..h {
+                            y1[j] = x1[j] * cos[j] + x2[j] * sin[h + j];
+                            y2[j] = x2[j] * cos[h + j] - x1[j] * sin[j];
+                        }
+                    } else {
+                        for j in 0..h {
+                            y1[j] = x1[j] * cos[j] + -x2[j] * sin[j];
+                            y2[j] = x2[j] * cos[h + j] + x1[j] * sin[h + j];
+                        }
+                    }
+                }
+            }
+        }
+        Ok((CpuStorage::F32(y), Shape::from(dims)))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // The tables are constants: the fused op only runs when neither tracks a gradient.
+        let transposed = Rope {
+            transpose: !self.transpose,
+        };
+        let dx = dy.contiguous()?.apply_op3_no_bwd(cos, sin, &transposed)?;
+        Ok((Some(dx), None, None))
+    }
+}

@@ -49,3 +49,8 @@ fn schema_command_prints_the_embedded_schema() {
     let out = xp(&root(), &["schema"]);
     assert_eq!(stdout(&out), EXPERIMENT_SOURCE);
 }
+
+#[test]
+fn user_config_schema_is_valid_against_the_meta_schema() {
+    assert_clean("user-config.kdl", xp::user_config::SCHEMA_SOURCE);
+}

@@ -108,6 +108,8 @@ pub enum TrainError {
     Io(#[from] std::io::Error),
     #[error("cannot resume: {0}")]
     Resume(String),
+    #[error("{0} is not supported by this version of xp")]
+    Unsupported(&'static str),
 }
 
 /// Everything mutable in the loop besides the parameters and the optimizer's buffers: with
@@ -177,9 +179,11 @@ pub fn train_with(
     control: Control,
 ) -> Result<Outcome, TrainError> {
     let train = &spec.train;
+    // "auto" needs the device's memory to choose; until that exists it is refused here (and by
+    // `xp run`'s preflight) rather than silently replaced by some size.
     let micro = match train.batch_size {
-        crate::spec::BatchSize::Fixed(b) => b,
-        crate::spec::BatchSize::Auto => 32,
+        crate::spec::BatchSize::Fixed(b) => b.max(1),
+        crate::spec::BatchSize::Auto => return Err(TrainError::Unsupported("batch-size \"auto\"")),
     };
     let accum = train.gradient_accumulation.max(1);
     let steps_per_epoch = (data.train.len() / (micro * accum)).max(1);

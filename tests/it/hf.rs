@@ -16,21 +16,11 @@ use xp::ops;
 use xp::rng::Rng;
 use xp::spec::{Data, DataSource, Lora, Validation};
 
-use super::ops::{Error, Tolerance, flat};
+use super::ops::{DEEP, Error, LOSS, flat};
 use super::support::{root, xp};
 
 /// Written by tests/reference/hf.py (transformers 5 and PEFT, float32, eager attention).
 const REFERENCE: &str = include_str!("../reference/hf.json");
-
-/// Two layers of float32 sums in another order: 1e-4 either way.
-const DEEP: Tolerance = Tolerance {
-    abs: 1e-4,
-    rel: 1e-4,
-};
-const LOSS: Tolerance = Tolerance {
-    abs: 1e-6,
-    rel: 1e-5,
-};
 
 #[derive(Deserialize)]
 struct Reference {
@@ -146,12 +136,8 @@ fn logits(m: &llama::Llama, tokens: &[Vec<u32>]) -> Tensor {
     .expect("forward")
 }
 
-fn report(case: &str, what: &str, e: Error, tol: Tolerance) {
-    eprintln!("{case}: {what} {e}");
-    assert!(
-        e.ok(),
-        "{case}: {what} differs from transformers/PEFT: {e} ({tol:?})"
-    );
+fn report(case: &str, what: &str, e: Error, tol: super::ops::Tolerance) {
+    super::ops::report(case, what, e, tol, "transformers/PEFT");
 }
 
 fn logits_match(name: &str) {

@@ -10,23 +10,13 @@ use xp::model::{self, Mode, Model, llama};
 use xp::ops;
 use xp::rng::Rng;
 
-use super::ops::{Error, Tolerance, flat};
+use super::ops::{DEEP, Error, LOSS, flat};
 use super::support::root;
 
 /// Written by tests/reference/llama.py (transformers' LlamaForCausalLM, float32, eager
 /// attention) with the weights in tests/fixtures/models/: logits, the mean cross-entropy, some
 /// gradients in full and every gradient's L2 norm.
 const REFERENCE: &str = include_str!("../reference/llama.json");
-
-/// Logits and gradients go through two layers of float32 sums: 1e-4 either way.
-const DEEP: Tolerance = Tolerance {
-    abs: 1e-4,
-    rel: 1e-4,
-};
-const LOSS: Tolerance = Tolerance {
-    abs: 1e-6,
-    rel: 1e-5,
-};
 
 #[derive(Deserialize)]
 struct Reference {
@@ -78,9 +68,8 @@ impl From<&ConfigJson> for llama::Config {
     }
 }
 
-fn report(case: &str, what: &str, e: Error, tol: Tolerance) {
-    eprintln!("{case}: {what} {e}");
-    assert!(e.ok(), "{case}: {what} differs from HF: {e} ({tol:?})");
+fn report(case: &str, what: &str, e: Error, tol: super::ops::Tolerance) {
+    super::ops::report(case, what, e, tol, "HF");
 }
 
 fn check(name: &str) {

@@ -60,6 +60,18 @@ pub struct Tolerance {
     pub rel: f32,
 }
 
+/// Logits and gradients of a model go through two layers of float32 sums in another order than
+/// PyTorch's: 1e-4 either way.
+pub const DEEP: Tolerance = Tolerance {
+    abs: 1e-4,
+    rel: 1e-4,
+};
+/// A mean loss over a batch.
+pub const LOSS: Tolerance = Tolerance {
+    abs: 1e-6,
+    rel: 1e-5,
+};
+
 /// The largest absolute and relative differences, and the largest as a fraction of the
 /// tolerance (over 1 fails).
 #[derive(Default, Clone, Copy, Debug)]
@@ -104,6 +116,15 @@ impl std::fmt::Display for Error {
             self.abs, self.rel, self.ratio
         )
     }
+}
+
+/// Prints a comparison's error and fails when it is out of tolerance; `against` names the peer.
+pub fn report(case: &str, what: &str, e: Error, tol: Tolerance, against: &str) {
+    eprintln!("{case}: {what} {e}");
+    assert!(
+        e.ok(),
+        "{case}: {what} differs from {against}: {e} ({tol:?})"
+    );
 }
 
 pub fn flat(t: &Tensor) -> Vec<f32> {

@@ -55,9 +55,23 @@ pub enum Command {
         /// Where sweep directories go (default: `runs-dir` of the user config, else `runs`).
         #[arg(long, value_name = "DIR")]
         runs_dir: Option<PathBuf>,
-        /// No progress lines.
-        #[arg(long, short)]
+        /// No progress display.
+        #[arg(long, short, conflicts_with = "verbose")]
         quiet: bool,
+        /// Every logged step and evaluation, and checkpoints, in the progress display.
+        #[arg(long, short)]
+        verbose: bool,
+        /// Runs at once: on this machine each run gets its share of the cores (or one GPU of
+        /// `--device cuda:0,1,…`); with Slurm, the array's throttle (`%N`). Default: 1 here,
+        /// no throttle on Slurm.
+        #[arg(long, short, value_name = "N")]
+        jobs: Option<usize>,
+        /// Where runs execute: processes on this machine, or a Slurm job array.
+        #[arg(long, value_enum, default_value_t = LauncherArg::Local)]
+        launcher: LauncherArg,
+        /// With `--launcher slurm`: follow the job until every run has ended.
+        #[arg(long)]
+        wait: bool,
         /// Continue the experiment's current sweep: completed runs are kept, interrupted ones
         /// continue from their newest checkpoint.
         #[arg(long)]
@@ -77,6 +91,34 @@ pub enum Command {
     /// One row per run: the settings that differ and the metrics that matter. With a baseline,
     /// the changes and a gate: exit 1 on a regression, a failed or a missing run.
     Compare(commands::compare::CompareArgs),
+    /// Write one self-contained HTML report of runs: the table, loss and lr curves, statuses.
+    Report {
+        /// Run directories, sweep directories or folders above them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The HTML file to write (default: report.html in the current directory).
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Each run's state in a sweep directory (also of runs queued in Slurm).
+    Status {
+        /// A sweep directory, or an experiment's directory (its current sweep).
+        dir: PathBuf,
+    },
+    /// Train one run of a planned sweep (what `xp run` and Slurm tasks start per run).
+    #[command(hide = true)]
+    Exec {
+        /// The sweep directory.
+        sweep: PathBuf,
+        /// The run's index in the sweep's plan.json.
+        #[arg(long)]
+        index: usize,
+        #[arg(long, value_name = "DEVICE")]
+        device: Option<String>,
+        /// Rewrite the sweep's results tables when the run ends.
+        #[arg(long)]
+        update_results: bool,
+    },
     /// Print the experiment schema, or a reference of every node and option.
     Schema {
         #[arg(long, value_enum, default_value_t = SchemaFormat::Kdl)]
@@ -108,6 +150,12 @@ impl From<OverrideArgs> for crate::validate::Overrides {
             axis: a.axis,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LauncherArg {
+    Local,
+    Slurm,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -176,6 +224,10 @@ pub fn main() -> ExitCode {
             device,
             runs_dir,
             quiet,
+            verbose,
+            jobs,
+            launcher,
+            wait,
             resume,
             retry_failed,
             reuse,
@@ -187,13 +239,33 @@ pub fn main() -> ExitCode {
             device,
             runs_dir,
             quiet,
+            verbose,
+            jobs,
+            launcher: match launcher {
+                LauncherArg::Local => commands::run::Launcher::Local,
+                LauncherArg::Slurm => commands::run::Launcher::Slurm,
+            },
+            wait,
             resume,
             retry_failed,
             reuse,
             fail_fast,
         }),
         Command::Compare(args) => commands::compare::run(args),
+        Command::Report { paths, output } => commands::report::run(&paths, output),
         Command::Schema { format } => commands::schema::run(format),
+        Command::Status { dir } => commands::status::run(&dir),
+        Command::Exec {
+            sweep,
+            index,
+            device,
+            update_results,
+        } => commands::exec::run(commands::exec::ExecArgs {
+            sweep,
+            index,
+            device,
+            update_results,
+        }),
     };
     match result {
         Ok(outcome) => outcome.into(),

@@ -1,21 +1,24 @@
-//! Execution: runs a plan into its sweep directory, one run after another. A run that fails
-//! (an error, a panic, a diverged loss) is recorded with its reason and the others go on; a
-//! sweep can be continued (`--resume`), reusing completed runs and resuming interrupted ones
-//! from their newest checkpoint. This is the library API `xp run` uses.
+//! Execution: runs a plan into its sweep directory, in this process one run after another, or
+//! each run in its own process, several at once ([`crate::pool`]). A run that fails (an
+//! error, a panic, a diverged loss, a crashed process) is recorded with its reason and the
+//! others go on; a sweep can be continued (`--resume`), reusing completed runs and resuming
+//! interrupted ones from their newest checkpoint. This is the library API `xp run` uses.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use candle_core::Device;
-
 use crate::data::Dataset;
 use crate::model::{self, Built};
 use crate::plan::{Plan, PlannedRun};
+use crate::pool::Processes;
 use crate::preflight::{Datasets, device_of, precision_of};
+use crate::progress::Update;
+pub use crate::progress::{Progress, Silent};
 use crate::record::{
-    self, Best, ParamCounts, RunDir, Status, Summary, SweepDir, checkpoint, results,
+    self, Best, Lock, ParamCounts, RunDir, Status, Summary, SweepDir, checkpoint, read_summary,
+    results,
 };
 use crate::train::{self, Control, Ending, Event, Sink};
 
@@ -36,6 +39,9 @@ pub struct Options {
     pub fail_fast: bool,
     /// Set by a signal handler: the active run checkpoints and the sweep stops.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Run each run in its own process (`xp exec`), so a crash cannot take the sweep down;
+    /// `None`: in this process, one after another.
+    pub processes: Option<Processes>,
 }
 
 /// What a sweep left behind.
@@ -69,22 +75,6 @@ pub enum SweepError {
     Locked { dir: String, pid: u32 },
 }
 
-/// Follows a sweep as it runs (progress lines, bars).
-pub trait Progress {
-    fn run_started(&mut self, index: usize, total: usize, run: &PlannedRun);
-    fn event(&mut self, run: &PlannedRun, event: &Event);
-    fn run_finished(&mut self, index: usize, total: usize, summary: &Summary);
-}
-
-/// A progress that shows nothing.
-pub struct Silent;
-
-impl Progress for Silent {
-    fn run_started(&mut self, _: usize, _: usize, _: &PlannedRun) {}
-    fn event(&mut self, _: &PlannedRun, _: &Event) {}
-    fn run_finished(&mut self, _: usize, _: usize, _: &Summary) {}
-}
-
 /// What to do with one run of the sweep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Action {
@@ -92,6 +82,17 @@ enum Action {
     Keep,
     /// Train, from its newest checkpoint when it has one.
     Train,
+}
+
+/// A sweep directory, locked, with each run's summary as it stands and the runs to train.
+pub struct Prepared {
+    pub sweep: SweepDir,
+    pub lock: Lock,
+    /// The axis names, in plan order (the results tables' columns).
+    pub axes: Vec<String>,
+    pub summaries: Vec<Summary>,
+    /// Indices of the runs to train (from their newest checkpoint when they have one).
+    pub todo: Vec<usize>,
 }
 
 /// Runs every run of a plan, in a new sweep directory or continuing the current one.
@@ -102,12 +103,110 @@ pub fn run_plan(
     options: &Options,
     progress: &mut dyn Progress,
 ) -> Result<SweepReport, SweepError> {
+    let Prepared {
+        sweep,
+        lock,
+        axes,
+        mut summaries,
+        todo,
+    } = prepare(plan, source, options)?;
+    progress.planned(todo.len(), plan.runs.len());
+    let interrupted = match &options.processes {
+        Some(processes) => crate::pool::run(
+            &sweep,
+            plan,
+            &todo,
+            &axes,
+            &mut summaries,
+            options,
+            processes,
+            progress,
+        )?,
+        None => in_process(
+            &sweep,
+            plan,
+            &todo,
+            &axes,
+            &mut summaries,
+            datasets,
+            options,
+            progress,
+        )?,
+    };
+    drop(lock);
+    Ok(SweepReport {
+        dir: sweep.path,
+        summaries,
+        interrupted,
+    })
+}
+
+/// Whether the sweep should start no more runs: stopped by a signal, or `--fail-fast` after a
+/// failure.
+pub fn should_stop(options: &Options, summaries: &[Summary]) -> bool {
+    stopped(options)
+        || (options.fail_fast
+            && summaries
+                .iter()
+                .any(|s| matches!(s.status, Status::Failed | Status::Diverged)))
+}
+
+pub fn stopped(options: &Options) -> bool {
+    options
+        .stop
+        .as_ref()
+        .is_some_and(|s| s.load(Ordering::SeqCst))
+}
+
+/// Trains the runs to do in this process, one after another.
+#[allow(clippy::too_many_arguments)]
+fn in_process(
+    sweep: &SweepDir,
+    plan: &Plan,
+    todo: &[usize],
+    axes: &[String],
+    summaries: &mut [Summary],
+    datasets: &Datasets,
+    options: &Options,
+    progress: &mut dyn Progress,
+) -> Result<bool, SweepError> {
+    let total = plan.runs.len();
+    let mut interrupted = false;
+    for &index in todo {
+        let run = &plan.runs[index];
+        if should_stop(options, summaries) {
+            interrupted |= stopped(options);
+            break;
+        }
+        progress.run_started(index, total, run);
+        let summary = &mut summaries[index];
+        if let Err(e) = execute_run(
+            sweep,
+            run,
+            index,
+            datasets.get(&run.config),
+            summary,
+            options,
+            progress,
+        ) {
+            summary.status = Status::Failed;
+            summary.reason = Some(format!("writing the run directory failed: {e}"));
+        }
+        interrupted |= summary.status == Status::Interrupted;
+        progress.run_finished(index, total, summary);
+        results::write(&sweep.path, axes, summaries)?;
+    }
+    Ok(interrupted)
+}
+
+/// Creates or reopens the sweep directory, takes its lock, and decides what each run needs.
+pub fn prepare(plan: &Plan, source: &str, options: &Options) -> Result<Prepared, SweepError> {
     let sweep = if options.resume {
         resume_sweep(plan, options)?
     } else {
         SweepDir::create(&options.runs_dir, plan, source)?
     };
-    let _lock = sweep.lock().map_err(|e| match e {
+    let lock = sweep.lock().map_err(|e| match e {
         record::LockError::Held(pid) => SweepError::Locked {
             dir: sweep.path.display().to_string(),
             pid,
@@ -160,48 +259,15 @@ pub fn run_plan(
         actions.push(action);
     }
     results::write(&sweep.path, &axes, &summaries)?;
-    let total = plan.runs.len();
-    let stopped = || {
-        options
-            .stop
-            .as_ref()
-            .is_some_and(|s| s.load(Ordering::SeqCst))
-    };
-    let mut interrupted = false;
-    for (index, run) in plan.runs.iter().enumerate() {
-        if actions[index] == Action::Keep {
-            continue;
-        }
-        if stopped()
-            || (options.fail_fast
-                && summaries
-                    .iter()
-                    .any(|s| matches!(s.status, Status::Failed | Status::Diverged)))
-        {
-            interrupted |= stopped();
-            break;
-        }
-        progress.run_started(index, total, run);
-        let summary = &mut summaries[index];
-        if let Err(e) = execute_run(
-            &sweep,
-            run,
-            datasets.get(&run.config),
-            summary,
-            options,
-            progress,
-        ) {
-            summary.status = Status::Failed;
-            summary.reason = Some(format!("writing the run directory failed: {e}"));
-        }
-        interrupted |= summary.status == Status::Interrupted;
-        progress.run_finished(index, total, summary);
-        results::write(&sweep.path, &axes, &summaries)?;
-    }
-    Ok(SweepReport {
-        dir: sweep.path,
+    let todo = (0..plan.runs.len())
+        .filter(|&i| actions[i] == Action::Train)
+        .collect();
+    Ok(Prepared {
+        sweep,
+        lock,
+        axes,
         summaries,
-        interrupted,
+        todo,
     })
 }
 
@@ -286,10 +352,6 @@ fn resume_sweep(plan: &Plan, options: &Options) -> Result<SweepDir, SweepError> 
     Ok(SweepDir { path })
 }
 
-fn read_summary(run_dir: &Path) -> Option<Summary> {
-    serde_json::from_slice(&std::fs::read(run_dir.join("summary.json")).ok()?).ok()
-}
-
 /// Links a completed run with the same id from an earlier sweep of the experiment.
 fn reuse(sweep: &SweepDir, run: &PlannedRun) -> std::io::Result<Option<Summary>> {
     let Some(base) = sweep.path.parent() else {
@@ -332,9 +394,10 @@ fn now() -> String {
 
 /// Trains one run (from its newest checkpoint when there is one); the summary records how it
 /// ended. Errors are only those of writing the run directory itself.
-fn execute_run(
+pub fn execute_run(
     sweep: &SweepDir,
     run: &PlannedRun,
+    index: usize,
     data: Option<Arc<Dataset>>,
     summary: &mut Summary,
     options: &Options,
@@ -357,8 +420,10 @@ fn execute_run(
         run.name, run.id, summary.experiment
     ))?;
     dir.log(&format!(
-        "device {}, precision {}",
-        summary.device, summary.precision
+        "device {}, precision {}, {} threads",
+        summary.device,
+        summary.precision,
+        candle_core::utils::get_num_threads()
     ))?;
     if let (_, Some(warning)) = precision_of(&run.config, &summary.device) {
         dir.log(&format!("warning: {warning}"))?;
@@ -368,6 +433,7 @@ fn execute_run(
         Some(data) => catch_unwind(AssertUnwindSafe(|| {
             train_run(
                 run,
+                index,
                 &data,
                 checkpoint_dir.as_deref(),
                 &mut dir,
@@ -405,18 +471,22 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
 struct Tee<'a> {
     dir: &'a mut RunDir,
     progress: &'a mut dyn Progress,
-    run: &'a PlannedRun,
+    index: usize,
 }
 
 impl Sink for Tee<'_> {
     fn event(&mut self, event: &Event) -> std::io::Result<()> {
-        self.progress.event(self.run, event);
-        self.dir.event(event)
+        // The directory first: a checkpoint is on disk before the display hears of it.
+        self.dir.event(event)?;
+        self.progress.update(self.index, &Update::of(event));
+        Ok(())
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn train_run(
     run: &PlannedRun,
+    index: usize,
     data: &Dataset,
     checkpoint_dir: Option<&Path>,
     dir: &mut RunDir,
@@ -425,7 +495,15 @@ fn train_run(
     progress: &mut dyn Progress,
 ) -> Result<(), String> {
     crate::fault::panic_for(&run.name);
-    let device = Device::Cpu;
+    let (device, name, note) = crate::device::open_device(&run.config, options.device.as_deref())?;
+    if let Some(note) = &note {
+        dir.log(&format!("note: {note}"))
+            .map_err(|e| e.to_string())?;
+    }
+    if name != summary.device {
+        summary.precision = precision_of(&run.config, &name).0.to_owned();
+        summary.device = name;
+    }
     let (init, strict, source) = match &run.config.init_from {
         Some(i) => (
             model::load_weights(&i.path, &device).map_err(|e| e.to_string())?,
@@ -452,7 +530,11 @@ fn train_run(
         data,
         &built,
         &device,
-        &mut Tee { dir, progress, run },
+        &mut Tee {
+            dir,
+            progress,
+            index,
+        },
         control,
     )
     .map_err(|e| e.to_string())?;

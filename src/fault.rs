@@ -1,21 +1,41 @@
 //! Fault-injection points for the crash tests: with `XP_FAULT_PAUSE=<point>` or
-//! `<point>#<n>` (the n-th time it is reached) and `XP_FAULT_DIR`, the process announces that it
+//! `<point>#<n>` (the n-th time it is reached), optionally followed by `@<run name>` (only
+//! while that run trains), and `XP_FAULT_DIR`, the process announces that it
 //! reached the point by creating `<XP_FAULT_DIR>/<point>.reached` and then waits to be killed,
 //! so tests can SIGKILL it at an exact moment instead of guessing with sleeps.
-//! `XP_FAULT_PANIC=<run name>` makes that run panic when it starts training. Without the
-//! variables these are no-ops.
+//! The marker holds the pid of the process that reached the point.
+//! `XP_FAULT_PANIC=<run name>` makes that run panic when it starts training, and
+//! `XP_FAULT_ABORT=<run name>` aborts its process (a crash no unwinding can catch). Without
+//! the variables these are no-ops.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 static REACHED: Mutex<Option<HashMap<String, usize>>> = Mutex::new(None);
+static RUN: Mutex<Option<String>> = Mutex::new(None);
+
+/// The run this process trains now, for points scoped to a run.
+pub fn set_run(name: &str) {
+    if let Ok(mut run) = RUN.lock() {
+        *run = Some(name.to_owned());
+    }
+}
 
 /// A named moment a test may stop the process at.
 pub fn point(name: &str) {
     let Ok(wanted) = std::env::var("XP_FAULT_PAUSE") else {
         return;
     };
+    let (wanted, run) = match wanted.split_once('@') {
+        Some((point, run)) => (point.to_owned(), Some(run.to_owned())),
+        None => (wanted, None),
+    };
+    if let Some(run) = run
+        && RUN.lock().ok().and_then(|r| r.clone()).as_deref() != Some(run.as_str())
+    {
+        return;
+    }
     let (target, nth) = match wanted.split_once('#') {
         Some((t, n)) => (t.to_owned(), n.parse().unwrap_or(1)),
         None => (wanted, 1),
@@ -38,7 +58,7 @@ pub fn point(name: &str) {
         if let Some(dir) = std::env::var_os("XP_FAULT_DIR") {
             let _ = std::fs::write(
                 std::path::Path::new(&dir).join(format!("{name}.reached")),
-                b"",
+                std::process::id().to_string(),
             );
         }
         loop {
@@ -49,7 +69,12 @@ pub fn point(name: &str) {
 
 /// Panics for the run named in `XP_FAULT_PANIC`, to test that a panicking run is isolated.
 pub fn panic_for(run: &str) {
+    set_run(run);
     if std::env::var("XP_FAULT_PANIC").is_ok_and(|r| r == run) {
         panic!("injected panic for run `{run}` (XP_FAULT_PANIC)");
+    }
+    if std::env::var("XP_FAULT_ABORT").is_ok_and(|r| r == run) {
+        eprintln!("injected abort for run `{run}` (XP_FAULT_ABORT)");
+        std::process::abort();
     }
 }

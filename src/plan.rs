@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use miette::{Diagnostic, LabeledSpan, SourceSpan};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
@@ -20,8 +20,8 @@ use crate::source::{SourceId, Sources};
 use crate::spec::{Length, RunSpec};
 use crate::tree::{Node, Plain};
 
-/// Every run of one experiment.
-#[derive(Debug, Clone, Serialize)]
+/// Every run of one experiment (`plan.json` of a sweep, read back by the run processes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {
     pub experiment: String,
     /// The overrides applied, as given on the command line.
@@ -29,18 +29,53 @@ pub struct Plan {
     pub runs: Vec<PlannedRun>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlannedRun {
     pub name: String,
     pub id: String,
     /// Axis values in declaration order.
-    #[serde(serialize_with = "axes_json")]
+    #[serde(serialize_with = "axes_json", deserialize_with = "axes_from_json")]
     pub axes: Vec<(String, kdl::KdlValue)>,
     pub seed: u64,
     pub config: RunSpec,
-    /// The canonical KDL form (`config.kdl`).
+    /// The canonical KDL form (`config.kdl`); not in `plan.json` (each run directory has it),
+    /// so empty in a plan read back.
     #[serde(skip)]
     pub config_kdl: String,
+}
+
+/// Reads the axes back in their order in the file.
+fn axes_from_json<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<(String, kdl::KdlValue)>, D::Error> {
+    struct Axes;
+    impl<'de> serde::de::Visitor<'de> for Axes {
+        type Value = Vec<(String, kdl::KdlValue)>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a map of axis values")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut axes = Vec::new();
+            while let Some((k, v)) = map.next_entry::<String, serde_json::Value>()? {
+                let value = match v {
+                    serde_json::Value::String(s) => kdl::KdlValue::String(s),
+                    serde_json::Value::Bool(b) => kdl::KdlValue::Bool(b),
+                    serde_json::Value::Null => kdl::KdlValue::Null,
+                    serde_json::Value::Number(n) => match n.as_i64() {
+                        Some(i) => kdl::KdlValue::Integer(i.into()),
+                        None => kdl::KdlValue::Float(n.as_f64().unwrap_or(f64::NAN)),
+                    },
+                    other => kdl::KdlValue::String(other.to_string()),
+                };
+                axes.push((k, value));
+            }
+            Ok(axes)
+        }
+    }
+    d.deserialize_map(Axes)
 }
 
 fn axes_json<S: serde::Serializer>(
@@ -319,7 +354,11 @@ pub fn plan(
             }
             None => default_name(&point, repeats),
         };
-        let json = serde_json::to_vec(&spec).unwrap_or_default();
+        let json = serde_json::to_vec(&RunSpec {
+            resources: None,
+            ..spec.clone()
+        })
+        .unwrap_or_default();
         let id = hex(&Sha256::digest(&json))[..12].to_owned();
         planned.push(PlannedRun {
             name: run_name,

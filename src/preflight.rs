@@ -15,10 +15,11 @@ use miette::{Diagnostic, Severity};
 
 use crate::data::tokenizer::HfTokenizer;
 use crate::data::{self, Dataset, ModelText, Task};
+use crate::device;
 use crate::diagnostic::Diag;
 use crate::model::{self, hf, llama, lora};
 use crate::plan::Plan;
-use crate::spec::{BatchSize, Device, Llama, Model, Precision, RunSpec};
+use crate::spec::{BatchSize, Llama, Model, Precision, RunSpec};
 
 /// The datasets of a set of runs, by [`data_key`].
 #[derive(Default)]
@@ -384,22 +385,25 @@ impl Diagnostic for Unsupported {
 // The code of [`Unsupported`], written as its fixture and the code test expect: code("xp::run::unsupported")
 const UNSUPPORTED_CODE: &str = "xp::run::unsupported";
 
-/// Where runs train: the experiment's device unless `--device` says otherwise.
+/// Where a run trains, as run directories record it (`cpu`, `cuda:0`): the experiment's device
+/// unless `--device` says otherwise, resolved as [`device::open_device`] will open it. A device
+/// that cannot be used keeps the name it was asked by; [`capabilities`] reports why.
 pub fn device_of(spec: &RunSpec, flag: Option<&str>) -> String {
-    match flag {
-        Some(d) => d.to_owned(),
-        None => match spec.device {
-            Device::Auto | Device::Cpu => "cpu".into(),
-            Device::Cuda(None) => "cuda".into(),
-            Device::Cuda(Some(i)) => format!("cuda:{i}"),
+    match device::resolve(spec, flag) {
+        Ok(resolved) => resolved.name(),
+        Err(_) => match device::requested(spec, flag) {
+            Ok(requested) => device::display(requested),
+            Err(_) => flag.unwrap_or_default().to_owned(),
         },
     }
 }
 
-/// The precision a run computes in on this device, and a warning when it falls back.
+/// The precision a run computes in on this device (as [`crate::train::compute_dtype`] chooses
+/// it), and a warning when it falls back: `auto` is bf16 on CUDA and f32 on the CPU; bf16 and
+/// f16 on the CPU fall back to f32.
 pub fn precision_of(spec: &RunSpec, device: &str) -> (&'static str, Option<String>) {
     match (spec.precision, device) {
-        (Precision::Auto | Precision::F32, _) => ("f32", None),
+        (Precision::F32, _) | (Precision::Auto, "cpu") => ("f32", None),
         (Precision::Bf16 | Precision::F16, "cpu") => (
             "f32",
             Some(
@@ -410,7 +414,7 @@ pub fn precision_of(spec: &RunSpec, device: &str) -> (&'static str, Option<Strin
                 .to_lowercase(),
             ),
         ),
-        (Precision::Bf16, _) => ("bf16", None),
+        (Precision::Auto | Precision::Bf16, _) => ("bf16", None),
         (Precision::F16, _) => ("f16", None),
     }
 }
@@ -425,12 +429,8 @@ pub fn capabilities(plans: &[Plan], device_flag: Option<&str>, severity: Severit
                 .entry((what.to_owned(), help.to_owned()))
                 .or_default() += 1
         };
-        let device = device_of(spec, device_flag);
-        if device != "cpu" {
-            missing(
-                &format!("device `{device}` needs a CUDA build of xp"),
-                "this xp was built without CUDA; build with `--features cuda`, or use `--device cpu`",
-            );
+        if let Err(e) = device::resolve(spec, device_flag) {
+            missing(&e.what, &e.help);
         }
         if spec.train.batch_size == BatchSize::Auto {
             missing(

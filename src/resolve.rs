@@ -547,6 +547,10 @@ pub fn decode(experiment: &Node, sources: &Sources) -> Res<RunSpec> {
         },
         data: data(&r.need("data")?)?,
         train: train(&r.need("train")?)?,
+        resources: r
+            .child("resources")
+            .map(|res| resources(&res))
+            .transpose()?,
         regression: match r.child("regression") {
             Some(g) => Some(Regression {
                 baseline: g.p_path("baseline").ok_or("`regression` has no baseline")?,
@@ -783,6 +787,18 @@ fn train(t: &Reader) -> Res<Train> {
             }),
             None => None,
         },
+    })
+}
+
+fn resources(r: &Reader) -> Res<Resources> {
+    let text = |name: &str| r.child(name).map(|c| c.a_str(0)).transpose();
+    Ok(Resources {
+        cpus: r.child("cpus").map(|c| c.a_usize(0)).transpose()?,
+        gpus: r.child("gpus").map(|c| c.a_usize(0)).transpose()?,
+        memory: text("memory")?,
+        time: text("time")?,
+        partition: text("partition")?,
+        slurm: r.child("slurm").map(|c| c.strings()).unwrap_or_default(),
     })
 }
 

@@ -22,6 +22,21 @@ pub struct RunSpec {
     pub data: Data,
     pub train: Train,
     pub regression: Option<Regression>,
+    /// Not part of the run's id: the same training on other resources is the same run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+}
+
+/// What one run needs (`resources { }`), for `--jobs` and the Slurm launcher.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Resources {
+    pub cpus: Option<usize>,
+    pub gpus: Option<usize>,
+    pub memory: Option<String>,
+    pub time: Option<String>,
+    pub partition: Option<String>,
+    pub slurm: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

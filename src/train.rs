@@ -16,7 +16,7 @@ use crate::ops;
 use crate::optim::{self, Optimizer};
 use crate::rng::Rng;
 use crate::schedule::LrSchedule;
-use crate::spec::{Direction, RunSpec};
+use crate::spec::{Direction, Precision, RunSpec};
 
 /// Metric values by key (`train/loss`, `val/accuracy`, …), ordered.
 pub type Metrics = BTreeMap<String, f64>;
@@ -131,6 +131,76 @@ pub struct TrainerState {
     pub elapsed_s: f64,
     /// Lines of metrics.jsonl up to this step, filled in by the sink that keeps the file.
     pub metrics_lines: usize,
+    /// f16's dynamic loss scale (absent for other precisions).
+    #[serde(default)]
+    pub loss_scale: Option<LossScale>,
+}
+
+/// Dynamic loss scaling for f16 compute, as torch.amp.GradScaler with its defaults: the loss is
+/// multiplied by `scale` before the backward pass and the gradients divided by it after; a step
+/// whose gradients are not finite is skipped and halves the scale; 2000 finite steps in a row
+/// double it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LossScale {
+    pub scale: f64,
+    /// Finite steps since the scale last changed.
+    pub good_steps: usize,
+    /// Steps skipped so far.
+    pub skipped: usize,
+}
+
+impl LossScale {
+    const INITIAL: f64 = 65536.0;
+    const GROWTH_INTERVAL: usize = 2000;
+
+    pub fn new() -> Self {
+        LossScale {
+            scale: Self::INITIAL,
+            good_steps: 0,
+            skipped: 0,
+        }
+    }
+
+    /// Divides the gradients by the scale; returns whether they are all finite, and updates the
+    /// scale accordingly.
+    pub fn unscale(&mut self, grads: &mut [Option<Vec<f32>>]) -> bool {
+        let inverse = (1.0 / self.scale) as f32;
+        let mut finite = true;
+        for g in grads.iter_mut().flatten() {
+            for v in g.iter_mut() {
+                *v *= inverse;
+                finite &= v.is_finite();
+            }
+        }
+        if finite {
+            self.good_steps += 1;
+            if self.good_steps == Self::GROWTH_INTERVAL {
+                self.scale *= 2.0;
+                self.good_steps = 0;
+            }
+        } else {
+            self.scale *= 0.5;
+            self.good_steps = 0;
+            self.skipped += 1;
+        }
+        finite
+    }
+}
+
+impl Default for LossScale {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The dtype a run's linear layers compute in on `device`: f32 on the CPU; on CUDA bf16 for
+/// `auto` and `bf16`, f16 for `f16`, f32 for `f32`. Parameters and optimizer state stay f32.
+pub fn compute_dtype(precision: Precision, device: &Device) -> DType {
+    match (precision, device.is_cuda()) {
+        (_, false) | (Precision::F32, true) => DType::F32,
+        (Precision::Auto | Precision::Bf16, true) => DType::BF16,
+        (Precision::F16, true) => DType::F16,
+    }
 }
 
 /// What a resumed run starts from.
@@ -169,7 +239,8 @@ pub fn train(
     train_with(spec, data, built, device, sink, Control::default())
 }
 
-/// Trains a built model on its data, resuming and stopping as `control` says.
+/// Trains a built model on its data, resuming and stopping as `control` says, in the precision
+/// [`compute_dtype`] chooses for the spec and device.
 pub fn train_with(
     spec: &RunSpec,
     data: &Dataset,
@@ -177,6 +248,22 @@ pub fn train_with(
     device: &Device,
     sink: &mut dyn Sink,
     control: Control,
+) -> Result<Outcome, TrainError> {
+    let compute = compute_dtype(spec.precision, device);
+    train_in(spec, data, built, device, sink, control, compute)
+}
+
+/// [`train_with`] with the linear layers computing in `compute` whatever the device (e.g. bf16
+/// on the CPU): F32, or BF16/F16 over f32 parameters and optimizer state; F16 scales the loss
+/// dynamically ([`LossScale`]).
+pub fn train_in(
+    spec: &RunSpec,
+    data: &Dataset,
+    built: &Built,
+    device: &Device,
+    sink: &mut dyn Sink,
+    control: Control,
+    compute: DType,
 ) -> Result<Outcome, TrainError> {
     let train = &spec.train;
     // "auto" needs the device's memory to choose; until that exists it is refused here (and by
@@ -208,6 +295,7 @@ pub fn train_with(
         tokens: 0,
         elapsed_s: 0.0,
         metrics_lines: 0,
+        loss_scale: (compute == DType::F16).then(LossScale::new),
     };
     let resumed_from = control.resume.as_ref().map(|r| r.state.step);
     if let Some(r) = control.resume {
@@ -219,6 +307,11 @@ pub fn train_with(
             .map_err(TrainError::Resume)?;
         order = Order::restore(data.train.len(), &r.state.order);
         s = r.state;
+        // A checkpoint of another precision (the same run on another device) has no scale, or
+        // one f16 no longer needs.
+        if s.loss_scale.is_some() != (compute == DType::F16) {
+            s.loss_scale = (compute == DType::F16).then(LossScale::new);
+        }
     }
     let mut dropout_rng = Rng::from_state(s.dropout_rng);
     let start = Instant::now();
@@ -245,8 +338,14 @@ pub fn train_with(
             .map(|r| data.batch(&data.train, r, device))
             .collect::<Result<_, _>>()?;
         let counted: usize = batches.iter().map(|b| b.counted).sum();
-        let (loss, mut grads) =
-            forward_backward(built, data.task, &batches, counted, &mut dropout_rng)?;
+        let scale = s.loss_scale.as_ref().map(|l| l.scale);
+        let pass = Pass {
+            task: data.task,
+            counted,
+            compute,
+            scale,
+        };
+        let (loss, mut grads) = forward_backward(built, &pass, &batches, &mut dropout_rng)?;
         s.tokens += batches.iter().map(|b| b.tokens).sum::<usize>();
         if !loss.is_finite() {
             ending = Ending::Diverged {
@@ -255,21 +354,34 @@ pub fn train_with(
             };
             break;
         }
-        let grad_norm = clip(&mut grads, train.grad_clip)?;
-        update(
-            built,
-            &grads,
-            optimizer.as_mut(),
-            lr,
-            train.optimizer.decay_all,
-            device,
-        )?;
+        // f16: a step whose gradients overflowed is skipped (the scale backs off).
+        let finite = s.loss_scale.as_mut().is_none_or(|l| l.unscale(&mut grads));
+        let grad_norm = if finite {
+            let norm = clip(&mut grads, train.grad_clip)?;
+            update(
+                built,
+                &grads,
+                optimizer.as_mut(),
+                lr,
+                train.optimizer.decay_all,
+                device,
+            )?;
+            Some(norm)
+        } else {
+            None
+        };
         (s.step, s.epoch) = (step, step as f64 / steps_per_epoch as f64);
         let mut metrics = Metrics::new();
         if step.is_multiple_of(train.log_every) || step == total {
             metrics.insert("train/loss".into(), loss);
             metrics.insert("train/lr".into(), lr);
-            metrics.insert("train/grad_norm".into(), grad_norm);
+            if let Some(norm) = grad_norm {
+                metrics.insert("train/grad_norm".into(), norm);
+            }
+            if let Some(l) = &s.loss_scale {
+                metrics.insert("train/loss_scale".into(), l.scale);
+                metrics.insert("train/skipped_steps".into(), l.skipped as f64);
+            }
             metrics.insert(
                 throughput_key(data.task).into(),
                 s.tokens as f64 / elapsed(&s).max(1e-9),
@@ -280,7 +392,7 @@ pub fn train_with(
             .filter(|e| step.is_multiple_of(e.every) || step == total)
         {
             crate::fault::point("eval");
-            metrics.extend(evaluate(built, data, micro, eval.batches, device)?);
+            metrics.extend(evaluate(built, data, micro, eval.batches, compute, device)?);
         }
         let (improved, stop) = judge(spec, &mut schedule, &mut s, &metrics);
         if !metrics.is_empty() {
@@ -474,30 +586,48 @@ pub fn throughput_key(task: Task) -> &'static str {
 /// Each parameter's flattened gradient (`None` when it got none).
 type Grads = Vec<Option<Vec<f32>>>;
 
+/// How one optimizer step's forward and backward passes run.
+struct Pass {
+    task: Task,
+    /// The step's counted targets, over all its micro-batches.
+    counted: usize,
+    compute: DType,
+    /// f16's loss scale: the gradients come back multiplied by it.
+    scale: Option<f64>,
+}
+
 /// The loss of one optimizer step, and the gradient of every parameter (flattened). Each
 /// micro-batch's loss is its summed loss over the step's counted targets, so the gradient is
 /// exactly a full batch's.
 fn forward_backward(
     built: &Built,
-    task: Task,
+    pass: &Pass,
     batches: &[Batch],
-    counted: usize,
     rng: &mut Rng,
 ) -> Result<(f64, Grads), TrainError> {
     let mut total = 0.0;
     let mut grads: Grads = vec![None; built.params.len()];
     for batch in batches {
-        let output = built
-            .model
-            .forward(&batch.inputs, &mut Mode { train: true, rng })?;
-        let loss = (loss_sum(task, &output, &batch.targets)? / counted.max(1) as f64)?;
+        let output = built.model.forward(
+            &batch.inputs,
+            &mut Mode {
+                train: true,
+                rng,
+                compute: pass.compute,
+            },
+        )?;
+        let output = output.to_dtype(DType::F32)?;
+        let loss = (loss_sum(pass.task, &output, &batch.targets)? / pass.counted.max(1) as f64)?;
         total += f64::from(loss.to_scalar::<f32>()?);
-        let store = loss.backward()?;
+        let store = match pass.scale {
+            Some(scale) => (loss * scale)?.backward()?,
+            None => loss.backward()?,
+        };
         for (slot, param) in grads.iter_mut().zip(&built.params) {
             let Some(g) = store.get(param.var.as_tensor()) else {
                 continue;
             };
-            let g = g.flatten_all()?.to_vec1::<f32>()?;
+            let g = g.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
             match slot {
                 Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
                 None => *slot = Some(g),
@@ -547,6 +677,7 @@ fn evaluate(
     data: &Dataset,
     micro: usize,
     limit: Option<usize>,
+    compute: DType,
     device: &Device,
 ) -> Result<Metrics, TrainError> {
     let n = data.validation.len();
@@ -558,13 +689,17 @@ fn evaluate(
             break;
         }
         let batch = data.batch(&data.validation, chunk, device)?;
-        let output = built.model.forward(
-            &batch.inputs,
-            &mut Mode {
-                train: false,
-                rng: &mut rng,
-            },
-        )?;
+        let output = built
+            .model
+            .forward(
+                &batch.inputs,
+                &mut Mode {
+                    train: false,
+                    rng: &mut rng,
+                    compute,
+                },
+            )?
+            .to_dtype(DType::F32)?;
         loss += f64::from(loss_sum(data.task, &output, &batch.targets)?.to_scalar::<f32>()?);
         counted += batch.counted;
         correct += match data.task {

@@ -87,7 +87,7 @@ impl From<CompareFormat> for Format {
 }
 
 /// A compare error as the command line reports it (exit 2).
-fn usage(e: CompareError) -> CliError {
+pub(crate) fn usage(e: CompareError) -> CliError {
     match e.help() {
         Some(help) => CliError::Usage(format!("{e}\n  help: {help}")),
         None => CliError::Usage(e.to_string()),

@@ -1,9 +1,13 @@
 //! One module per subcommand; each returns an [`Outcome`](crate::cli::Outcome).
 
 pub mod compare;
+pub mod exec;
 pub mod plan;
+pub mod report;
 pub mod run;
 pub mod schema;
+pub mod slurm;
+pub mod status;
 pub mod validate;
 
 use std::io::Write;

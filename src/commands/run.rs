@@ -1,7 +1,7 @@
 //! `xp run FILE`: validate → plan → preflight (data, capabilities) → train every run into a new
 //! sweep directory. Exit 1 when a run failed or diverged, 2 when the input is invalid.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -13,9 +13,11 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use crate::cli::{CliError, Outcome};
 use crate::commands::report_diagnostics;
 use crate::diagnostic::Diagnostics;
-use crate::execute::{self, Options, Silent, SweepError};
+use crate::execute::{self, Options, SweepError};
+use crate::plan::Plan;
+use crate::pool::Processes;
 use crate::preflight;
-use crate::progress::Lines;
+use crate::progress::{Bars, Lines, Progress, Silent};
 use crate::record::{Status, short};
 use crate::table::Table;
 use crate::validate::{Overrides, validate_files};
@@ -27,13 +29,48 @@ pub struct RunArgs {
     pub device: Option<String>,
     pub runs_dir: Option<PathBuf>,
     pub quiet: bool,
+    pub verbose: bool,
+    /// Runs at once (`--jobs`): on this machine (default 1), or the Slurm array's throttle.
+    pub jobs: Option<usize>,
+    pub launcher: Launcher,
+    /// With the Slurm launcher: follow the job until its runs are done.
+    pub wait: bool,
     pub resume: bool,
     pub retry_failed: bool,
     pub reuse: bool,
     pub fail_fast: bool,
 }
 
+/// Where runs execute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launcher {
+    /// Processes on this machine, `--jobs` at once.
+    Local,
+    /// A Slurm job array.
+    Slurm,
+}
+
 pub fn run(mut args: RunArgs) -> Result<Outcome, CliError> {
+    if args.jobs == Some(0) {
+        return Err(CliError::Usage("--jobs must be at least 1".into()));
+    }
+    // `--device cuda:0,1`: GPUs to hand out to the runs, one each at a time.
+    let gpus: Vec<String> = match args.device.as_deref().and_then(|d| d.strip_prefix("cuda:")) {
+        Some(list) if list.contains(',') => list
+            .split(',')
+            .map(|n| match n.trim().parse::<usize>() {
+                Ok(n) => Ok(format!("cuda:{n}")),
+                Err(_) => Err(CliError::Usage(format!(
+                    "--device {}: `{n}` is not a GPU index (write cuda:0,1,…)",
+                    args.device.as_deref().unwrap_or_default()
+                ))),
+            })
+            .collect::<Result<_, _>>()?,
+        _ => Vec::new(),
+    };
+    if let Some(first) = gpus.first() {
+        args.device = Some(first.clone());
+    }
     let mut checked = validate_files(std::slice::from_ref(&args.file), &args.overrides);
     // User defaults, where the flags leave something open.
     let mut config_diags = Diagnostics::default();
@@ -69,11 +106,12 @@ pub fn run(mut args: RunArgs) -> Result<Outcome, CliError> {
         }
     }
     let mut pre = Diagnostics::default();
-    let (datasets, found) = preflight::check(
-        &checked.plans,
-        args.device.as_deref(),
-        miette::Severity::Error,
-    );
+    // A Slurm job's devices are the compute nodes': what this machine lacks is only a warning.
+    let capability = match args.launcher {
+        Launcher::Local => miette::Severity::Error,
+        Launcher::Slurm => miette::Severity::Warning,
+    };
+    let (datasets, found) = preflight::check(&checked.plans, args.device.as_deref(), capability);
     pre.extend_from(found);
     if !pre.is_empty() {
         let text = crate::render::Renderer::for_stderr().render(&pre, &checked.sources);
@@ -83,6 +121,20 @@ pub fn run(mut args: RunArgs) -> Result<Outcome, CliError> {
         }
     }
     crate::commands::compare::check_baselines(&checked.plans)?;
+    // Fallbacks (bf16 asked for on the CPU) are said once, with how many runs they concern.
+    let mut fallbacks: std::collections::BTreeMap<String, usize> = Default::default();
+    for run in checked.plans.iter().flat_map(|p| &p.runs) {
+        let device = preflight::device_of(&run.config, args.device.as_deref());
+        if let (_, Some(warning)) = preflight::precision_of(&run.config, &device) {
+            *fallbacks.entry(warning).or_default() += 1;
+        }
+    }
+    for (warning, runs) in fallbacks {
+        eprintln!(
+            "warning: {warning} ({})",
+            crate::diagnostic::plural(runs, "run")
+        );
+    }
     let source = std::fs::read_to_string(&args.file)?;
     let stop = Arc::new(AtomicBool::new(false));
     // The first Ctrl-C or SIGTERM stops gracefully (the active run checkpoints); a second one
@@ -99,15 +151,49 @@ pub fn run(mut args: RunArgs) -> Result<Outcome, CliError> {
         reuse: args.reuse,
         fail_fast: args.fail_fast,
         stop: Some(Arc::clone(&stop)),
+        processes: None,
     };
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::Usage(format!("cannot find the xp binary to run runs with: {e}")))?;
     let mut failures = 0;
     let mut interrupted = false;
     let mut finished = Vec::new();
     for plan in &checked.plans {
-        let mut lines = Lines::new(std::io::stderr(), Duration::from_secs(5));
-        let progress: &mut dyn execute::Progress =
-            if args.quiet { &mut Silent } else { &mut lines };
-        let report = match execute::run_plan(plan, &source, &datasets, &options, progress) {
+        let cpus = plan
+            .runs
+            .iter()
+            .filter_map(|r| r.config.resources.as_ref().and_then(|r| r.cpus))
+            .max();
+        let options = Options {
+            processes: Some(Processes::local(
+                exe.clone(),
+                args.jobs.unwrap_or(1),
+                cpus,
+                gpus.clone(),
+            )),
+            ..options.clone()
+        };
+        let mut progress = progress_for(&args, plan);
+        let result = match args.launcher {
+            Launcher::Local => {
+                execute::run_plan(plan, &source, &datasets, &options, progress.as_mut())
+            }
+            Launcher::Slurm => {
+                match crate::commands::slurm::launch(
+                    plan,
+                    &source,
+                    &options,
+                    &exe,
+                    &args,
+                    progress.as_mut(),
+                )? {
+                    Some(report) => Ok(report),
+                    None => continue,
+                }
+            }
+        };
+        drop(progress);
+        let report = match result {
             Ok(report) => report,
             Err(SweepError::Io(e)) => return Err(CliError::Io(e)),
             Err(e) => return Err(CliError::Usage(e.to_string())),
@@ -121,6 +207,7 @@ pub fn run(mut args: RunArgs) -> Result<Outcome, CliError> {
                 .map(|r| r.config.objective.metric.as_str())
                 .unwrap_or("val/loss"),
         )?;
+        write_report(&report.dir);
         if interrupted {
             break;
         }
@@ -137,6 +224,36 @@ pub fn run(mut args: RunArgs) -> Result<Outcome, CliError> {
         let gate = crate::commands::compare::gate_sweeps(&finished, args.only.as_deref())?;
         if failures > 0 { Outcome::Failure } else { gate }
     })
+}
+
+/// `report.html` in the sweep directory. A report that cannot be written is a warning: the
+/// runs themselves are recorded.
+fn write_report(dir: &std::path::Path) {
+    let path = dir.join("report.html");
+    match crate::report::write(&[dir.to_owned()], &path) {
+        Ok(written) => {
+            for warning in written.warnings {
+                eprintln!("warning: {warning}");
+            }
+            println!("report: {}", path.display());
+        }
+        Err(e) => eprintln!("warning: the sweep's report was not written: {e}"),
+    }
+}
+
+/// Bars on a terminal, plain lines otherwise, nothing with `--quiet`.
+fn progress_for(args: &RunArgs, plan: &Plan) -> Box<dyn Progress> {
+    if args.quiet {
+        Box::new(Silent)
+    } else if std::io::stderr().is_terminal() && std::env::var_os("XP_PLAIN_PROGRESS").is_none() {
+        Box::new(Bars::new(&plan.experiment, args.verbose))
+    } else {
+        Box::new(Lines::new(
+            std::io::stderr(),
+            Duration::from_secs(if args.verbose { 0 } else { 10 }),
+            args.verbose,
+        ))
+    }
 }
 
 fn print_summary(report: &execute::SweepReport, objective: &str) -> Result<(), CliError> {

@@ -40,7 +40,7 @@ fn direction_word(d: Direction) -> &'static str {
 }
 
 /// `8 runs of 2 experiments (a, b)`.
-fn headline(c: &Comparison) -> String {
+pub(crate) fn headline(c: &Comparison) -> String {
     let runs = if c.runs == 1 {
         "1 run".to_owned()
     } else {
@@ -62,7 +62,7 @@ fn headline(c: &Comparison) -> String {
     s
 }
 
-fn sort_note(c: &Comparison) -> String {
+pub(crate) fn sort_note(c: &Comparison) -> String {
     match &c.sort {
         Some((col, d)) => format!("sorted by {col} ({})", direction_word(*d)),
         None => "sorted by name".into(),
@@ -116,13 +116,13 @@ fn number(col: &Column, v: f64) -> String {
 }
 
 /// Columns of a human table: headings, then for each row its cells; `right` aligns numbers.
-struct Grid {
-    headings: Vec<String>,
-    right: Vec<bool>,
-    rows: Vec<Vec<String>>,
+pub(crate) struct Grid {
+    pub(crate) headings: Vec<String>,
+    pub(crate) right: Vec<bool>,
+    pub(crate) rows: Vec<Vec<String>>,
 }
 
-fn grid(c: &Comparison, verdict: Option<&Verdict>, marker: &str) -> Grid {
+pub(crate) fn grid(c: &Comparison, verdict: Option<&Verdict>, marker: &str) -> Grid {
     let mut headings = vec![String::new(), "name".to_owned(), "status".to_owned()];
     let mut right = vec![false, false, false];
     if verdict.is_some() {

@@ -8,7 +8,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
-use super::{Mode, dropout, linear};
+use super::{Mode, dropout, linear_in};
 use crate::spec;
 
 /// The prefix PEFT puts before a base model's module names in an adapter's tensors.
@@ -175,12 +175,13 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor, mode: &mut Mode) -> Result<Tensor> {
-        let y = linear(x, &self.weight, self.bias.as_ref())?;
+        let c = mode.compute;
+        let y = linear_in(x, &self.weight, self.bias.as_ref(), c)?;
         match &self.adapter {
             None => Ok(y),
             Some(ad) => {
-                let h = linear(&dropout(x, ad.dropout, mode)?, &ad.a, None)?; // (…, r)
-                y + (linear(&h, &ad.b, None)? * ad.scale)?
+                let h = linear_in(&dropout(x, ad.dropout, mode)?, &ad.a, None, c)?; // (…, r)
+                y + (linear_in(&h, &ad.b, None, c)? * ad.scale)?
             }
         }
     }

@@ -5,7 +5,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use super::{Mode, Model, dropout, linear};
+use super::{Mode, Model, dropout, linear_in};
 use crate::ops;
 use crate::spec::{self, Activation};
 
@@ -52,7 +52,7 @@ impl Model for Mlp {
     fn forward(&self, inputs: &Tensor, mode: &mut Mode) -> Result<Tensor> {
         let mut x = inputs.clone(); // (B, F)
         for (i, (w, b)) in self.layers.iter().enumerate() {
-            x = linear(&x, w, Some(b))?;
+            x = linear_in(&x, w, Some(b), mode.compute)?;
             if i + 1 < self.layers.len() {
                 x = match self.activation {
                     Activation::Relu => x.relu()?,

@@ -27,10 +27,14 @@ pub trait Model: Send {
     fn forward(&self, inputs: &Tensor, mode: &mut Mode) -> CandleResult<Tensor>;
 }
 
-/// Training or evaluation, with the randomness dropout draws from.
+/// Training or evaluation, with the randomness dropout draws from and the dtype linear layers
+/// compute in.
 pub struct Mode<'a> {
     pub train: bool,
     pub rng: &'a mut Rng,
+    /// F32, or BF16/F16 for mixed precision: the matrix products of linear layers (and their
+    /// LoRA adapters) run in it over the f32 parameters; everything else stays f32.
+    pub compute: DType,
 }
 
 /// Inverted dropout with xp's generator: zero with probability p, scale the rest by 1/(1-p).
@@ -416,6 +420,22 @@ impl SimpleBackend for SharedStore {
     fn contains_tensor(&self, name: &str) -> bool {
         self.0.contains_tensor(name)
     }
+}
+
+/// [`linear`] computed in `compute`, the result in x's dtype: with f32 inputs and a 16-bit
+/// `compute`, mixed precision as torch.autocast runs a Linear. The casts have a backward, so
+/// f32 parameters get f32 gradients.
+pub fn linear_in(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    compute: DType,
+) -> CandleResult<Tensor> {
+    if x.dtype() == compute && w.dtype() == compute {
+        return linear(x, w, b);
+    }
+    let b = b.map(|b| b.to_dtype(compute)).transpose()?;
+    linear(&x.to_dtype(compute)?, &w.to_dtype(compute)?, b.as_ref())?.to_dtype(x.dtype())
 }
 
 /// `x @ w.T` (+ b) for x (…, in) and w (out, in), as torch.nn.Linear.

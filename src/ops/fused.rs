@@ -2,6 +2,8 @@
 //! last dimension, with a backward that computes the exact gradient. Rows run one after the
 //! other and every reduction is sequential, so results never depend on thread timing.
 
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
 };
@@ -263,6 +265,17 @@ impl CustomOp2 for RmsNorm {
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        super::cuda::rms_norm_fwd(s1, l1, s2, l2, self.eps as f32)
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -328,6 +341,177 @@ impl CustomOp3 for RmsNormBwd {
             }
         }
         Ok((CpuStorage::F32(out), Shape::from((rows + 1, d))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        super::cuda::rms_norm_bwd(s1, l1, s2, l2, s3, l3, self.eps as f32)
+    }
+}
+
+/// The int64 elements of a contiguous tensor.
+fn i64s<'a>(s: &'a CpuStorage, l: &Layout, op: &'static str) -> Result<&'a [i64]> {
+    let CpuStorage::I64(data) = s else {
+        candle_core::bail!("{op}: the targets must be int64")
+    };
+    match l.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{op}: the targets must be contiguous"),
+    }
+}
+
+/// Softmax cross-entropy of each row of logits (N, C) against its target (N,) int64, fused:
+/// loss = logsumexp(x) − x[t], 0 where t is [`super::IGNORE_INDEX`] and NaN where t is not a
+/// class. The backward is one pass over each row, dx = (softmax(x) − onehot(t)) · dloss, with
+/// logsumexp recovered from the loss.
+pub struct CrossEntropy;
+
+impl CustomOp2 for CrossEntropy {
+    fn name(&self) -> &'static str {
+        "xp-cross-entropy"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1, self.name())?;
+        let c = row_len(l1, self.name())?;
+        let t = i64s(s2, l2, self.name())?;
+        if t.len() * c != x.len() {
+            candle_core::bail!(
+                "{}: {} targets for {} rows",
+                self.name(),
+                t.len(),
+                x.len() / c
+            )
+        }
+        let loss = x
+            .chunks_exact(c)
+            .zip(t)
+            .map(|(x, &t)| match class(t, c) {
+                Target::Ignored => 0.0,
+                Target::Invalid => f32::NAN,
+                Target::Class(t) => {
+                    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let sum: f32 = x.iter().map(|x| (x - max).exp()).sum();
+                    (max + sum.ln()) - x[t]
+                }
+            })
+            .collect();
+        Ok((CpuStorage::F32(loss), Shape::from(t.len())))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        super::cuda::cross_entropy_fwd(s1, l1, s2, l2)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        targets: &Tensor,
+        loss: &Tensor,
+        dloss: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let both = Tensor::stack(&[loss, &dloss.contiguous()?], 0)?;
+        let dx = x.apply_op3_no_bwd(targets, &both, &CrossEntropyBwd)?;
+        Ok((Some(dx), None))
+    }
+}
+
+/// What a target names.
+enum Target {
+    Ignored,
+    Invalid,
+    Class(usize),
+}
+
+fn class(t: i64, classes: usize) -> Target {
+    match usize::try_from(t) {
+        Ok(t) if t < classes => Target::Class(t),
+        _ if t == super::IGNORE_INDEX => Target::Ignored,
+        _ => Target::Invalid,
+    }
+}
+
+/// dx = (exp(x − lse) − onehot(t)) · dloss per row, lse = loss + x[t], from (logits, targets,
+/// (loss; dloss) stacked as (2, N)).
+struct CrossEntropyBwd;
+
+impl CustomOp3 for CrossEntropyBwd {
+    fn name(&self) -> &'static str {
+        "xp-cross-entropy-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1, self.name())?;
+        let c = row_len(l1, self.name())?;
+        let t = i64s(s2, l2, self.name())?;
+        let both = slice(s3, l3, self.name())?;
+        let rows = x.len() / c;
+        if t.len() != rows || both.len() != 2 * rows {
+            candle_core::bail!(
+                "{}: {} targets and {} loss values for {rows} rows",
+                self.name(),
+                t.len(),
+                both.len()
+            )
+        }
+        let (loss, dloss) = both.split_at(rows);
+        let mut dx = vec![0.0f32; x.len()];
+        for (r, (x, dx)) in x.chunks_exact(c).zip(dx.chunks_exact_mut(c)).enumerate() {
+            match class(t[r], c) {
+                Target::Ignored => {}
+                Target::Invalid => dx.fill(f32::NAN),
+                Target::Class(t) => {
+                    let lse = loss[r] + x[t];
+                    for (j, (dx, &x)) in dx.iter_mut().zip(x).enumerate() {
+                        let p = (x - lse).exp();
+                        *dx = (p - if j == t { 1.0 } else { 0.0 }) * dloss[r];
+                    }
+                }
+            }
+        }
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        super::cuda::cross_entropy_bwd(s1, l1, s2, l2, s3, l3)
     }
 }
 

@@ -7,6 +7,8 @@
 //! [`composed`] are the reference they are tested against and what other dtypes and devices run.
 
 pub mod composed;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 mod fused;
 
 use candle_core::{D, DType, Result, Tensor};
@@ -213,6 +215,22 @@ pub fn cross_entropy_sum(logits: &Tensor, targets: &Tensor) -> Result<(Tensor, u
     let picked = logp.gather(&safe.unsqueeze(1)?, 1)?.squeeze(1)?;
     let picked = picked.mul(&keep.to_dtype(logits.dtype())?)?;
     Ok((picked.sum_all()?.neg()?, count))
+}
+
+/// Cross-entropy of each row of float32 logits (N, C) against int64 targets (N,), as one fused
+/// op (CPU, and CUDA with the `cuda` feature) with its own one-pass backward: 0 for targets equal
+/// to [`IGNORE_INDEX`], NaN for targets that are not a class.
+pub fn cross_entropy_rows(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    logits
+        .contiguous()?
+        .apply_op2(&targets.contiguous()?, fused::CrossEntropy)
+}
+
+/// RMSNorm as [`rms_norm`], always as the fused op (float32, CPU or CUDA with the `cuda`
+/// feature); an error for other dtypes.
+pub fn rms_norm_fused(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op2(&weight.contiguous()?, fused::RmsNorm { eps })
 }
 
 /// Mean cross-entropy with ignore-index, as torch.nn.functional.cross_entropy.

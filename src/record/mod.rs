@@ -206,6 +206,28 @@ impl Summary {
     }
 }
 
+/// Creates `<sweep>/<run-name>/` with the run's resolved config (`config.kdl`, `config.json`).
+/// A run read back from `plan.json` has no canonical KDL: its `config.kdl` is left as written
+/// when the sweep was planned.
+pub fn write_config(sweep: &SweepDir, run: &PlannedRun) -> io::Result<PathBuf> {
+    let path = sweep.path.join(&run.name);
+    fs::create_dir_all(&path)?;
+    if !run.config_kdl.is_empty() {
+        atomic::write(&path.join("config.kdl"), run.config_kdl.as_bytes())?;
+    }
+    let config = serde_json::to_vec_pretty(&run.config).map_err(io::Error::other)?;
+    atomic::write(&path.join("config.json"), &config)?;
+    Ok(path)
+}
+
+/// Gets a run's directory ready for a process that trains it: its config and its summary as
+/// the sweep sees it before the run starts.
+pub fn ready_run_dir(sweep: &SweepDir, run: &PlannedRun, summary: &Summary) -> io::Result<()> {
+    let dir = write_config(sweep, run)?;
+    let bytes = serde_json::to_vec_pretty(summary).map_err(io::Error::other)?;
+    atomic::write(&dir.join("summary.json"), &bytes)
+}
+
 /// One run's directory; also the sink that writes its metrics.jsonl, train.log and checkpoints.
 pub struct RunDir {
     pub path: PathBuf,
@@ -221,10 +243,9 @@ impl RunDir {
     /// run, with metrics.jsonl cut back to its first `keep_lines` lines.
     pub fn open(sweep: &SweepDir, run: &PlannedRun, keep_lines: usize) -> io::Result<RunDir> {
         let path = sweep.path.join(&run.name);
-        fs::create_dir_all(&path)?;
-        atomic::write(&path.join("config.kdl"), run.config_kdl.as_bytes())?;
-        let config = serde_json::to_vec_pretty(&run.config).map_err(io::Error::other)?;
-        atomic::write(&path.join("config.json"), &config)?;
+        if !run.config_kdl.is_empty() || !path.join("config.kdl").exists() {
+            write_config(sweep, run)?;
+        }
         let metrics_path = path.join("metrics.jsonl");
         let kept: Vec<String> = match fs::read_to_string(&metrics_path) {
             Ok(text) => text
@@ -331,6 +352,11 @@ impl Sink for RunDir {
             }
         }
     }
+}
+
+/// A run directory's `summary.json`, when it has a readable one.
+pub fn read_summary(run_dir: &Path) -> Option<Summary> {
+    serde_json::from_slice(&fs::read(run_dir.join("summary.json")).ok()?).ok()
 }
 
 /// A metric as people read it: 4 significant digits.

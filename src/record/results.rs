@@ -101,3 +101,35 @@ pub fn write(dir: &Path, axes: &[String], summaries: &[Summary]) -> io::Result<(
     let json = serde_json::to_vec_pretty(&rows).map_err(io::Error::other)?;
     atomic::write(&dir.join("results.json"), &json)
 }
+
+/// Rewrites both tables from the run directories' `summary.json` files, under an exclusive
+/// lock on `<sweep>/.results.lock`: run processes that finish at the same time (Slurm array
+/// tasks) each leave tables that include every finished run.
+pub fn refresh(sweep: &Path, plan: &crate::plan::Plan, device: &str) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(sweep.join(".results.lock"))?;
+    // SAFETY: flock on a descriptor this function owns; released when `lock` is closed.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let axes: Vec<String> = plan
+        .runs
+        .first()
+        .map(|r| r.axes.iter().map(|(k, _)| k.clone()).collect())
+        .unwrap_or_default();
+    let summaries: Vec<Summary> = plan
+        .runs
+        .iter()
+        .map(|run| {
+            super::read_summary(&sweep.join(&run.name)).unwrap_or_else(|| {
+                let precision = crate::preflight::precision_of(&run.config, device).0;
+                Summary::new(&plan.experiment, run, device, precision)
+            })
+        })
+        .collect();
+    write(sweep, &axes, &summaries)
+}

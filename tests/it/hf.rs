@@ -131,6 +131,7 @@ fn logits(m: &llama::Llama, tokens: &[Vec<u32>]) -> Tensor {
         &mut Mode {
             train: false,
             rng: &mut rng,
+            compute: DType::F32,
         },
     )
     .expect("forward")

@@ -108,6 +108,7 @@ fn check(name: &str) {
             &mut Mode {
                 train: false,
                 rng: &mut rng,
+                compute: DType::F32,
             },
         )
         .expect("forward");
@@ -183,4 +184,151 @@ fn untied_matches_hf() {
 #[test]
 fn tied_matches_hf() {
     check("tiny-llama-tied");
+}
+
+/// The training loss of every step, as the loop reports it, and the loss scale where it has one.
+#[derive(Default)]
+struct Curve {
+    loss: Vec<f64>,
+    loss_scale: Vec<f64>,
+    skipped: f64,
+}
+
+impl xp::train::Sink for Curve {
+    fn event(&mut self, event: &xp::train::Event) -> std::io::Result<()> {
+        if let xp::train::Event::Metrics { metrics, .. } = event {
+            if let Some(l) = metrics.get("train/loss") {
+                self.loss.push(*l);
+            }
+            if let Some(s) = metrics.get("train/loss_scale") {
+                self.loss_scale.push(*s);
+            }
+            if let Some(s) = metrics.get("train/skipped_steps") {
+                self.skipped = *s;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Mixed precision on the CPU through the library: the linear layers computing in bf16 (or f16
+/// with loss scaling) over f32 parameters follow the f32 loss curve of the same run, and the
+/// parameters stay f32.
+#[test]
+fn mixed_precision_tracks_the_f32_loss_curve() {
+    let checked = xp::validate::validate_text(
+        "mixed.kdl",
+        r#"experiment "mixed" {
+    seed 3
+    model "llama" {
+        layers 2; heads 4; dim 64; context 8
+    }
+    data "modular-addition" modulus=23 train-fraction=0.6
+    train {
+        steps 60
+        batch-size 64
+        optimizer "adamw" lr=3e-3 weight-decay=0.1
+        log every=1
+    }
+}"#,
+    );
+    let spec = &checked.plans[0].runs[0].config;
+    let text = xp::data::ModelText {
+        context: Some(8),
+        tokenizer: None,
+    };
+    let data = xp::data::load_for(&spec.data, spec.seed, &text).expect("the data loads");
+    let cpu = Device::Cpu;
+    let run = |compute: DType| {
+        let built = model::build(spec, &data, HashMap::new(), true, "", &cpu).expect("builds");
+        let mut curve = Curve::default();
+        let control = xp::train::Control::default();
+        let outcome = xp::train::train_in(spec, &data, &built, &cpu, &mut curve, control, compute)
+            .expect("trains");
+        assert_eq!(outcome.ending, xp::train::Ending::Completed, "{compute:?}");
+        for p in &built.params {
+            assert_eq!(
+                p.var.dtype(),
+                DType::F32,
+                "{compute:?}: {} is not f32",
+                p.name
+            );
+        }
+        curve
+    };
+    let f32 = run(DType::F32);
+    let first = f32.loss[0];
+    let last = f32.loss[f32.loss.len() - 1];
+    assert!(last < 0.8 * first, "f32 does not learn: {first} → {last}");
+    assert!(f32.loss_scale.is_empty(), "f32 has no loss scale");
+    for compute in [DType::BF16, DType::F16] {
+        let half = run(compute);
+        assert_eq!(half.loss.len(), f32.loss.len(), "{compute:?}");
+        // Loose: 16-bit products change every step's rounding, and the runs drift apart.
+        let worst = half
+            .loss
+            .iter()
+            .zip(&f32.loss)
+            .map(|(h, f)| (h - f).abs() / f)
+            .fold(0.0, f64::max);
+        eprintln!("{compute:?}: largest relative difference of the loss curve {worst:.4}");
+        assert!(worst < 0.15, "{compute:?} leaves the f32 curve by {worst}");
+        assert!(
+            worst > 0.0,
+            "{compute:?} gave the f32 curve exactly: not 16-bit"
+        );
+        let mean: f64 = half
+            .loss
+            .iter()
+            .zip(&f32.loss)
+            .map(|(h, f)| (h - f).abs() / f)
+            .sum::<f64>()
+            / f32.loss.len() as f64;
+        assert!(mean < 0.05, "{compute:?}: mean relative difference {mean}");
+        if compute == DType::F16 {
+            assert_eq!(
+                half.loss_scale.len(),
+                half.loss.len(),
+                "the scale is logged"
+            );
+            eprintln!(
+                "f16: {} steps skipped, final scale {:?}",
+                half.skipped,
+                half.loss_scale.last()
+            );
+        } else {
+            assert!(half.loss_scale.is_empty(), "bf16 has no loss scale");
+        }
+    }
+}
+
+#[test]
+fn the_loss_scale_skips_overflowing_steps_and_grows_back() {
+    let mut scale = xp::train::LossScale::new();
+    assert_eq!(scale.scale, 65536.0);
+    let mut grads = vec![Some(vec![65536.0f32, -131072.0]), None];
+    assert!(scale.unscale(&mut grads), "finite gradients are a step");
+    assert_eq!(grads[0], Some(vec![1.0, -2.0]), "unscaled");
+    let mut overflowed = vec![Some(vec![f32::INFINITY, 1.0])];
+    assert!(
+        !scale.unscale(&mut overflowed),
+        "an overflow skips the step"
+    );
+    assert_eq!(
+        (scale.scale, scale.skipped, scale.good_steps),
+        (32768.0, 1, 0)
+    );
+    let mut nan = vec![Some(vec![f32::NAN])];
+    assert!(!scale.unscale(&mut nan));
+    assert_eq!((scale.scale, scale.skipped), (16384.0, 2));
+    for _ in 0..1999 {
+        assert!(scale.unscale(&mut [Some(vec![1.0])]));
+    }
+    assert_eq!(scale.scale, 16384.0, "not yet 2000 finite steps in a row");
+    assert!(scale.unscale(&mut [Some(vec![1.0])]));
+    assert_eq!(
+        (scale.scale, scale.good_steps),
+        (32768.0, 0),
+        "2000 finite steps double it"
+    );
 }

@@ -1,3 +1,4 @@
+mod browser;
 mod codes;
 mod compare;
 mod data;
@@ -7,10 +8,13 @@ mod no_panic;
 mod ops;
 mod optimizers;
 mod parity;
+mod processes;
+mod report;
 mod resume;
 mod run;
 mod schedules;
 mod schema;
+mod slurm;
 mod support;
 mod sweeps;
 mod validate;

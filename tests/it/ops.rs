@@ -451,3 +451,58 @@ fn fused_causal_attention_matches_composition() {
         );
     }
 }
+
+/// Cross-entropy of each row as log_softmax, gather and mask: the composition the fused op
+/// replaces.
+fn composed_cross_entropy_rows(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
+    let keep = targets.ne(ops::IGNORE_INDEX)?;
+    let safe = keep
+        .where_cond(targets, &targets.zeros_like()?)?
+        .to_dtype(DType::U32)?;
+    let logp = ops::composed::log_softmax(logits)?;
+    let picked = logp.gather(&safe.unsqueeze(1)?, 1)?.squeeze(1)?;
+    picked.neg()?.mul(&keep.to_dtype(DType::F32)?)
+}
+
+#[test]
+fn fused_cross_entropy_matches_composition() {
+    let targets = Tensor::new(&[3i64, -100, 0, 36, 17, -100, 5], &Device::Cpu).expect("targets");
+    same(
+        "cross_entropy_rows",
+        &[values(&[7, 37], 8.0, 6.0)],
+        &|x| ops::cross_entropy_rows(x[0], &targets),
+        &|x| composed_cross_entropy_rows(x[0], &targets),
+    );
+    // Summed as training sums it, through a non-contiguous input.
+    same(
+        "cross_entropy_rows of a transpose",
+        &[values(&[37, 7], 9.0, 6.0)],
+        &|x| ops::cross_entropy_rows(&x[0].t()?, &targets)?.sum_all(),
+        &|x| composed_cross_entropy_rows(&x[0].t()?, &targets)?.sum_all(),
+    );
+}
+
+#[test]
+fn fused_cross_entropy_marks_targets_outside_the_classes() {
+    let logits = values(&[3, 4], 1.0, 2.0);
+    let targets = Tensor::new(&[4i64, -1, 2], &Device::Cpu).expect("targets");
+    let loss = ops::cross_entropy_rows(logits.as_tensor(), &targets).expect("no error");
+    let loss = flat(&loss);
+    assert!(loss[0].is_nan() && loss[1].is_nan(), "{loss:?}");
+    assert!(loss[2].is_finite(), "{loss:?}");
+    // Wrong dtypes and counts are errors, not panics.
+    let wrong = Tensor::new(&[1u32, 2, 3], &Device::Cpu).expect("targets");
+    assert!(ops::cross_entropy_rows(logits.as_tensor(), &wrong).is_err());
+    let short = Tensor::new(&[1i64, 2], &Device::Cpu).expect("targets");
+    assert!(ops::cross_entropy_rows(logits.as_tensor(), &short).is_err());
+}
+
+#[test]
+fn rms_norm_fused_is_the_fused_op() {
+    same(
+        "rms_norm_fused",
+        &[values(&[2, 9, 24], 4.0, 3.0), values(&[24], 5.0, 1.0)],
+        &|x| ops::rms_norm_fused(x[0], x[1], 1e-5),
+        &|x| ops::composed::rms_norm(x[0], x[1], 1e-5),
+    );
+}

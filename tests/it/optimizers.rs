@@ -364,3 +364,82 @@ fn plain_sgd_keeps_no_state() {
         .unwrap_err();
     assert!(err.contains("`0.momentum_buffer`"), "{err}");
 }
+
+/// AdamW as one op over a flattened group (the CPU side of kernels/adamw.cu) gives the
+/// optimizer's own bits, with and without decay, step after step.
+#[test]
+fn flattened_adamw_step_is_the_optimizer_bit_for_bit() {
+    use candle_core::{Device, Tensor};
+    let (beta1, beta2, eps, weight_decay) = (0.9, 0.95, 1e-8, 0.1);
+    let spec = spec::Optimizer {
+        lr: 1e-3,
+        decay_all: false,
+        kind: spec::OptimizerKind::Adamw {
+            beta1,
+            beta2,
+            eps,
+            amsgrad: false,
+            weight_decay,
+        },
+    };
+    let n = 257;
+    let value = |i: usize, seed: f32| ((i as f32 + seed) * 12.9898).sin() * 0.5;
+    for decay in [true, false] {
+        let mut opt = optim::build(&spec);
+        let mut param: Vec<f32> = (0..n).map(|i| value(i, 1.0)).collect();
+        let mut state_values = param.clone();
+        state_values.extend(std::iter::repeat_n(0.0, 2 * n));
+        let state = Tensor::from_vec(state_values, (3, n), &Device::Cpu).expect("state");
+        for step in 1..=5u64 {
+            let grad: Vec<f32> = (0..n).map(|i| value(i, 10.0 * step as f32)).collect();
+            let lr = 1e-3 * step as f64;
+            opt.update(0, &mut param, &grad, lr, decay);
+            let g = Tensor::from_vec(grad, n, &Device::Cpu).expect("grad");
+            optim::AdamwStep {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                step,
+                lr,
+                decay,
+            }
+            .apply(&state, &g)
+            .expect("the step applies");
+            let got = state
+                .get(0)
+                .and_then(|p| p.to_vec1::<f32>())
+                .expect("params");
+            assert_eq!(got, param, "decay {decay}, step {step}");
+        }
+        let saved: BTreeMap<String, Vec<f32>> = opt.state().into_iter().collect();
+        let rows = state.to_vec2::<f32>().expect("state");
+        assert_eq!(rows[1], saved["0.exp_avg"], "decay {decay}");
+        assert_eq!(rows[2], saved["0.exp_avg_sq"], "decay {decay}");
+    }
+}
+
+#[test]
+fn flattened_adamw_step_refuses_bad_input() {
+    use candle_core::{Device, Tensor};
+    let step = optim::AdamwStep {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        step: 1,
+        lr: 1e-3,
+        decay: true,
+    };
+    let state = Tensor::zeros((3, 4), candle_core::DType::F32, &Device::Cpu).expect("state");
+    let short = Tensor::zeros(5, candle_core::DType::F32, &Device::Cpu).expect("grad");
+    assert!(step.apply(&state, &short).is_err());
+    let grad = Tensor::zeros(4, candle_core::DType::F32, &Device::Cpu).expect("grad");
+    assert!(
+        optim::AdamwStep { step: 0, ..step }
+            .apply(&state, &grad)
+            .is_err()
+    );
+    step.apply(&state, &grad)
+        .expect("a zero gradient is a step");
+}

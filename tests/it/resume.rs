@@ -166,7 +166,13 @@ fn killed_at_any_point_a_run_resumes_bit_identically() {
 #[test]
 fn checkpoints_keep_the_newest_and_the_best() {
     let case = Case::new(EXPERIMENT);
-    assert_eq!(case.run("reference", &[]).status.code(), Some(0));
+    let out = case.run("reference", &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let run = case.sweep("reference", "ck").join("run");
     let steps: Vec<usize> = xp::record::checkpoint::steps(&run)
         .into_iter()
@@ -257,8 +263,8 @@ fn a_sweep_survives_a_panic_a_divergence_and_a_kill() {
 }
 "#,
     );
-    // lr=0.02 panics; lr=1e6 diverges; the process is killed during lr=0.03's third eval (the 7th: lr=0.01 has 4, the panicking and diverging runs none).
-    case.kill_at("runs", "eval#7", &[("XP_FAULT_PANIC", "lr=0.02")]);
+    // lr=0.02 panics; lr=1e6 diverges; the sweep is killed during lr=0.03's third eval.
+    case.kill_at("runs", "eval#3@lr=0.03", &[("XP_FAULT_PANIC", "lr=0.02")]);
     let sweep = case.sweep("runs", "mixed");
     let status = |name: &str| {
         summary(&sweep.join(name))["status"]

@@ -67,3 +67,17 @@ pub fn fixture_args(fixture: &Path) -> Vec<String> {
         .map(|rest| rest.split_whitespace().map(str::to_owned).collect())
         .unwrap_or_default()
 }
+
+/// Copies a directory tree; symbolic links (a sweep's `current`) are left out.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Runs as processes (`xp exec`): `--jobs` gives the same bits as one at a time, a crashed run
+//! process fails only its run, killing `xp run` with SIGKILL leaves no run process behind, and
+//! `xp status` reads a sweep.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::support::{stdout, xp};
+
+const SWEEP: &str = r#"experiment "par" {
+    model "llama" { layers 1; heads 2; dim 32; context 8 }
+    data "modular-addition" modulus=13
+    train {
+        steps 30
+        batch-size 16
+        optimizer "adamw" lr="{{ lr }}"
+        eval every=10
+        checkpoint every=10
+    }
+    sweep {
+        grid {
+            lr 1e-3 3e-3 1e-2 3e-2
+        }
+    }
+}
+"#;
+
+fn case() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("e.kdl"), SWEEP).unwrap();
+    dir
+}
+
+fn sweep(dir: &Path, runs: &str) -> PathBuf {
+    let base = dir.join(runs).join("par");
+    base.join(std::fs::read_link(base.join("current")).unwrap())
+}
+
+/// metrics.jsonl without its wall-clock fields.
+fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let o = v.as_object_mut().unwrap();
+            o.remove("time_s");
+            o.remove("train/tokens_per_s");
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn jobs_2_gives_the_same_bits_as_jobs_1() {
+    let dir = case();
+    let one = xp(dir.path(), &["run", "e.kdl", "--runs-dir", "one", "-q"]);
+    assert_eq!(
+        one.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    let two = xp(
+        dir.path(),
+        &["run", "e.kdl", "--runs-dir", "two", "-q", "--jobs", "2"],
+    );
+    assert_eq!(
+        two.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&two.stderr)
+    );
+    let (a, b) = (sweep(dir.path(), "one"), sweep(dir.path(), "two"));
+    for name in ["lr=0.001", "lr=0.003", "lr=0.01", "lr=0.03"] {
+        assert_eq!(metrics(&a.join(name)), metrics(&b.join(name)), "{name}");
+        assert_eq!(
+            std::fs::read(a.join(name).join("model.safetensors")).unwrap(),
+            std::fs::read(b.join(name).join("model.safetensors")).unwrap(),
+            "{name}"
+        );
+    }
+    let results = std::fs::read_to_string(b.join("results.csv")).unwrap();
+    assert_eq!(results.lines().count(), 5, "{results}");
+    // Each of the 2 runs at once gets its share of the cores.
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let log = std::fs::read_to_string(b.join("lr=0.01/train.log")).unwrap();
+    assert!(
+        log.contains(&format!("{} threads", (cores / 2).max(1))),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_crashed_run_process_fails_only_its_run() {
+    let dir = case();
+    let out = Command::new(env!("CARGO_BIN_EXE_xp"))
+        .args(["run", "e.kdl", "--runs-dir", "runs", "-q", "--jobs", "2"])
+        .current_dir(dir.path())
+        .env("XP_FAULT_ABORT", "lr=0.003")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = sweep(dir.path(), "runs");
+    let summary = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(s.join(name).join("summary.json")).unwrap()).unwrap()
+    };
+    assert_eq!(summary("lr=0.003")["status"], "failed");
+    let reason = summary("lr=0.003")["reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("SIGABRT"), "{reason}");
+    for name in ["lr=0.001", "lr=0.01", "lr=0.03"] {
+        assert_eq!(summary(name)["status"], "completed", "{name}");
+    }
+    // The run process's own words reach the orchestrator's stderr, named.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("lr=0.003: injected abort"), "{stderr}");
+    assert!(stdout(&out).contains("1 failed: lr=0.003"));
+}
+
+#[test]
+fn killing_xp_run_with_sigkill_leaves_no_run_process() {
+    let dir = case();
+    let fault = dir.path().join("fault");
+    std::fs::create_dir(&fault).unwrap();
+    let mut parent = Command::new(env!("CARGO_BIN_EXE_xp"))
+        .args(["run", "e.kdl", "--runs-dir", "runs", "-q"])
+        .current_dir(dir.path())
+        .env("XP_FAULT_PAUSE", "eval#2@lr=0.003")
+        .env("XP_FAULT_DIR", &fault)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let marker = fault.join("eval.reached");
+    let start = Instant::now();
+    while !marker.exists() {
+        assert!(parent.try_wait().unwrap().is_none(), "xp ended early");
+        assert!(start.elapsed() < Duration::from_secs(60), "never paused");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let child: u32 = std::fs::read_to_string(&marker)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(child, parent.id(), "the run trains in its own process");
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    // The run process dies with its parent (it is no longer there, or a zombie being reaped).
+    let start = Instant::now();
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{child}/stat"));
+        let gone = match &state {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        };
+        if gone {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the run process {child} outlived `xp run`"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // And the sweep resumes: the killed run continues from its checkpoint.
+    std::fs::remove_file(&marker).unwrap();
+    let out = xp(
+        dir.path(),
+        &["run", "e.kdl", "--runs-dir", "runs", "-q", "--resume"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log =
+        std::fs::read_to_string(sweep(dir.path(), "runs").join("lr=0.003/train.log")).unwrap();
+    assert!(
+        log.contains("resumed from the checkpoint of step 10"),
+        "{log}"
+    );
+}
+
+#[test]
+fn status_shows_each_runs_state_and_exec_refuses_bad_input() {
+    let dir = case();
+    let out = xp(
+        dir.path(),
+        &[
+            "run",
+            "e.kdl",
+            "--runs-dir",
+            "runs",
+            "-q",
+            "--only",
+            "lr=0.01",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = sweep(dir.path(), "runs");
+    // An experiment's directory means its current sweep.
+    let out = xp(dir.path(), &["status", "runs/par"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    assert!(text.contains("lr=0.01  completed  30/30"), "{text}");
+    assert!(text.contains("1 completed"), "{text}");
+
+    let out = xp(dir.path(), &["status", "nowhere"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a sweep directory"));
+    let out = xp(dir.path(), &["exec", s.to_str().unwrap(), "--index", "7"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has 1 runs; there is no run 7"));
+    std::fs::write(s.join("plan.json"), "{").unwrap();
+    let out = xp(dir.path(), &["exec", s.to_str().unwrap(), "--index", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = xp(dir.path(), &["run", "e.kdl", "--jobs", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+}

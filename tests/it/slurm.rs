@@ -1,0 +1,224 @@
+//! The Slurm launcher against a real single-node cluster (`.ci/run` starts one with
+//! `.ci/slurm-up.sh`; these tests are `#[ignore]`d elsewhere): an array job gives the same
+//! results as a local run, and a task cancelled with `scancel` is continued by
+//! `--resume --launcher slurm`. Without Slurm, a clear error.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::support::{stdout, xp};
+
+const SWEEP: &str = r#"experiment "arr" {
+    model "llama" { layers 1; heads 2; dim 32; context 8 }
+    data "modular-addition" modulus=13
+    train {
+        steps 30
+        batch-size 16
+        optimizer "adamw" lr="{{ lr }}"
+        eval every=10
+        checkpoint every=10
+    }
+    resources {
+        cpus 1
+        time "10:00"
+    }
+    sweep {
+        grid {
+            lr 1e-3 1e-2 3e-2
+        }
+    }
+}
+"#;
+
+fn case(text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("e.kdl"), text).unwrap();
+    dir
+}
+
+fn sweep(dir: &Path, runs: &str) -> PathBuf {
+    let base = dir.join(runs).join("arr");
+    base.join(std::fs::read_link(base.join("current")).unwrap())
+}
+
+fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let o = v.as_object_mut().unwrap();
+            o.remove("time_s");
+            o.remove("train/tokens_per_s");
+            v
+        })
+        .collect()
+}
+
+fn status(run: &Path) -> String {
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
+    s["status"].as_str().unwrap().to_owned()
+}
+
+#[test]
+#[ignore = "needs a Slurm cluster; .ci/run starts one and runs it with --include-ignored"]
+fn an_array_job_gives_the_same_results_as_a_local_run() {
+    let dir = case(SWEEP);
+    let local = xp(dir.path(), &["run", "e.kdl", "--runs-dir", "local", "-q"]);
+    assert_eq!(local.status.code(), Some(0));
+    let out = xp(
+        dir.path(),
+        &[
+            "run",
+            "e.kdl",
+            "--runs-dir",
+            "slurm",
+            "--launcher",
+            "slurm",
+            "--wait",
+            "-q",
+        ],
+    );
+    let text = stdout(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("submitted Slurm job"), "{text}");
+    let (a, b) = (sweep(dir.path(), "local"), sweep(dir.path(), "slurm"));
+    let script = std::fs::read_to_string(b.join("slurm/submit.sbatch")).unwrap();
+    assert!(script.contains("#SBATCH --array=0,1,2\n"), "{script}");
+    assert!(script.contains("#SBATCH --cpus-per-task=1\n"), "{script}");
+    assert!(script.contains("#SBATCH --time=10:00\n"), "{script}");
+    for name in ["lr=0.001", "lr=0.01", "lr=0.03"] {
+        assert_eq!(status(&b.join(name)), "completed", "{name}");
+        assert_eq!(metrics(&a.join(name)), metrics(&b.join(name)), "{name}");
+    }
+    // Every task's output file is there, and the results table has every run.
+    let outputs = std::fs::read_dir(b.join("slurm"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "out")
+        })
+        .count();
+    assert_eq!(outputs, 3);
+    let results = std::fs::read_to_string(b.join("results.csv")).unwrap();
+    assert_eq!(results.matches(",completed,").count(), 3, "{results}");
+    let st = xp(dir.path(), &["status", b.to_str().unwrap()]);
+    assert!(stdout(&st).contains("3 completed"), "{}", stdout(&st));
+}
+
+#[test]
+#[ignore = "needs a Slurm cluster; .ci/run starts one and runs it with --include-ignored"]
+fn a_cancelled_task_is_continued_by_resume() {
+    let dir = case(
+        &SWEEP
+            .replace("steps 30", "steps 4000")
+            .replace("lr 1e-3 1e-2 3e-2", "lr 1e-3"),
+    );
+    let out = xp(
+        dir.path(),
+        &["run", "e.kdl", "--runs-dir", "runs", "--launcher", "slurm"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    let job = text
+        .split_whitespace()
+        .skip_while(|w| *w != "job")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_owned();
+    let s = sweep(dir.path(), "runs");
+    let run = s.join("lr=0.001");
+    // Cancel once the run has checkpointed at least once.
+    let start = Instant::now();
+    while !run.join("checkpoints").exists() || xp::record::checkpoint::steps(&run).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the task never checkpointed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cancel = Command::new("scancel").arg(&job).status().unwrap();
+    assert!(cancel.success());
+    let start = Instant::now();
+    while !matches!(status(&run).as_str(), "interrupted" | "failed") {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{}",
+            status(&run)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(status(&run), "interrupted");
+    // Wait until Slurm has let go of the task.
+    let start = Instant::now();
+    loop {
+        let q = Command::new("squeue")
+            .args(["-h", "-j", &job])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&q.stdout).trim().is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the task stays queued"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = xp(
+        dir.path(),
+        &[
+            "run",
+            "e.kdl",
+            "--runs-dir",
+            "runs",
+            "--launcher",
+            "slurm",
+            "--resume",
+            "--wait",
+            "-q",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(status(&run), "completed");
+    let log = std::fs::read_to_string(run.join("train.log")).unwrap();
+    assert!(log.contains("resumed from the checkpoint of step"), "{log}");
+    let jobs = std::fs::read_to_string(s.join("slurm/jobs.json")).unwrap();
+    assert_eq!(jobs.matches("job_id").count(), 2, "{jobs}");
+}
+
+#[test]
+fn without_sbatch_the_slurm_launcher_says_so() {
+    let dir = case(SWEEP);
+    let out = Command::new(env!("CARGO_BIN_EXE_xp"))
+        .args(["run", "e.kdl", "--runs-dir", "runs", "--launcher", "slurm"])
+        .current_dir(dir.path())
+        .env("XP_SLURM_BIN", dir.path().join("no-slurm-here"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`sbatch` was not found"), "{stderr}");
+}

@@ -6,7 +6,7 @@
 //! no run writing its directory; a graceful stop (Ctrl-C, SIGTERM) is passed on to the runs,
 //! which checkpoint.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -57,6 +57,8 @@ impl Processes {
 enum Message {
     Stdout(usize, String),
     Stderr(usize, String),
+    /// The run's stdout closed: its process is ending.
+    Closed(usize),
 }
 
 /// A run's process and the threads reading its output.
@@ -84,6 +86,7 @@ pub fn run(
     let mut free_gpus: VecDeque<String> = processes.gpus.iter().cloned().collect();
     let mut active: HashMap<usize, Running> = HashMap::new();
     let mut forwarded = false;
+    let mut closing: HashSet<usize> = HashSet::new();
     let mut interrupted = false;
     loop {
         while active.len() < processes.jobs && !should_stop(options, summaries) {
@@ -127,10 +130,17 @@ pub fn run(
             }
             forwarded = true;
         }
-        relay(&rx, Some(Duration::from_millis(100)), plan, progress);
+        // A process that closed its stdout is ending: wait for it rather than poll, so the
+        // next run starts at once.
+        closing.extend(relay(&rx, Some(Duration::from_millis(100)), plan, progress));
         let mut ended = Vec::new();
         for (&index, running) in active.iter_mut() {
-            if let Ok(Some(status)) = running.child.try_wait() {
+            let status = if closing.contains(&index) {
+                running.child.wait().ok()
+            } else {
+                running.child.try_wait().ok().flatten()
+            };
+            if let Some(status) = status {
                 ended.push((index, status));
             }
         }
@@ -141,7 +151,8 @@ pub fn run(
             for reader in running.readers {
                 let _ = reader.join();
             }
-            relay(&rx, None, plan, progress);
+            closing.extend(relay(&rx, None, plan, progress));
+            closing.remove(&index);
             free_gpus.extend(running.gpu);
             let summary = finished(sweep, plan, index, status, &summaries[index]);
             interrupted |= summary.status == Status::Interrupted;
@@ -179,14 +190,20 @@ fn spawn(
     let mut child = command.spawn()?;
     let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
-        readers.push(read_lines(out, tx.clone(), move |l| {
-            Message::Stdout(index, l)
-        }));
+        readers.push(read_lines(
+            out,
+            tx.clone(),
+            move |l| Message::Stdout(index, l),
+            Some(Message::Closed(index)),
+        ));
     }
     if let Some(err) = child.stderr.take() {
-        readers.push(read_lines(err, tx.clone(), move |l| {
-            Message::Stderr(index, l)
-        }));
+        readers.push(read_lines(
+            err,
+            tx.clone(),
+            move |l| Message::Stderr(index, l),
+            None,
+        ));
     }
     Ok((child, readers))
 }
@@ -195,26 +212,36 @@ fn read_lines<R: Read + Send + 'static>(
     stream: R,
     tx: Sender<Message>,
     wrap: impl Fn(String) -> Message + Send + 'static,
+    at_end: Option<Message>,
 ) -> JoinHandle<()> {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
             if tx.send(wrap(line)).is_err() {
-                break;
+                return;
             }
+        }
+        if let Some(end) = at_end {
+            let _ = tx.send(end);
         }
     })
 }
 
 /// Passes the runs' messages to the display: waits up to `wait` for the first one (`None`:
-/// only what is there), then takes all that are queued.
-fn relay(rx: &Receiver<Message>, wait: Option<Duration>, plan: &Plan, progress: &mut dyn Progress) {
+/// only what is there), then takes all that are queued. Returns the runs whose stdout closed.
+fn relay(
+    rx: &Receiver<Message>,
+    wait: Option<Duration>,
+    plan: &Plan,
+    progress: &mut dyn Progress,
+) -> Vec<usize> {
     let first = match wait {
         Some(wait) => rx.recv_timeout(wait).ok(),
         None => rx.try_recv().ok(),
     };
+    let mut closed = Vec::new();
     let Some(first) = first else {
-        return;
+        return closed;
     };
     for message in std::iter::once(first).chain(rx.try_iter()) {
         match message {
@@ -225,8 +252,10 @@ fn relay(rx: &Receiver<Message>, wait: Option<Duration>, plan: &Plan, progress: 
             Message::Stderr(index, line) => {
                 progress.note(&format!("{}: {line}", plan.runs[index].name))
             }
+            Message::Closed(index) => closed.push(index),
         }
     }
+    closed
 }
 
 /// The run's summary after its process ended: as the run wrote it, or, when the process died

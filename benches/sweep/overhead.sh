@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release --quiet
-xp=target/release/xp
+xp="${CARGO_TARGET_DIR:-target}/release/xp"
 runs=$(mktemp -d)
 trap 'rm -rf "$runs"' EXIT
 printf '%-5s %6s %10s %12s %14s %9s\n' jobs runs wall_s sum_train_s train_s/jobs overhead

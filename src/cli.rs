@@ -118,6 +118,9 @@ pub enum Command {
         /// Rewrite the sweep's results tables when the run ends.
         #[arg(long)]
         update_results: bool,
+        /// Progress as JSON lines on stdout (for `xp run`), not plain lines on stderr.
+        #[arg(long)]
+        json_progress: bool,
     },
     /// Print the experiment schema, or a reference of every node and option.
     Schema {
@@ -260,11 +263,13 @@ pub fn main() -> ExitCode {
             index,
             device,
             update_results,
+            json_progress,
         } => commands::exec::run(commands::exec::ExecArgs {
             sweep,
             index,
             device,
             update_results,
+            json_progress,
         }),
     };
     match result {

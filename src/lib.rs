@@ -15,6 +15,7 @@ pub mod expand;
 pub mod export;
 pub mod fault;
 pub mod load;
+pub mod memory;
 pub mod model;
 pub mod ops;
 pub mod optim;

@@ -179,6 +179,7 @@ fn spawn(
         .arg(&sweep.path)
         .arg("--index")
         .arg(index.to_string())
+        .arg("--json-progress")
         .env("RAYON_NUM_THREADS", processes.threads.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -315,7 +315,10 @@ pub fn train_in(
     }
     let mut dropout_rng = Rng::from_state(s.dropout_rng);
     let start = Instant::now();
-    let elapsed = |s: &TrainerState| s.elapsed_s + start.elapsed().as_secs_f64();
+    // Training time so far: before this process (a resumed run's checkpoint) plus since. The
+    // base is read once: checkpoints store the running total in the state.
+    let before = s.elapsed_s;
+    let elapsed = |_: &TrainerState| before + start.elapsed().as_secs_f64();
     sink.event(&Event::Start {
         total_steps: total,
         steps_per_epoch,

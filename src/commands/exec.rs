@@ -10,6 +10,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 
@@ -17,7 +18,7 @@ use crate::cli::{CliError, Outcome};
 use crate::execute::{self, Options};
 use crate::plan::Plan;
 use crate::preflight::{self, device_of, precision_of};
-use crate::progress::{Progress, Update};
+use crate::progress::{Lines, Progress, Update};
 use crate::record::{self, Status, Summary, SweepDir, read_summary, results};
 
 pub struct ExecArgs {
@@ -26,6 +27,9 @@ pub struct ExecArgs {
     pub device: Option<String>,
     /// Rewrite the sweep's results tables when the run ends (no orchestrator does it).
     pub update_results: bool,
+    /// Progress as JSON lines on stdout, for `xp run`; otherwise plain lines on stderr (a
+    /// Slurm task's output file).
+    pub json_progress: bool,
 }
 
 /// Reads a sweep's `plan.json`.
@@ -100,15 +104,24 @@ pub fn run(args: ExecArgs) -> Result<Outcome, CliError> {
             ..Options::default()
         };
         let mut wire = Wire(std::io::stdout());
-        if let Err(e) = execute::execute_run(
+        let mut lines = Lines::new(std::io::stderr(), Duration::from_secs(30), false);
+        let progress: &mut dyn Progress = if args.json_progress {
+            &mut wire
+        } else {
+            lines.run_started(args.index, plan.runs.len(), run);
+            &mut lines
+        };
+        let result = execute::execute_run(
             &sweep,
             run,
             args.index,
             data,
             &mut summary,
             &options,
-            &mut wire,
-        ) {
+            progress,
+        );
+        progress.run_finished(args.index, plan.runs.len(), &summary);
+        if let Err(e) = result {
             return Err(CliError::Usage(format!(
                 "writing the run directory {} failed: {e}",
                 sweep.path.join(&run.name).display()

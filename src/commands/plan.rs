@@ -1,11 +1,13 @@
-//! `xp plan FILE`: every run the experiment describes — name, id, axis values, effective batch
-//! and steps — or, as JSON, with each run's resolved configuration. Writes nothing.
+//! `xp plan FILE`: every run the experiment describes — name, id, axis values, effective batch,
+//! steps and estimated peak training memory — or, as JSON, with each run's resolved
+//! configuration and memory estimate. Writes nothing.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use crate::cli::{CliError, Outcome, PlanFormat};
 use crate::commands::report_diagnostics;
+use crate::memory;
 use crate::plan::{self, Plan};
 use crate::table::Table;
 use crate::tree::Plain;
@@ -27,7 +29,9 @@ pub fn run(file: PathBuf, overrides: &Overrides, format: PlanFormat) -> Result<O
             }
         }
         PlanFormat::Json => {
-            let json = serde_json::to_string_pretty(&checked.plans)?;
+            let mut plans = serde_json::to_value(&checked.plans)?;
+            with_estimates(&mut plans, &checked.plans);
+            let json = serde_json::to_string_pretty(&plans)?;
             writeln!(out, "{json}")?;
         }
     }
@@ -46,6 +50,7 @@ fn table(p: &Plan) -> String {
         "seed".to_owned(),
         "effective-batch".to_owned(),
         "steps".to_owned(),
+        "memory".to_owned(),
     ]);
     let mut t = Table::new(headers);
     for r in &p.runs {
@@ -62,6 +67,7 @@ fn table(p: &Plan) -> String {
             Some(s) => s.to_string(),
             None => format!("{} epochs", epochs(&r.config)),
         });
+        row.push(memory::estimate_bytes(&r.config).map_or("?".to_owned(), memory::human_bytes));
         t.push(row);
     }
     let overrides = if p.overrides.is_empty() {
@@ -75,6 +81,33 @@ fn table(p: &Plan) -> String {
         p.summary(),
         t.render()
     )
+}
+
+/// Adds each run's memory estimate to the plans' JSON: `estimated_memory_bytes` and its parts
+/// under `estimated_memory`, both null when it cannot be estimated. Kept out of `PlannedRun`,
+/// whose JSON is plan.json, which the run processes read back.
+fn with_estimates(json: &mut serde_json::Value, plans: &[Plan]) {
+    let Some(json_plans) = json.as_array_mut() else {
+        return;
+    };
+    for (json_plan, plan) in json_plans.iter_mut().zip(plans) {
+        let Some(runs) = json_plan.get_mut("runs").and_then(|r| r.as_array_mut()) else {
+            continue;
+        };
+        for (run, planned) in runs.iter_mut().zip(&plan.runs) {
+            let estimate = memory::estimate(&planned.config, None);
+            if let Some(run) = run.as_object_mut() {
+                run.insert(
+                    "estimated_memory_bytes".into(),
+                    estimate.map(|e| e.total()).into(),
+                );
+                run.insert(
+                    "estimated_memory".into(),
+                    serde_json::to_value(estimate).unwrap_or_default(),
+                );
+            }
+        }
+    }
 }
 
 fn epochs(spec: &crate::spec::RunSpec) -> usize {

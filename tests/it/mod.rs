@@ -4,6 +4,7 @@ mod compare;
 mod data;
 mod hf;
 mod llama;
+mod memory;
 mod no_panic;
 mod ops;
 mod optimizers;

@@ -237,3 +237,47 @@ fn status_shows_each_runs_state_and_exec_refuses_bad_input() {
     let out = xp(dir.path(), &["run", "e.kdl", "--jobs", "0"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn checkpoints_do_not_inflate_the_recorded_training_time() {
+    let dir = case();
+    let started = Instant::now();
+    let out = xp(
+        dir.path(),
+        &[
+            "run",
+            "e.kdl",
+            "--runs-dir",
+            "runs",
+            "-q",
+            "--only",
+            "lr=0.01",
+            "--set",
+            "train.checkpoint.every=1",
+            "--set",
+            "train.log.every=1",
+        ],
+    );
+    let wall = started.elapsed().as_secs_f64();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = sweep(dir.path(), "runs").join("lr=0.01");
+    let times: Vec<f64> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["time_s"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(times.len(), 30);
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    // The training time is part of the process's: with a checkpoint every step, counting the
+    // time before each checkpoint again would make it many times longer.
+    assert!(times[29] <= wall, "{} s recorded in {wall} s", times[29]);
+}

@@ -222,3 +222,81 @@ fn without_sbatch_the_slurm_launcher_says_so() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("`sbatch` was not found"), "{stderr}");
 }
+
+#[test]
+#[ignore = "needs a Slurm cluster; .ci/run starts one and runs it with --include-ignored"]
+fn a_job_sbatch_rejects_is_a_clear_error_and_nothing_is_queued() {
+    let dir = case(&SWEEP.replace(
+        "time \"10:00\"",
+        "time \"10:00\"\n        partition \"no-such-partition\"",
+    ));
+    let out = xp(
+        dir.path(),
+        &["run", "e.kdl", "--runs-dir", "runs", "--launcher", "slurm"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("sbatch rejected the job") && stderr.contains("nvalid partition"),
+        "{stderr}"
+    );
+    let s = sweep(dir.path(), "runs");
+    assert!(!s.join("slurm/jobs.json").exists());
+}
+
+#[test]
+#[ignore = "needs a Slurm cluster; .ci/run starts one and runs it with --include-ignored"]
+fn the_time_limit_warning_checkpoints_requeues_and_the_run_completes() {
+    let dir = case(
+        &SWEEP
+            .replace("steps 30", "steps 3000")
+            .replace("lr 1e-3 1e-2 3e-2", "lr 1e-3"),
+    );
+    let out = xp(
+        dir.path(),
+        &["run", "e.kdl", "--runs-dir", "runs", "--launcher", "slurm"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = sweep(dir.path(), "runs");
+    let job = std::fs::read_to_string(s.join("slurm/jobs.json")).unwrap();
+    let job: serde_json::Value = serde_json::from_str(&job).unwrap();
+    let job = job[0]["job_id"].as_str().unwrap().to_owned();
+    let run = s.join("lr=0.001");
+    let start = Instant::now();
+    while xp::record::checkpoint::steps(&run).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the task never checkpointed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // What Slurm sends two minutes before the time limit (`--signal=B:USR1@120`).
+    let warned = Command::new("scancel")
+        .args(["--signal=USR1", "--batch", &job])
+        .status()
+        .unwrap();
+    assert!(warned.success());
+    let start = Instant::now();
+    while status(&run) != "completed" {
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "the requeued run did not complete: {}",
+            status(&run)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let log = std::fs::read_to_string(run.join("train.log")).unwrap();
+    assert!(log.contains("resumed from the checkpoint of step"), "{log}");
+    let output: String = std::fs::read_dir(s.join("slurm"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "out"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    assert!(output.contains("requeued Slurm job"), "{output}");
+}

@@ -5,7 +5,7 @@
 //! after a sweep whose experiment has a `regression` block.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
@@ -65,6 +65,18 @@ pub struct CompareArgs {
     /// Write the gate's result as JUnit XML: one test case per run and gated metric.
     #[arg(long, value_name = "FILE", requires = "baseline")]
     pub junit: Option<PathBuf>,
+    /// Show the table again every `--interval` seconds while runs are unfinished (a sweep
+    /// training elsewhere); ends when every run has ended, with the gate's verdict.
+    #[arg(long, conflicts_with_all = ["save_baseline", "junit"])]
+    pub watch: bool,
+    /// Seconds between two tables with `--watch`.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 2.0,
+        requires = "watch"
+    )]
+    pub interval: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -114,7 +126,13 @@ pub fn run(args: CompareArgs) -> Result<Outcome, CliError> {
         Some(path) => Some(read_baseline(path).map_err(usage)?),
         None => None,
     };
-    let found = discover(&args.paths).map_err(usage)?;
+    if args.watch && !(args.interval.is_finite() && args.interval > 0.0) {
+        return Err(CliError::Usage(format!(
+            "--interval {} is not a positive number of seconds",
+            args.interval
+        )));
+    }
+    let mut found = discover(&args.paths).map_err(usage)?;
     warn(&found.warnings)?;
     let gates = if rules.is_empty() {
         Gates::FromRuns
@@ -134,13 +152,55 @@ pub fn run(args: CompareArgs) -> Result<Outcome, CliError> {
         join_on: (!args.join_on.is_empty()).then(|| args.join_on.clone()),
         gates,
     };
-    let report = compare::compare(&found.runs, &request).map_err(usage)?;
-    let text = format::render(
+    let mut report = compare::compare(&found.runs, &request).map_err(usage)?;
+    let mut text = format::render(
         &report.comparison,
         report.verdict.as_ref(),
         args.format.into(),
     );
-    std::io::stdout().lock().write_all(text.as_bytes())?;
+    if args.watch {
+        let terminal = std::io::stdout().is_terminal();
+        loop {
+            // Interrupted runs wait for a `--resume` that may never come: not waited for.
+            let unfinished = found
+                .runs
+                .iter()
+                .filter(|r| {
+                    matches!(
+                        r.summary.status,
+                        crate::record::Status::Pending | crate::record::Status::Running
+                    )
+                })
+                .count();
+            let mut out = std::io::stdout().lock();
+            if terminal {
+                // Home and clear: the new table replaces the old one in place.
+                out.write_all(b"\x1b[H\x1b[2J")?;
+            }
+            out.write_all(text.as_bytes())?;
+            if unfinished == 0 {
+                break;
+            }
+            writeln!(
+                out,
+                "{unfinished} of {} runs unfinished; again in {} s (Ctrl-C stops)",
+                found.runs.len(),
+                args.interval
+            )?;
+            out.flush()?;
+            drop(out);
+            std::thread::sleep(std::time::Duration::from_secs_f64(args.interval));
+            found = discover(&args.paths).map_err(usage)?;
+            report = compare::compare(&found.runs, &request).map_err(usage)?;
+            text = format::render(
+                &report.comparison,
+                report.verdict.as_ref(),
+                args.format.into(),
+            );
+        }
+    } else {
+        std::io::stdout().lock().write_all(text.as_bytes())?;
+    }
     if let (Some(path), Some(save)) = (&args.save_baseline, save_format) {
         let runs: Vec<&compare::Run> = found.runs.iter().collect();
         let extra = gated_columns(&request.gates, &runs);

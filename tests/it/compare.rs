@@ -795,3 +795,46 @@ fn xp_run_explains_how_to_create_a_missing_baseline() {
     assert_eq!(again.status.code(), Some(0), "{}", stdout(&again));
     assert!(stdout(&again).contains("gate passed: 4 gated values within tolerance of new.csv"));
 }
+
+#[test]
+fn watch_shows_the_table_again_until_every_run_has_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    super::support::copy_tree(
+        &fixtures().join("runs/lora-rank/20250101-120000"),
+        &dir.path().join("sweep"),
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xp"))
+        .args(["compare", "sweep", "--watch", "--interval", "0.2"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "a run is still running"
+    );
+    let path = dir.path().join("sweep/r16-s2/summary.json");
+    let mut summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    summary["status"] = "completed".into();
+    std::fs::write(&path, summary.to_string()).unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed().as_secs() < 20, "--watch did not end");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(text.contains("1 of 6 runs unfinished"), "{text}");
+    // The last table shows the run as completed, and nothing is said after it.
+    let last = text.rsplit("runs unfinished").next().unwrap();
+    assert!(
+        last.contains("r16-s2") && !last.contains("running"),
+        "{last}"
+    );
+
+    let out = compare(&["sweep", "--watch", "--interval", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+}

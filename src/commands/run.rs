@@ -70,6 +70,13 @@ pub fn run(mut args: RunArgs) -> Result<Outcome, CliError> {
     };
     if let Some(first) = gpus.first() {
         args.device = Some(first.clone());
+        if args.jobs.is_some_and(|j| j > gpus.len()) && args.launcher == Launcher::Local {
+            eprintln!(
+                "warning: --jobs {}: one run per GPU, so {} at once",
+                args.jobs.unwrap_or_default(),
+                gpus.len()
+            );
+        }
     }
     let mut checked = validate_files(std::slice::from_ref(&args.file), &args.overrides);
     // User defaults, where the flags leave something open.

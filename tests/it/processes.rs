@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::support::{stdout, xp};
+use super::support::{current_sweep, stdout, timeless_metrics, xp};
 
 const SWEEP: &str = r#"experiment "par" {
     model "llama" { layers 1; heads 2; dim 32; context 8 }
@@ -33,23 +33,7 @@ fn case() -> tempfile::TempDir {
 }
 
 fn sweep(dir: &Path, runs: &str) -> PathBuf {
-    let base = dir.join(runs).join("par");
-    base.join(std::fs::read_link(base.join("current")).unwrap())
-}
-
-/// metrics.jsonl without its wall-clock fields.
-fn metrics(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let o = v.as_object_mut().unwrap();
-            o.remove("time_s");
-            o.remove("train/tokens_per_s");
-            v
-        })
-        .collect()
+    current_sweep(dir, runs, "par")
 }
 
 #[test]
@@ -74,7 +58,11 @@ fn jobs_2_gives_the_same_bits_as_jobs_1() {
     );
     let (a, b) = (sweep(dir.path(), "one"), sweep(dir.path(), "two"));
     for name in ["lr=0.001", "lr=0.003", "lr=0.01", "lr=0.03"] {
-        assert_eq!(metrics(&a.join(name)), metrics(&b.join(name)), "{name}");
+        assert_eq!(
+            timeless_metrics(&a.join(name)),
+            timeless_metrics(&b.join(name)),
+            "{name}"
+        );
         assert_eq!(
             std::fs::read(a.join(name).join("model.safetensors")).unwrap(),
             std::fs::read(b.join(name).join("model.safetensors")).unwrap(),

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::support::{current_sweep, timeless_metrics};
+
 const EXPERIMENT: &str = r#"experiment "ck" {
     model "llama" { layers 1; heads 2; dim 32; context 8 }
     data "modular-addition" modulus=13
@@ -65,8 +67,7 @@ impl Case {
     }
 
     fn sweep(&self, runs: &str, experiment: &str) -> PathBuf {
-        let base = self.dir.path().join(runs).join(experiment);
-        base.join(std::fs::read_link(base.join("current")).unwrap())
+        current_sweep(self.dir.path(), runs, experiment)
     }
 }
 
@@ -86,21 +87,6 @@ fn wait_for(child: &mut Child, mut ready: impl FnMut() -> bool) {
     }
 }
 
-/// metrics.jsonl without its wall-clock fields.
-fn metrics(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let o = v.as_object_mut().unwrap();
-            o.remove("time_s");
-            o.remove("train/tokens_per_s");
-            v
-        })
-        .collect()
-}
-
 fn summary(run: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
 }
@@ -116,7 +102,7 @@ fn outcome(run: &Path) -> serde_json::Value {
 fn assert_identical(case: &Case, interrupted: &str) {
     let a = case.sweep("reference", "ck").join("run");
     let b = case.sweep(interrupted, "ck").join("run");
-    assert_eq!(metrics(&a), metrics(&b));
+    assert_eq!(timeless_metrics(&a), timeless_metrics(&b));
     assert_eq!(outcome(&a), outcome(&b));
     assert_eq!(
         std::fs::read(a.join("model.safetensors")).unwrap(),

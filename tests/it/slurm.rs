@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::support::{stdout, xp};
+use super::support::{current_sweep, stdout, timeless_metrics, xp};
 
 const SWEEP: &str = r#"experiment "arr" {
     model "llama" { layers 1; heads 2; dim 32; context 8 }
@@ -38,22 +38,7 @@ fn case(text: &str) -> tempfile::TempDir {
 }
 
 fn sweep(dir: &Path, runs: &str) -> PathBuf {
-    let base = dir.join(runs).join("arr");
-    base.join(std::fs::read_link(base.join("current")).unwrap())
-}
-
-fn metrics(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let o = v.as_object_mut().unwrap();
-            o.remove("time_s");
-            o.remove("train/tokens_per_s");
-            v
-        })
-        .collect()
+    current_sweep(dir, runs, "arr")
 }
 
 fn status(run: &Path) -> String {
@@ -96,7 +81,11 @@ fn an_array_job_gives_the_same_results_as_a_local_run() {
     assert!(script.contains("#SBATCH --time=10:00\n"), "{script}");
     for name in ["lr=0.001", "lr=0.01", "lr=0.03"] {
         assert_eq!(status(&b.join(name)), "completed", "{name}");
-        assert_eq!(metrics(&a.join(name)), metrics(&b.join(name)), "{name}");
+        assert_eq!(
+            timeless_metrics(&a.join(name)),
+            timeless_metrics(&b.join(name)),
+            "{name}"
+        );
     }
     // Every task's output file is there, and the results table has every run.
     let outputs = std::fs::read_dir(b.join("slurm"))

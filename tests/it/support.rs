@@ -22,6 +22,29 @@ pub fn xp(dir: &Path, args: &[&str]) -> Output {
         .expect("the xp binary runs")
 }
 
+/// The sweep directory an experiment's `current` points at, under `dir/runs`.
+pub fn current_sweep(dir: &Path, runs: &str, experiment: &str) -> PathBuf {
+    let base = dir.join(runs).join(experiment);
+    base.join(std::fs::read_link(base.join("current")).expect("a current sweep"))
+}
+
+/// A run's metrics.jsonl without its wall-clock fields: what must be bit-identical between
+/// two trainings of the same run.
+pub fn timeless_metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .expect("metrics.jsonl")
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+            if let Some(o) = v.as_object_mut() {
+                o.remove("time_s");
+                o.remove("train/tokens_per_s");
+            }
+            v
+        })
+        .collect()
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

@@ -318,7 +318,7 @@ pub fn train_in(
     // Training time so far: before this process (a resumed run's checkpoint) plus since. The
     // base is read once: checkpoints store the running total in the state.
     let before = s.elapsed_s;
-    let elapsed = |_: &TrainerState| before + start.elapsed().as_secs_f64();
+    let elapsed = || before + start.elapsed().as_secs_f64();
     sink.event(&Event::Start {
         total_steps: total,
         steps_per_epoch,
@@ -387,7 +387,7 @@ pub fn train_in(
             }
             metrics.insert(
                 throughput_key(data.task).into(),
-                s.tokens as f64 / elapsed(&s).max(1e-9),
+                s.tokens as f64 / elapsed().max(1e-9),
             );
         }
         if let Some(eval) = train
@@ -402,7 +402,7 @@ pub fn train_in(
             sink.event(&Event::Metrics {
                 step,
                 epoch: s.epoch,
-                time_s: elapsed(&s),
+                time_s: elapsed(),
                 metrics: &metrics,
             })?;
         }
@@ -415,7 +415,7 @@ pub fn train_in(
             .into_iter()
             .flatten()
         {
-            let at = elapsed(&s);
+            let at = elapsed();
             checkpoint(
                 sink,
                 &mut s,
@@ -438,7 +438,7 @@ pub fn train_in(
     }
     if let Ending::Interrupted { .. } = ending {
         s.dropout_rng = dropout_rng.state();
-        let at = elapsed(&s);
+        let at = elapsed();
         checkpoint(
             sink,
             &mut s,
@@ -450,7 +450,7 @@ pub fn train_in(
             at,
         )?;
     }
-    let wall_s = elapsed(&s);
+    let wall_s = elapsed();
     Ok(Outcome {
         ending,
         steps: s.step,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::support::{current_sweep, stdout, timeless_metrics, xp};
+use super::support::{current_sweep, experiment_dir, stdout, timeless_metrics, xp};
 
 const SWEEP: &str = r#"experiment "par" {
     model "llama" { layers 1; heads 2; dim 32; context 8 }
@@ -27,9 +27,7 @@ const SWEEP: &str = r#"experiment "par" {
 "#;
 
 fn case() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("e.kdl"), SWEEP).unwrap();
-    dir
+    experiment_dir(SWEEP)
 }
 
 fn sweep(dir: &Path, runs: &str) -> PathBuf {

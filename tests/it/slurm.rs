@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::support::{current_sweep, stdout, timeless_metrics, xp};
+use super::support::{current_sweep, experiment_dir, stdout, timeless_metrics, xp};
 
 const SWEEP: &str = r#"experiment "arr" {
     model "llama" { layers 1; heads 2; dim 32; context 8 }
@@ -31,12 +31,6 @@ const SWEEP: &str = r#"experiment "arr" {
 }
 "#;
 
-fn case(text: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("e.kdl"), text).unwrap();
-    dir
-}
-
 fn sweep(dir: &Path, runs: &str) -> PathBuf {
     current_sweep(dir, runs, "arr")
 }
@@ -50,7 +44,7 @@ fn status(run: &Path) -> String {
 #[test]
 #[ignore = "needs a Slurm cluster; .ci/run starts one and runs it with --include-ignored"]
 fn an_array_job_gives_the_same_results_as_a_local_run() {
-    let dir = case(SWEEP);
+    let dir = experiment_dir(SWEEP);
     let local = xp(dir.path(), &["run", "e.kdl", "--runs-dir", "local", "-q"]);
     assert_eq!(local.status.code(), Some(0));
     let out = xp(
@@ -108,7 +102,7 @@ fn an_array_job_gives_the_same_results_as_a_local_run() {
 #[test]
 #[ignore = "needs a Slurm cluster; .ci/run starts one and runs it with --include-ignored"]
 fn a_cancelled_task_is_continued_by_resume() {
-    let dir = case(
+    let dir = experiment_dir(
         &SWEEP
             .replace("steps 30", "steps 4000")
             .replace("lr 1e-3 1e-2 3e-2", "lr 1e-3"),
@@ -200,7 +194,7 @@ fn a_cancelled_task_is_continued_by_resume() {
 
 #[test]
 fn without_sbatch_the_slurm_launcher_says_so() {
-    let dir = case(SWEEP);
+    let dir = experiment_dir(SWEEP);
     let out = Command::new(env!("CARGO_BIN_EXE_xp"))
         .args(["run", "e.kdl", "--runs-dir", "runs", "--launcher", "slurm"])
         .current_dir(dir.path())
@@ -215,7 +209,7 @@ fn without_sbatch_the_slurm_launcher_says_so() {
 #[test]
 #[ignore = "needs a Slurm cluster; .ci/run starts one and runs it with --include-ignored"]
 fn a_job_sbatch_rejects_is_a_clear_error_and_nothing_is_queued() {
-    let dir = case(&SWEEP.replace(
+    let dir = experiment_dir(&SWEEP.replace(
         "time \"10:00\"",
         "time \"10:00\"\n        partition \"no-such-partition\"",
     ));
@@ -236,7 +230,7 @@ fn a_job_sbatch_rejects_is_a_clear_error_and_nothing_is_queued() {
 #[test]
 #[ignore = "needs a Slurm cluster; .ci/run starts one and runs it with --include-ignored"]
 fn the_time_limit_warning_checkpoints_requeues_and_the_run_completes() {
-    let dir = case(
+    let dir = experiment_dir(
         &SWEEP
             .replace("steps 30", "steps 3000")
             .replace("lr 1e-3 1e-2 3e-2", "lr 1e-3"),

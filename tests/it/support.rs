@@ -22,6 +22,13 @@ pub fn xp(dir: &Path, args: &[&str]) -> Output {
         .expect("the xp binary runs")
 }
 
+/// A temporary directory holding the experiment `text` as `e.kdl`.
+pub fn experiment_dir(text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(dir.path().join("e.kdl"), text).expect("e.kdl written");
+    dir
+}
+
 /// The sweep directory an experiment's `current` points at, under `dir/runs`.
 pub fn current_sweep(dir: &Path, runs: &str, experiment: &str) -> PathBuf {
     let base = dir.join(runs).join(experiment);

@@ -36,6 +36,7 @@ pub mod spec;
 pub mod suggest;
 pub mod table;
 pub mod template;
+pub mod threads;
 pub mod train;
 pub mod tree;
 pub mod user_config;

@@ -5,5 +5,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // SAFETY: the first thing the process does; no other thread exists yet.
+    unsafe { xp::threads::configure() };
     xp::cli::main()
 }

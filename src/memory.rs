@@ -12,14 +12,18 @@
 //! - **parameters**: every parameter in f32 (the master weights), plus, where the linear
 //!   layers compute in bf16/f16 (CUDA, precision `auto`/`bf16`/`f16`), a 16-bit copy of every
 //!   linear weight: `linear_in` casts the weight each forward and the graph keeps the cast.
-//! - **gradients**: trainable × 4 bytes × 2: the `GradStore` backward returns, and the
-//!   flattened f32 copies `forward_backward` accumulates over micro-batches, are both alive
-//!   when the store of the last micro-batch is read.
+//! - **gradients**: trainable × 4 bytes × 2 per shard running at once: its `GradStore` and
+//!   the flattened f32 copy `forward_backward` sums, both alive when the store is read; plus
+//!   one for the step's sum when a micro-batch has more shards than run at once.
 //! - **optimizer**: trainable × 4 bytes × the per-element buffers of the rule (src/optim.rs):
 //!   adam/adamw 2 (3 with amsgrad); sgd 1 with momentum, else 0; rmsprop 1, +1 with momentum,
 //!   +1 centered; adagrad 1; lion 1.
-//! - **activations** (f32 unless said otherwise), with N = batch × T tokens of one micro-batch
-//!   (T the longest sequence; 1 for tables), d the model width, q = heads × head_dim,
+//! - **activations** (f32 unless said otherwise), with N = batch × T tokens of what of a
+//!   micro-batch trains at once (T the longest sequence; 1 for tables): on the CPU the
+//!   micro-batch is split into shards (crate::train::shards) that run as many at a time as
+//!   the run has threads (`resources { cpus }`, else what a run alone gets: `RAYON_NUM_THREADS`
+//!   or the machine's), so batch is the rows of that many of the largest shard; on CUDA the
+//!   whole micro-batch; d the model width, q = heads × head_dim,
 //!   k = kv_heads × head_dim, h the MLP width, V the vocabulary, H the heads, per llama layer:
 //!   - N × (2d + 2q + 4k + 2q + 4d + 4h): two RMSNorm outputs; q's projection and its RoPE;
 //!     k's projection and RoPE, v's projection and the contiguous copy attention makes of it;
@@ -42,7 +46,8 @@
 //!   The sum is doubled ([`BACKWARD_FACTOR`]): candle frees no saved tensor until `backward`
 //!   returns, and measured on the CPU (with glibc's arenas and mmap threshold pinned, which
 //!   changes nothing) the peak grows by twice the saved tensors as batch, sequence and width
-//!   grow: the gradients backward allocates (each as zeros plus a sum) sit beside them.
+//!   grow: the gradients backward allocates (each as zeros plus a sum) sit beside them. Each
+//!   shard running at once adds [`SHARD_OVERHEAD`].
 
 use serde::Serialize;
 
@@ -53,6 +58,11 @@ use crate::spec::{self, BatchSize, DataSource, Device, OptimizerKind, Precision,
 /// Activation bytes at the peak per byte of saved tensors (see the module's documentation):
 /// fitted to the slopes measured by tests/it/memory.rs, 2.0 to 2.4 over batch and sequence.
 pub const BACKWARD_FACTOR: f64 = 2.0;
+
+/// Bytes each shard running at once holds beyond its tensor data (its thread's allocator
+/// pages): fitted to tests/it/memory.rs, where one running shard's peak is 10 to 20 MiB above
+/// its tensors and two running shards' peak is about twice one's.
+pub const SHARD_OVERHEAD: f64 = 10.0 * 1024.0 * 1024.0;
 
 /// A run's estimated peak training memory, in bytes, by what holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -93,11 +103,17 @@ pub fn estimate_bytes(spec: &RunSpec) -> Option<u64> {
 /// unreadable model directory, a model that does not fit the data.
 pub fn estimate(spec: &RunSpec, data: Option<&Dataset>) -> Option<Estimate> {
     let micro = match spec.train.batch_size {
-        BatchSize::Fixed(b) => b.max(1) as f64,
+        BatchSize::Fixed(b) => b.max(1),
         BatchSize::Auto => return None,
     };
     let shape = shape(spec, data)?;
     let half = computes_in_half(spec);
+    let per_row = match &shape {
+        Shape::Mlp { .. } => 1,
+        Shape::Llama { seq, .. } => *seq,
+    };
+    let at_once = Concurrency::of(spec, micro, per_row);
+    let rows = at_once.rows as f64;
     let (counts, linear_weights, activations) = match &shape {
         Shape::Mlp {
             hidden,
@@ -105,7 +121,7 @@ pub fn estimate(spec: &RunSpec, data: Option<&Dataset>) -> Option<Estimate> {
             outputs,
         } => {
             let (counts, linear) = mlp_counts(hidden, *inputs, *outputs);
-            let acts = mlp_activations(spec, hidden, *inputs, *outputs, half) * micro;
+            let acts = mlp_activations(spec, hidden, *inputs, *outputs, half) * rows;
             (counts, linear, acts)
         }
         Shape::Llama { config, seq } => {
@@ -115,7 +131,7 @@ pub fn estimate(spec: &RunSpec, data: Option<&Dataset>) -> Option<Estimate> {
                 config,
                 targets.as_ref(),
                 *seq as f64,
-                micro,
+                rows,
                 (on_cuda(spec), half),
             );
             (counts, linear, acts)
@@ -125,10 +141,49 @@ pub fn estimate(spec: &RunSpec, data: Option<&Dataset>) -> Option<Estimate> {
     let parameters = counts.total as f64 * 4.0 + if half { linear_weights * 2.0 } else { 0.0 };
     Some(Estimate {
         parameters: parameters as u64,
-        gradients: (trainable * 4.0 * 2.0) as u64,
+        gradients: (trainable * 4.0 * at_once.gradient_copies as f64) as u64,
         optimizer: (trainable * 4.0 * optimizer_buffers(&spec.train.optimizer.kind)) as u64,
-        activations: (activations * BACKWARD_FACTOR) as u64,
+        activations: (activations * BACKWARD_FACTOR + at_once.shards as f64 * SHARD_OVERHEAD)
+            as u64,
     })
+}
+
+/// What of a micro-batch is in memory at once: on the CPU its shards (crate::train::shards) run
+/// as many at a time as the run has threads.
+struct Concurrency {
+    /// Shards running at once.
+    shards: usize,
+    /// Rows whose activations are alive together.
+    rows: usize,
+    /// Parameter-sized f32 gradient buffers alive together.
+    gradient_copies: usize,
+}
+
+impl Concurrency {
+    fn of(spec: &RunSpec, micro: usize, per_row: usize) -> Self {
+        if on_cuda(spec) {
+            return Concurrency {
+                shards: 1,
+                rows: micro,
+                gradient_copies: 2,
+            };
+        }
+        let shards = crate::train::shards(micro, per_row);
+        let threads = spec
+            .resources
+            .as_ref()
+            .and_then(|r| r.cpus)
+            .unwrap_or_else(crate::threads::available);
+        let running = shards.len().min(threads.max(1));
+        let largest = shards.iter().map(|r| r.len()).max().unwrap_or(micro);
+        Concurrency {
+            shards: running,
+            rows: running * largest,
+            // Each running shard's GradStore and its flattened copy, and the step's sum when
+            // there are more shards than run at once.
+            gradient_copies: 2 * running + usize::from(shards.len() > running),
+        }
+    }
 }
 
 /// The parameter counts of the model `model::build` would build for this run.

@@ -23,7 +23,7 @@ use crate::rng::Rng;
 use crate::spec::{self, RunSpec};
 
 /// A trainable network: inputs of a batch → outputs (predictions, or logits (B, T, V)).
-pub trait Model: Send {
+pub trait Model: Send + Sync {
     fn forward(&self, inputs: &Tensor, mode: &mut Mode) -> CandleResult<Tensor>;
 }
 

@@ -2,11 +2,13 @@
 //! LlamaForCausalLM) train the same Llama-architecture model on random tokens with AdamW —
 //! same dimensions, batch, steps and thread count, in one run — and the ratio is printed.
 //!
-//! cargo bench --bench train                     # both models, 1 and 2 threads
-//! XP_BENCH_THREADS=2 XP_BENCH_PYTHON=/path/to/python cargo bench --bench train
+//! cargo bench --bench train                     # both models, 1 and 2 threads, 5 runs each
+//! XP_BENCH_THREADS=2 XP_BENCH_RUNS=3 XP_BENCH_PYTHON=/path/to/python cargo bench --bench train
 //!
 //! Each measurement runs in its own process so the thread count (RAYON_NUM_THREADS for xp,
-//! torch.set_num_threads for PyTorch) is fixed from the start.
+//! torch.set_num_threads for PyTorch) is fixed from the start. xp and PyTorch take turns, run
+//! after run, so a change in the machine's load falls on both; each row prints every run's
+//! ratio, and the median ratio with its spread (lowest to highest).
 
 use std::process::Command;
 
@@ -30,6 +32,8 @@ struct Shape {
     dim: usize,
     hidden: usize,
     batch: usize,
+    /// Timed steps: about two seconds of training either way.
+    steps: usize,
 }
 
 const SHAPES: [Shape; 2] = [
@@ -42,6 +46,7 @@ const SHAPES: [Shape; 2] = [
         dim: 128,
         hidden: 512,
         batch: 16,
+        steps: 30,
     },
     Shape {
         name: "quickstart (1×64, ctx 4)",
@@ -52,10 +57,10 @@ const SHAPES: [Shape; 2] = [
         dim: 64,
         hidden: 256,
         batch: 64,
+        steps: 500,
     },
 ];
 const WARMUP: usize = 3;
-const STEPS: usize = 20;
 
 /// Records when each step's metrics arrive.
 struct Times(Vec<(usize, Instant)>);
@@ -90,7 +95,7 @@ fn xp_tokens_per_s(s: Shape) -> f64 {
         s.hidden,
         s.context,
         s.vocab,
-        WARMUP + STEPS,
+        WARMUP + s.steps,
         s.batch
     );
     let checked = xp::validate::validate_text("bench.kdl", &experiment);
@@ -99,7 +104,7 @@ fn xp_tokens_per_s(s: Shape) -> f64 {
     };
     let spec = &plan.runs[0].config;
     let mut rng = Rng::new(1);
-    let n = s.batch * (WARMUP + STEPS);
+    let n = s.batch * (WARMUP + s.steps);
     let rows: Vec<Vec<u32>> = (0..n)
         .map(|_| (0..=s.context).map(|_| rng.below(s.vocab) as u32).collect())
         .collect();
@@ -128,7 +133,7 @@ fn xp_tokens_per_s(s: Shape) -> f64 {
         .map(|(_, t)| *t)
         .expect("warmup step");
     let end = times.0.last().map(|(_, t)| *t).expect("last step");
-    (STEPS * s.batch * s.context) as f64 / end.duration_since(start).as_secs_f64()
+    (s.steps * s.batch * s.context) as f64 / end.duration_since(start).as_secs_f64()
 }
 
 fn peer_tokens_per_s(s: Shape, threads: usize, python: &str) -> Result<f64, String> {
@@ -143,7 +148,7 @@ fn peer_tokens_per_s(s: Shape, threads: usize, python: &str) -> Result<f64, Stri
         ("--hidden", s.hidden),
         ("--batch", s.batch),
         ("--warmup", WARMUP),
-        ("--steps", STEPS),
+        ("--steps", s.steps),
     ];
     let mut cmd = Command::new(python);
     cmd.arg(script);
@@ -168,6 +173,8 @@ fn peer_tokens_per_s(s: Shape, threads: usize, python: &str) -> Result<f64, Stri
 }
 
 fn main() {
+    // SAFETY: the first thing the process does; no other thread exists yet.
+    unsafe { xp::threads::configure() };
     // A child measuring xp alone: `train <shape index>`.
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--xp-child") {
@@ -178,34 +185,53 @@ fn main() {
     let threads: Vec<usize> = std::env::var("XP_BENCH_THREADS")
         .map(|t| t.split(',').filter_map(|n| n.parse().ok()).collect())
         .unwrap_or_else(|_| vec![1, 2]);
+    let runs: usize = std::env::var("XP_BENCH_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5)
+        .max(1);
     let python = std::env::var("XP_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
     let me = std::env::current_exe().expect("own path");
     println!(
-        "{:<28} {:>7} {:>14} {:>14} {:>8}",
+        "{:<28} {:>7} {:>11} {:>14} {:>8}  median (min-max)",
         "model", "threads", "xp tokens/s", "torch tokens/s", "xp/torch"
     );
     for (index, shape) in SHAPES.iter().enumerate() {
         for &t in &threads {
-            let out = Command::new(&me)
-                .args(["--xp-child", &index.to_string()])
-                .env("RAYON_NUM_THREADS", t.to_string())
-                .output()
-                .expect("child");
-            let xp: f64 = String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .parse()
-                .unwrap_or(f64::NAN);
-            let (peer, ratio) = match peer_tokens_per_s(*shape, t, &python) {
-                Ok(p) => (format!("{p:.0}"), format!("{:.2}", xp / p)),
-                Err(e) => {
-                    eprintln!("PyTorch peer skipped: {e}");
-                    ("-".into(), "-".into())
-                }
-            };
-            println!(
-                "{:<28} {:>7} {:>14.0} {:>14} {:>8}",
-                shape.name, t, xp, peer, ratio
-            );
+            let mut ratios = Vec::new();
+            for _ in 0..runs {
+                let out = Command::new(&me)
+                    .args(["--xp-child", &index.to_string()])
+                    .env("RAYON_NUM_THREADS", t.to_string())
+                    .output()
+                    .expect("child");
+                let xp: f64 = String::from_utf8_lossy(&out.stdout)
+                    .trim()
+                    .parse()
+                    .unwrap_or(f64::NAN);
+                let (peer, ratio) = match peer_tokens_per_s(*shape, t, &python) {
+                    Ok(p) => {
+                        ratios.push(xp / p);
+                        (format!("{p:.0}"), format!("{:.2}", xp / p))
+                    }
+                    Err(e) => {
+                        eprintln!("PyTorch peer skipped: {e}");
+                        ("-".into(), "-".into())
+                    }
+                };
+                println!(
+                    "{:<28} {:>7} {:>11.0} {:>14} {:>8}",
+                    shape.name, t, xp, peer, ratio
+                );
+            }
+            ratios.sort_by(f64::total_cmp);
+            if let (Some(lo), Some(hi)) = (ratios.first(), ratios.last()) {
+                let median = ratios[ratios.len() / 2];
+                println!(
+                    "{:<28} {:>7} {:>11} {:>14} {:>8}  {median:.2} ({lo:.2}-{hi:.2})",
+                    shape.name, t, "", "", ""
+                );
+            }
         }
     }
 }

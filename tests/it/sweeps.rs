@@ -600,7 +600,7 @@ fn plan_prints_a_table_and_json_and_writes_nothing() {
         "{text}"
     );
     assert!(
-        lines[3].starts_with("lr=0.001,rank=4 ") && lines[3].ends_with(" 16     40  12.9 MiB"),
+        lines[3].starts_with("lr=0.001,rank=4 ") && lines[3].ends_with(" 16     40  18.9 MiB"),
         "{text}"
     );
     assert_eq!(lines.len(), 7);

@@ -1,6 +1,7 @@
 //! Fused CPU kernels of xp's ops for contiguous float32 tensors: one pass over each row of the
-//! last dimension, with a backward that computes the exact gradient. Rows run one after the
-//! other and every reduction is sequential, so results never depend on thread timing.
+//! last dimension ([`map_rows`], [`map_row_pairs`]), with a backward that computes the exact
+//! gradient. Rows run one after the other and every reduction is sequential, so results never
+//! depend on thread timing (the parallelism is a batch's shards, crate::train).
 
 #[cfg(feature = "cuda")]
 use candle_core::CudaStorage;
@@ -40,6 +41,45 @@ fn check_same(l1: &Layout, l2: &Layout, op: &'static str) -> Result<()> {
     Ok(())
 }
 
+/// A tensor of `x`'s shape whose rows (of the last dimension) are `f(row index, x's row,
+/// output row)`, for a contiguous float32 `x`.
+fn map_rows(
+    s: &CpuStorage,
+    l: &Layout,
+    op: &'static str,
+    f: impl Fn(usize, &[f32], &mut [f32]),
+) -> Result<(CpuStorage, Shape)> {
+    let x = slice(s, l, op)?;
+    let d = row_len(l, op)?;
+    let mut y = vec![0.0f32; x.len()];
+    for (r, (x, y)) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)).enumerate() {
+        f(r, x, y);
+    }
+    Ok((CpuStorage::F32(y), l.shape().clone()))
+}
+
+/// A tensor of the shape `a` and `b` share whose rows are `f(a's row, b's row, output row)`,
+/// for contiguous float32 `a` and `b`.
+fn map_row_pairs(
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    op: &'static str,
+    f: impl Fn(&[f32], &[f32], &mut [f32]),
+) -> Result<(CpuStorage, Shape)> {
+    check_same(l1, l2, op)?;
+    let (a, b) = (slice(s1, l1, op)?, slice(s2, l2, op)?);
+    let d = row_len(l1, op)?;
+    let mut out = vec![0.0f32; a.len()];
+    for ((a, b), out) in a
+        .chunks_exact(d)
+        .zip(b.chunks_exact(d))
+        .zip(out.chunks_exact_mut(d))
+    {
+        f(a, b, out);
+    }
+    Ok((CpuStorage::F32(out), l1.shape().clone()))
+}
+
 /// exp(x - max) / sum into `y`.
 fn softmax_row(x: &[f32], y: &mut [f32]) {
     y.copy_from_slice(x);
@@ -70,13 +110,7 @@ impl CustomOp1 for Softmax {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s, l, self.name())?;
-        let d = row_len(l, self.name())?;
-        let mut y = vec![0.0f32; x.len()];
-        for (x, y) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
-            softmax_row(x, y);
-        }
-        Ok((CpuStorage::F32(y), l.shape().clone()))
+        map_rows(s, l, self.name(), |_, x, y| softmax_row(x, y))
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
@@ -97,10 +131,8 @@ impl CustomOp1 for CausalSoftmax {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s, l, self.name())?;
         let t = row_len(l, self.name())?;
-        let mut y = vec![0.0f32; x.len()];
-        for (r, (x, y)) in x.chunks_exact(t).zip(y.chunks_exact_mut(t)).enumerate() {
+        map_rows(s, l, self.name(), |r, x, y| {
             let i = r % t;
             // Columns before i + 1 - window are masked too: shift them out of the row.
             let first = (i + 1).saturating_sub(self.window);
@@ -110,8 +142,7 @@ impl CustomOp1 for CausalSoftmax {
                 *y = x * self.scale;
             }
             softmax_in_place(y, i + 1 - first);
-        }
-        Ok((CpuStorage::F32(y), l.shape().clone()))
+        })
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
@@ -136,21 +167,12 @@ impl CustomOp2 for SoftmaxBwd {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        check_same(l1, l2, self.name())?;
-        let (y, dy) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?);
-        let d = row_len(l1, self.name())?;
-        let mut dx = vec![0.0f32; y.len()];
-        for ((y, dy), dx) in y
-            .chunks_exact(d)
-            .zip(dy.chunks_exact(d))
-            .zip(dx.chunks_exact_mut(d))
-        {
+        map_row_pairs((s1, l1), (s2, l2), self.name(), |y, dy, dx| {
             let dot: f32 = y.iter().zip(dy).map(|(y, dy)| y * dy).sum();
             for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
                 *dx = y * (dy - dot);
             }
-        }
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+        })
     }
 }
 
@@ -163,10 +185,7 @@ impl CustomOp1 for LogSoftmax {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s, l, self.name())?;
-        let d = row_len(l, self.name())?;
-        let mut y = vec![0.0f32; x.len()];
-        for (x, y) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+        map_rows(s, l, self.name(), |_, x, y| {
             let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0.0f32;
             for (y, &x) in y.iter_mut().zip(x) {
@@ -177,8 +196,7 @@ impl CustomOp1 for LogSoftmax {
             for y in y.iter_mut() {
                 *y -= lse;
             }
-        }
-        Ok((CpuStorage::F32(y), l.shape().clone()))
+        })
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
@@ -201,21 +219,12 @@ impl CustomOp2 for LogSoftmaxBwd {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        check_same(l1, l2, self.name())?;
-        let (y, dy) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?);
-        let d = row_len(l1, self.name())?;
-        let mut dx = vec![0.0f32; y.len()];
-        for ((y, dy), dx) in y
-            .chunks_exact(d)
-            .zip(dy.chunks_exact(d))
-            .zip(dx.chunks_exact_mut(d))
-        {
+        map_row_pairs((s1, l1), (s2, l2), self.name(), |y, dy, dx| {
             let sum: f32 = dy.iter().sum();
             for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
                 *dx = dy - y.exp() * sum;
             }
-        }
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+        })
     }
 }
 
@@ -252,17 +261,13 @@ impl CustomOp2 for RmsNorm {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s1, l1, self.name())?;
-        let d = row_len(l1, self.name())?;
-        let w = self.weight(s2, l2, d)?;
-        let mut y = vec![0.0f32; x.len()];
-        for (x, y) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+        let w = self.weight(s2, l2, row_len(l1, self.name())?)?;
+        map_rows(s1, l1, self.name(), |_, x, y| {
             let inv = inv_rms(x, self.eps);
             for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
                 *y = x * inv * w;
             }
-        }
-        Ok((CpuStorage::F32(y), l1.shape().clone()))
+        })
     }
 
     #[cfg(feature = "cuda")]
@@ -484,21 +489,17 @@ impl CustomOp3 for CrossEntropyBwd {
             )
         }
         let (loss, dloss) = both.split_at(rows);
-        let mut dx = vec![0.0f32; x.len()];
-        for (r, (x, dx)) in x.chunks_exact(c).zip(dx.chunks_exact_mut(c)).enumerate() {
-            match class(t[r], c) {
-                Target::Ignored => {}
-                Target::Invalid => dx.fill(f32::NAN),
-                Target::Class(t) => {
-                    let lse = loss[r] + x[t];
-                    for (j, (dx, &x)) in dx.iter_mut().zip(x).enumerate() {
-                        let p = (x - lse).exp();
-                        *dx = (p - if j == t { 1.0 } else { 0.0 }) * dloss[r];
-                    }
+        map_rows(s1, l1, self.name(), |r, x, dx| match class(t[r], c) {
+            Target::Ignored => {}
+            Target::Invalid => dx.fill(f32::NAN),
+            Target::Class(t) => {
+                let lse = loss[r] + x[t];
+                for (j, (dx, &x)) in dx.iter_mut().zip(x).enumerate() {
+                    let p = (x - lse).exp();
+                    *dx = (p - if j == t { 1.0 } else { 0.0 }) * dloss[r];
                 }
             }
-        }
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+        })
     }
 
     #[cfg(feature = "cuda")]

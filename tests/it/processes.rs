@@ -78,6 +78,70 @@ fn jobs_2_gives_the_same_bits_as_jobs_1() {
     );
 }
 
+/// A batch of 24 × 64 tokens trains as 3 shards: on 1 thread one after the other, on 2 two at
+/// once. The run's metrics and weights are the same bits either way.
+#[test]
+fn the_thread_count_does_not_change_a_sharded_run() {
+    let experiment = |cpus: usize| {
+        format!(
+            r#"experiment "shards" {{
+    resources {{ cpus {cpus}; }}
+    model "llama" {{ layers 2; heads 4; dim 32; hidden 64; context 64 }}
+    data "copy" length=32 vocab=16 samples=96
+    train {{
+        steps 6
+        batch-size 24
+        optimizer "adamw" lr=1e-2
+        eval every=3
+    }}
+}}
+"#
+        )
+    };
+    let dir = experiment_dir(&experiment(1));
+    let out = xp(dir.path(), &["run", "e.kdl", "--runs-dir", "one", "-q"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(dir.path().join("e.kdl"), experiment(2)).unwrap();
+    let out = xp(dir.path(), &["run", "e.kdl", "--runs-dir", "two", "-q"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = |runs| {
+        let sweep = current_sweep(dir.path(), runs, "shards");
+        let names: Vec<_> = std::fs::read_dir(&sweep)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("metrics.jsonl").exists())
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        names[0].clone()
+    };
+    let (one, two) = (run("one"), run("two"));
+    for (dir, threads) in [(&one, 1), (&two, 2)] {
+        let log = std::fs::read_to_string(dir.join("train.log")).unwrap();
+        assert!(log.contains(&format!(", {threads} threads")), "{log}");
+    }
+    let metrics = timeless_metrics(&one);
+    assert!(
+        metrics.iter().any(|m| m.get("val/loss").is_some()),
+        "{metrics:?}"
+    );
+    assert_eq!(metrics, timeless_metrics(&two));
+    assert_eq!(
+        std::fs::read(one.join("model.safetensors")).unwrap(),
+        std::fs::read(two.join("model.safetensors")).unwrap()
+    );
+}
+
 #[test]
 fn a_crashed_run_process_fails_only_its_run() {
     let dir = case();

@@ -46,8 +46,8 @@
 //!   The sum is doubled ([`BACKWARD_FACTOR`]): candle frees no saved tensor until `backward`
 //!   returns, and measured on the CPU (with glibc's arenas and mmap threshold pinned, which
 //!   changes nothing) the peak grows by twice the saved tensors as batch, sequence and width
-//!   grow: the gradients backward allocates (each as zeros plus a sum) sit beside them. Each
-//!   shard running at once adds [`SHARD_OVERHEAD`].
+//!   grow: the gradients backward allocates (each as zeros plus a sum) sit beside them. On the
+//!   CPU each shard running at once adds [`SHARD_OVERHEAD`].
 
 use serde::Serialize;
 
@@ -143,16 +143,16 @@ pub fn estimate(spec: &RunSpec, data: Option<&Dataset>) -> Option<Estimate> {
         parameters: parameters as u64,
         gradients: (trainable * 4.0 * at_once.gradient_copies as f64) as u64,
         optimizer: (trainable * 4.0 * optimizer_buffers(&spec.train.optimizer.kind)) as u64,
-        activations: (activations * BACKWARD_FACTOR + at_once.shards as f64 * SHARD_OVERHEAD)
-            as u64,
+        activations: (activations * BACKWARD_FACTOR + at_once.overhead) as u64,
     })
 }
 
 /// What of a micro-batch is in memory at once: on the CPU its shards (crate::train::shards) run
 /// as many at a time as the run has threads.
 struct Concurrency {
-    /// Shards running at once.
-    shards: usize,
+    /// What the threads running shards hold beyond tensors ([`SHARD_OVERHEAD`] each, on the
+    /// CPU).
+    overhead: f64,
     /// Rows whose activations are alive together.
     rows: usize,
     /// Parameter-sized f32 gradient buffers alive together.
@@ -163,7 +163,7 @@ impl Concurrency {
     fn of(spec: &RunSpec, micro: usize, per_row: usize) -> Self {
         if on_cuda(spec) {
             return Concurrency {
-                shards: 1,
+                overhead: 0.0,
                 rows: micro,
                 gradient_copies: 2,
             };
@@ -177,7 +177,7 @@ impl Concurrency {
         let running = shards.len().min(threads.max(1));
         let largest = shards.iter().map(|r| r.len()).max().unwrap_or(micro);
         Concurrency {
-            shards: running,
+            overhead: running as f64 * SHARD_OVERHEAD,
             rows: running * largest,
             // Each running shard's GradStore and its flattened copy, and the step's sum when
             // there are more shards than run at once.

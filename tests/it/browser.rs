@@ -10,7 +10,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::report::{EVIL, EVIL_ESCAPED, fixture_runs, table_rows};
-use super::support::xp;
+use super::support::{stderr, succeeded, xp};
 
 /// The Chromium binary to drive.
 fn chromium() -> PathBuf {
@@ -46,11 +46,7 @@ fn headless(page: &Path, args: &[&str]) -> String {
         .arg(format!("file://{}", page.canonicalize().unwrap().display()))
         .output()
         .expect("Chromium runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -73,12 +69,7 @@ fn write_report(dir: &Path, args: &[&str]) -> PathBuf {
     let mut all = vec!["report"];
     all.extend(args);
     let out = xp(dir, &all);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     dir.join("report.html")
 }
 

@@ -5,14 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use super::support::{json, root, stdout, xp};
+use super::support::{json, root, stderr, stdout, xp};
 
 fn fixtures() -> PathBuf {
     root().join("tests/fixtures/compare")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn compare(args: &[&str]) -> Output {

@@ -17,7 +17,7 @@ use xp::rng::Rng;
 use xp::spec::{Data, DataSource, Lora, Validation};
 
 use super::ops::{DEEP, Error, LOSS, flat};
-use super::support::{root, xp};
+use super::support::{root, stderr, succeeded, xp};
 
 /// Written by tests/reference/hf.py (transformers 5 and PEFT, float32, eager attention).
 const REFERENCE: &str = include_str!("../reference/hf.json");
@@ -288,12 +288,7 @@ fn run(runs: &Path, experiment: &str) -> PathBuf {
             "-q",
         ],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     runs.join(experiment).join("current").join("seed=3")
 }
 
@@ -420,10 +415,7 @@ fn reference_python() -> Result<String, String> {
         Ok(o) if o.status.success() => Ok(python),
         Ok(o) => Err(format!(
             "`{python}` cannot import torch, transformers and peft: {}",
-            String::from_utf8_lossy(&o.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
+            stderr(&o).lines().last().unwrap_or("")
         )),
         Err(e) => Err(format!("`{python}` does not run: {e}")),
     }
@@ -464,7 +456,7 @@ fn peft_and_transformers_load_what_xp_writes() {
     assert!(
         out.status.success(),
         "peft_check.py failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr(&out)
     );
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let values = |key: &str| -> Vec<f32> {

@@ -9,17 +9,12 @@ use candle_core::Device;
 use xp::memory;
 use xp::spec::RunSpec;
 
-use super::support::{json, root, xp};
+use super::support::{json, root, succeeded, xp};
 
 /// Every run's resolved configuration and `estimated_memory_bytes`, from `xp plan`.
 fn planned(dir: &Path, file: &Path) -> Vec<(String, RunSpec, Option<u64>)> {
     let out = xp(dir, &["plan", file.to_str().unwrap(), "--format", "json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let plans = json(&out);
     plans[0]["runs"]
         .as_array()
@@ -213,12 +208,7 @@ fn measure(cpus: usize, sweep: &str) -> Vec<(String, u64, u64)> {
             "-q",
         ],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let sweep = dir.path().join("runs/memory/current");
     let measured = |name: &str| -> u64 {
         let summary: serde_json::Value = serde_json::from_str(

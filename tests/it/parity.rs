@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::support::{root, xp};
+use super::support::{root, succeeded, xp};
 
 /// Written by tests/reference/mlp_csv.py (PyTorch, float32 on CPU), which also wrote the
 /// experiments, CSV files and initial weights in tests/fixtures/parity/.
@@ -76,12 +76,7 @@ fn check(name: &str) {
             "-q",
         ],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let rows = train_metrics(runs.path(), name);
     let steps: Vec<u64> = rows.iter().map(|r| r["step"].as_u64().unwrap()).collect();
     let expected: Vec<u64> = (1..=case.loss.len() as u64).collect();

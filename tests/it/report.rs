@@ -7,7 +7,7 @@ use std::process::Output;
 
 use serde_json::{Value, json};
 
-use super::support::{copy_tree, root, stdout, xp};
+use super::support::{copy_tree, root, stderr, stdout, xp};
 
 /// A run name that would run a script if it reached the page as markup.
 pub const EVIL: &str = "<script>alert(1)</script>";
@@ -15,10 +15,6 @@ pub const EVIL_ESCAPED: &str = "&lt;script&gt;alert(1)&lt;/script&gt;";
 /// The fixtures' failed run, and why it failed.
 const FAILED: &str = "r16-s1";
 const REASON: &str = "saving the model failed: No space left on device (os error 28)";
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// The compare fixtures under `dir/runs`, and a diverged run named [`EVIL`] whose reason and
 /// metrics hold markup and whose `metrics.jsonl` has a torn line, a null and a line that is not

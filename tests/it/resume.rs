@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::support::{current_sweep, timeless_metrics};
+use super::support::{current_sweep, stderr, succeeded, timeless_metrics};
 
 const EXPERIMENT: &str = r#"experiment "ck" {
     model "llama" { layers 1; heads 2; dim 32; context 8 }
@@ -134,12 +134,7 @@ fn killed_at_any_point_a_run_resumes_bit_identically() {
             }
         }
         let out = case.run(runs, &["--resume"]);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{point}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_eq!(out.status.code(), Some(0), "{point}: {}", stderr(&out));
         assert_identical(&case, runs);
         let log = std::fs::read_to_string(run.join("train.log")).unwrap();
         assert!(
@@ -153,12 +148,7 @@ fn killed_at_any_point_a_run_resumes_bit_identically() {
 fn checkpoints_keep_the_newest_and_the_best() {
     let case = Case::new(EXPERIMENT);
     let out = case.run("reference", &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let run = case.sweep("reference", "ck").join("run");
     let steps: Vec<usize> = xp::record::checkpoint::steps(&run)
         .into_iter()
@@ -219,12 +209,7 @@ fn ctrl_c_checkpoints_marks_interrupted_and_resume_finishes() {
         Some(stopped_at)
     );
     let out = case.run("stopped", &["--resume"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     assert_identical(&case, "stopped");
 }
 
@@ -275,12 +260,7 @@ fn a_sweep_survives_a_panic_a_divergence_and_a_kill() {
     );
     let first = std::fs::read(sweep.join("lr=0.01/summary.json")).unwrap();
     let out = case.run("runs", &["--resume"]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert_eq!(
         [
             status("lr=0.01"),
@@ -320,7 +300,7 @@ fn resume_refuses_a_changed_plan_and_a_locked_sweep() {
     assert_eq!(case.run("runs", &[]).status.code(), Some(0));
     let out = case.run("runs", &["--resume", "--set", "train.optimizer.lr=1e-2"]);
     assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr(&out);
     assert!(
         err.contains("changed since the sweep") && err.contains("without --resume"),
         "{err}"
@@ -330,7 +310,7 @@ fn resume_refuses_a_changed_plan_and_a_locked_sweep() {
     std::fs::write(sweep.join(".lock"), std::process::id().to_string()).unwrap();
     let out = case.run("runs", &["--resume"]);
     assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr(&out);
     assert!(
         err.contains(&format!("pid {}", std::process::id())),
         "{err}"
@@ -361,7 +341,7 @@ fn an_unwritable_runs_dir_is_a_clear_error() {
     std::fs::write(case.dir.path().join("file"), "not a directory").unwrap();
     let out = case.run("file", &[]);
     assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr(&out);
     assert!(
         err.contains("error:") && err.to_lowercase().contains("not a directory"),
         "{err}"

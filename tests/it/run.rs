@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::support::{root, xp};
+use super::support::{root, stderr, succeeded, xp};
 
 fn sweep_dir(runs: &Path, experiment: &str) -> PathBuf {
     let current = runs.join(experiment).join("current");
@@ -48,12 +48,7 @@ fn the_quickstart_writes_the_documented_sweep_directory() {
             "-q",
         ],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let sweep = sweep_dir(runs.path(), "quickstart");
     for file in ["experiment.kdl", "plan.json", "results.csv", "results.json"] {
         assert!(sweep.join(file).is_file(), "{file}");
@@ -188,12 +183,7 @@ fn a_diverging_run_is_recorded_and_the_sweep_goes_on() {
         dir.path(),
         &["run", "e.kdl", "--runs-dir", runs.to_str().unwrap(), "-q"],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("1 failed: lr=1000000.0"), "{stdout}");
     let sweep = sweep_dir(&runs, "diverge");
@@ -243,7 +233,7 @@ fn invalid_input_exits_two_before_anything_is_written() {
         ],
     );
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("matches no run"));
+    assert!(stderr(&out).contains("matches no run"));
     let out = xp(
         &root(),
         &[
@@ -256,7 +246,7 @@ fn invalid_input_exits_two_before_anything_is_written() {
         ],
     );
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("xp::run::unsupported"));
+    assert!(stderr(&out).contains("xp::run::unsupported"));
     assert_eq!(std::fs::read_dir(runs.path()).unwrap().count(), 0);
 }
 
@@ -286,12 +276,7 @@ fn user_defaults_come_from_the_config_file_and_flags_win() {
             .unwrap()
     };
     let out = run(&[]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     assert!(
         dir.path()
             .join("from-config/quickstart/current/lr0.01/summary.json")
@@ -308,7 +293,7 @@ fn user_defaults_come_from_the_config_file_and_flags_win() {
     std::fs::write(&config, "runs-dri \"x\"\n").unwrap();
     let out = run(&[]);
     assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr(&out);
     assert!(
         err.contains("did you mean `runs-dir`?") && err.contains("config.kdl"),
         "{err}"
@@ -339,12 +324,7 @@ fn early_stopping_ends_a_run_as_completed_with_its_reason() {
         dir.path(),
         &["run", "e.kdl", "--runs-dir", runs.to_str().unwrap(), "-q"],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let run = sweep_dir(&runs, "early").join("run");
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();

@@ -577,7 +577,7 @@ fn cross_field_rules_reject_impossible_runs() {
 
 #[test]
 fn plan_prints_a_table_and_json_and_writes_nothing() {
-    use super::support::{root, stdout, xp};
+    use super::support::{root, stderr, stdout, xp};
     let dir = tempfile::tempdir().unwrap();
     let file = write(
         dir.path(),
@@ -632,5 +632,5 @@ fn plan_prints_a_table_and_json_and_writes_nothing() {
         ],
     );
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `steps`?"));
+    assert!(stderr(&out).contains("did you mean `steps`?"));
 }

@@ -30,6 +30,12 @@ pub enum SlurmError {
     Missing { program: String },
     #[error("sbatch rejected the job ({script}): {message}")]
     Rejected { script: String, message: String },
+    #[error(
+        "{path} cannot be read as the sweep's record of Slurm jobs ({message}); restore it, or remove it to forget the jobs"
+    )]
+    BadRecord { path: String, message: String },
+    #[error("Slurm's queue could not be read: `squeue` failed: {message}")]
+    Queue { message: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -136,7 +142,7 @@ pub fn submit(sweep: &SweepDir, s: &Submission) -> Result<Job, SlurmError> {
         runs: s.runs.to_vec(),
         submitted_at: chrono::Local::now().to_rfc3339(),
     };
-    let mut jobs = jobs(&sweep.path);
+    let mut jobs = jobs(&sweep.path)?;
     jobs.push(job.clone());
     atomic::write(
         &dir.join("jobs.json"),
@@ -145,19 +151,27 @@ pub fn submit(sweep: &SweepDir, s: &Submission) -> Result<Job, SlurmError> {
     Ok(job)
 }
 
-/// The jobs submitted for a sweep, oldest first.
-pub fn jobs(sweep: &Path) -> Vec<Job> {
-    std::fs::read(sweep.join("slurm").join("jobs.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+/// The jobs submitted for a sweep, oldest first: none without `slurm/jobs.json`, an error when
+/// that file cannot be read.
+pub fn jobs(sweep: &Path) -> Result<Vec<Job>, SlurmError> {
+    let path = sweep.join("slurm").join("jobs.json");
+    match std::fs::read(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e.into()),
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| SlurmError::BadRecord {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        }),
+    }
 }
 
 /// The Slurm state of each run of the sweep still in the queue (`PENDING`, `RUNNING`, …),
-/// by plan index; `Ok(empty)` when the sweep has no jobs.
+/// by plan index; `Ok(empty)` when the sweep has no jobs. Only the tasks of the sweep's own
+/// jobs count; a `squeue` that fails (other than for jobs Slurm has forgotten) is an error,
+/// never an empty queue.
 pub fn queued(sweep: &Path) -> Result<BTreeMap<usize, String>, SlurmError> {
     let mut states = BTreeMap::new();
-    let jobs = jobs(sweep);
+    let jobs = jobs(sweep)?;
     if jobs.is_empty() {
         return Ok(states);
     }
@@ -166,14 +180,32 @@ pub fn queued(sweep: &Path) -> Result<BTreeMap<usize, String>, SlurmError> {
         .args(["-h", "-r", "-o", "%F %K %T", "-j", &ids.join(",")])
         .output()
         .map_err(|e| missing("squeue", e))?;
-    // squeue exits non-zero when every listed job has left the queue.
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        // squeue exits non-zero with "Invalid job id specified" when every listed job has left
+        // the queue and Slurm has forgotten it.
+        if !stderr.contains("Invalid job id") {
+            return Err(SlurmError::Queue {
+                message: match stderr.trim() {
+                    "" => output.status.to_string(),
+                    message => message.to_owned(),
+                },
+            });
+        }
+    }
     for line in String::from_utf8_lossy(&output.stdout).lines() {
         let mut parts = line.split_whitespace();
-        let (Some(_job), Some(task), Some(state)) = (parts.next(), parts.next(), parts.next())
+        let (Some(job), Some(task), Some(state)) = (parts.next(), parts.next(), parts.next())
         else {
             continue;
         };
-        if let Ok(index) = task.parse::<usize>() {
+        let Ok(index) = task.parse::<usize>() else {
+            continue;
+        };
+        if jobs
+            .iter()
+            .any(|j| j.job_id == job && j.runs.contains(&index))
+        {
             states.insert(index, state.to_owned());
         }
     }

@@ -66,8 +66,6 @@ pub fn launch(
         following.extend(queued.keys().copied());
     } else {
         for &i in &todo {
-            summaries[i].status = Status::Pending;
-            summaries[i].reason = None;
             record::ready_run_dir(&sweep, &plan.runs[i], &summaries[i])?;
         }
         results::write(&sweep.path, &axes, &summaries)?;
@@ -168,8 +166,11 @@ fn follow(
             if let Some(update) = newest_metrics(&dir, &mut seen_len, i) {
                 progress.update(i, &update);
             }
-            let settled = summary.as_ref().is_some_and(slurm::settled);
             let left = !queued.contains_key(&i);
+            // An interrupted run still in the queue was requeued: it goes on.
+            let settled = summary
+                .as_ref()
+                .is_some_and(|s| slurm::settled(s) && (left || s.status != Status::Interrupted));
             if settled || (left && !gone_once.insert(i)) {
                 let mut s = summary.unwrap_or_else(|| summaries[i].clone());
                 if !settled {
@@ -178,6 +179,8 @@ fn follow(
                         "its Slurm task ended without recording how the run ended; see {}",
                         sweep.join("slurm").display()
                     ));
+                    s.finished_at = Some(chrono::Local::now().to_rfc3339());
+                    record::write_summary(&dir, &s)?;
                 }
                 if !started.contains(&i) {
                     progress.run_started(i, total, run);

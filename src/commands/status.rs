@@ -19,12 +19,14 @@ pub fn run(dir: &Path) -> Result<Outcome, CliError> {
         dir.to_owned()
     };
     let plan = read_plan(&sweep)?;
-    let submitted = !slurm::jobs(&sweep).is_empty();
+    let submitted = !slurm::jobs(&sweep)
+        .map_err(|e| CliError::Usage(e.to_string()))?
+        .is_empty();
     let queued = if submitted {
         match slurm::queued(&sweep) {
             Ok(q) => Some(q),
             Err(e) => {
-                eprintln!("warning: Slurm's queue could not be read: {e}");
+                eprintln!("warning: {e}");
                 None
             }
         }

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::support::{current_sweep, experiment_dir, stdout, timeless_metrics, xp};
+use super::support::{
+    current_sweep, experiment_dir, stderr, stdout, succeeded, timeless_metrics, xp,
+};
 
 const SWEEP: &str = r#"experiment "arr" {
     model "llama" { layers 1; heads 2; dim 32; context 8 }
@@ -35,6 +37,31 @@ fn sweep(dir: &Path, runs: &str) -> PathBuf {
     current_sweep(dir, runs, "arr")
 }
 
+/// Submits the sweep cut to one run (lr=0.001) of `steps` steps: the experiment's directory,
+/// the sweep directory and the Slurm job id, which `xp run` prints and records.
+fn submit_one_run(steps: usize) -> (tempfile::TempDir, PathBuf, String) {
+    let dir = experiment_dir(
+        &SWEEP
+            .replace("steps 30", &format!("steps {steps}"))
+            .replace("lr 1e-3 1e-2 3e-2", "lr 1e-3"),
+    );
+    let out = xp(
+        dir.path(),
+        &["run", "e.kdl", "--runs-dir", "runs", "--launcher", "slurm"],
+    );
+    succeeded(&out);
+    let s = sweep(dir.path(), "runs");
+    let jobs: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.join("slurm/jobs.json")).unwrap()).unwrap();
+    let job = jobs[0]["job_id"].as_str().unwrap().to_owned();
+    assert!(
+        stdout(&out).contains(&format!("job {job}")),
+        "{}",
+        stdout(&out)
+    );
+    (dir, s, job)
+}
+
 fn status(run: &Path) -> String {
     let s: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
@@ -60,13 +87,8 @@ fn an_array_job_gives_the_same_results_as_a_local_run() {
             "-q",
         ],
     );
+    succeeded(&out);
     let text = stdout(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(text.contains("submitted Slurm job"), "{text}");
     let (a, b) = (sweep(dir.path(), "local"), sweep(dir.path(), "slurm"));
     let script = std::fs::read_to_string(b.join("slurm/submit.sbatch")).unwrap();
@@ -102,30 +124,7 @@ fn an_array_job_gives_the_same_results_as_a_local_run() {
 #[test]
 #[ignore = "needs a Slurm cluster; .ci/run starts one and runs it with --include-ignored"]
 fn a_cancelled_task_is_continued_by_resume() {
-    let dir = experiment_dir(
-        &SWEEP
-            .replace("steps 30", "steps 4000")
-            .replace("lr 1e-3 1e-2 3e-2", "lr 1e-3"),
-    );
-    let out = xp(
-        dir.path(),
-        &["run", "e.kdl", "--runs-dir", "runs", "--launcher", "slurm"],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = stdout(&out);
-    let job = text
-        .split_whitespace()
-        .skip_while(|w| *w != "job")
-        .nth(1)
-        .unwrap()
-        .trim_end_matches(':')
-        .to_owned();
-    let s = sweep(dir.path(), "runs");
+    let (dir, s, job) = submit_one_run(4000);
     let run = s.join("lr=0.001");
     // Cancel once the run has checkpointed at least once.
     let start = Instant::now();
@@ -178,13 +177,7 @@ fn a_cancelled_task_is_continued_by_resume() {
             "-q",
         ],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     assert_eq!(status(&run), "completed");
     let log = std::fs::read_to_string(run.join("train.log")).unwrap();
     assert!(log.contains("resumed from the checkpoint of step"), "{log}");
@@ -202,8 +195,67 @@ fn without_sbatch_the_slurm_launcher_says_so() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = stderr(&out);
     assert!(stderr.contains("`sbatch` was not found"), "{stderr}");
+}
+
+/// What `xp status` makes of the sweep's Slurm record and queue when they are not what it
+/// wrote: a fake `squeue` (XP_SLURM_BIN) that lists a task of another job and one out of the
+/// plan, one that fails, and an edited jobs.json.
+#[test]
+fn a_broken_slurm_record_or_queue_is_reported_not_guessed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = experiment_dir(&SWEEP.replace("lr 1e-3 1e-2 3e-2", "lr 1e-3"));
+    succeeded(&xp(
+        dir.path(),
+        &["run", "e.kdl", "--runs-dir", "runs", "-q"],
+    ));
+    let s = sweep(dir.path(), "runs");
+    std::fs::create_dir_all(s.join("slurm")).unwrap();
+    std::fs::write(
+        s.join("slurm/jobs.json"),
+        r#"[{"job_id": "41", "runs": [0], "submitted_at": "2026-11-21T00:00:00+00:00"}]"#,
+    )
+    .unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let squeue = bin.join("squeue");
+    let status = |script: &str| {
+        std::fs::write(&squeue, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&squeue, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_xp"))
+            .args(["status", s.to_str().unwrap()])
+            .env("XP_SLURM_BIN", &bin)
+            .output()
+            .unwrap()
+    };
+    // Another job's task 0 and this job's task 99 are not this sweep's runs.
+    let out = status("echo '7 0 RUNNING'; echo '41 99 RUNNING'");
+    succeeded(&out);
+    assert!(
+        stdout(&out).contains("lr=0.001  completed"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!stdout(&out).contains("RUNNING"), "{}", stdout(&out));
+    // A queue that cannot be read is said, not taken for an empty one.
+    let out =
+        status("echo 'slurm_load_jobs error: Unable to contact slurm controller' >&2; exit 1");
+    succeeded(&out);
+    assert!(
+        stderr(&out).contains("Slurm's queue could not be read")
+            && stderr(&out).contains("Unable to contact"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(s.join("slurm/jobs.json"), "[{").unwrap();
+    let out = status("exit 0");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("jobs.json cannot be read"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -218,7 +270,7 @@ fn a_job_sbatch_rejects_is_a_clear_error_and_nothing_is_queued() {
         &["run", "e.kdl", "--runs-dir", "runs", "--launcher", "slurm"],
     );
     assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = stderr(&out);
     assert!(
         stderr.contains("sbatch rejected the job") && stderr.contains("nvalid partition"),
         "{stderr}"
@@ -230,25 +282,7 @@ fn a_job_sbatch_rejects_is_a_clear_error_and_nothing_is_queued() {
 #[test]
 #[ignore = "needs a Slurm cluster; .ci/run starts one and runs it with --include-ignored"]
 fn the_time_limit_warning_checkpoints_requeues_and_the_run_completes() {
-    let dir = experiment_dir(
-        &SWEEP
-            .replace("steps 30", "steps 3000")
-            .replace("lr 1e-3 1e-2 3e-2", "lr 1e-3"),
-    );
-    let out = xp(
-        dir.path(),
-        &["run", "e.kdl", "--runs-dir", "runs", "--launcher", "slurm"],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s = sweep(dir.path(), "runs");
-    let job = std::fs::read_to_string(s.join("slurm/jobs.json")).unwrap();
-    let job: serde_json::Value = serde_json::from_str(&job).unwrap();
-    let job = job[0]["job_id"].as_str().unwrap().to_owned();
+    let (_dir, s, job) = submit_one_run(3000);
     let run = s.join("lr=0.001");
     let start = Instant::now();
     while xp::record::checkpoint::steps(&run).is_empty() {

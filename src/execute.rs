@@ -246,14 +246,9 @@ pub fn prepare(plan: &Plan, source: &str, options: &Options) -> Result<Prepared,
             {
                 (s, Action::Keep)
             }
-            Some(s) => (
-                Summary {
-                    status: s.status,
-                    ..fresh
-                },
-                Action::Train,
-            ),
-            None => (fresh, Action::Train),
+            // A run to train again starts over as pending: whatever its old summary said
+            // (interrupted, failed) is not how this attempt ended.
+            _ => (fresh, Action::Train),
         };
         summaries.push(summary);
         actions.push(action);
@@ -423,7 +418,7 @@ pub fn execute_run(
         "device {}, precision {}, {} threads",
         summary.device,
         summary.precision,
-        candle_core::utils::get_num_threads()
+        rayon::current_num_threads()
     ))?;
     if let (_, Some(warning)) = precision_of(&run.config, &summary.device) {
         dir.log(&format!("warning: {warning}"))?;

@@ -33,11 +33,12 @@ pub struct Processes {
 }
 
 impl Processes {
-    /// `jobs` runs at once on this machine: the cores are split between them (or each run
+    /// `jobs` runs at once on this machine: the cores ([`crate::threads::available`]: those
+    /// `RAYON_NUM_THREADS` says, when set) are split between them (or each run
     /// gets `cpus` threads when the experiment's `resources` says so), and with GPUs the
     /// concurrency is at most one run per GPU.
     pub fn local(exe: PathBuf, jobs: usize, cpus: Option<usize>, gpus: Vec<String>) -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = crate::threads::available();
         let jobs = if gpus.is_empty() {
             jobs.max(1)
         } else {
@@ -276,9 +277,8 @@ fn finished(
             summary.status = Status::Failed;
             summary.reason = Some(format!("its process {}", describe(status)));
             summary.finished_at = Some(chrono::Local::now().to_rfc3339());
-            if let Ok(bytes) = serde_json::to_vec_pretty(&summary) {
-                let _ = record::atomic::write(&dir.join("summary.json"), &bytes);
-            }
+            // Best effort: the sweep's tables record the verdict either way.
+            let _ = record::write_summary(&dir, &summary);
             summary
         }
     }

@@ -94,9 +94,7 @@ pub fn run(args: ExecArgs) -> Result<Outcome, CliError> {
             "its data could not be loaded: {}",
             problems.join("; ")
         ));
-        record::write_config(&sweep, run)?;
-        let bytes = serde_json::to_vec_pretty(&summary)?;
-        record::atomic::write(&sweep.path.join(&run.name).join("summary.json"), &bytes)?;
+        record::ready_run_dir(&sweep, run, &summary)?;
     } else {
         let options = Options {
             device: args.device.clone(),
@@ -120,13 +118,16 @@ pub fn run(args: ExecArgs) -> Result<Outcome, CliError> {
             &options,
             progress,
         );
-        progress.run_finished(args.index, plan.runs.len(), &summary);
         if let Err(e) = result {
-            return Err(CliError::Usage(format!(
-                "writing the run directory {} failed: {e}",
-                sweep.path.join(&run.name).display()
-            )));
+            // As the in-process path records it (execute::run_plan); the orchestrator reads
+            // the reason from summary.json.
+            summary.status = Status::Failed;
+            summary.reason = Some(format!("writing the run directory failed: {e}"));
+            if let Err(again) = record::write_summary(&sweep.path.join(&run.name), &summary) {
+                eprintln!("{}: {again}", sweep.path.join(&run.name).display());
+            }
         }
+        progress.run_finished(args.index, plan.runs.len(), &summary);
     }
     if args.update_results {
         results::refresh(&sweep.path, &plan, &device)?;

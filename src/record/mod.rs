@@ -223,9 +223,13 @@ pub fn write_config(sweep: &SweepDir, run: &PlannedRun) -> io::Result<PathBuf> {
 /// Gets a run's directory ready for a process that trains it: its config and its summary as
 /// the sweep sees it before the run starts.
 pub fn ready_run_dir(sweep: &SweepDir, run: &PlannedRun, summary: &Summary) -> io::Result<()> {
-    let dir = write_config(sweep, run)?;
+    write_summary(&write_config(sweep, run)?, summary)
+}
+
+/// Writes a run directory's `summary.json` (atomically).
+pub fn write_summary(run_dir: &Path, summary: &Summary) -> io::Result<()> {
     let bytes = serde_json::to_vec_pretty(summary).map_err(io::Error::other)?;
-    atomic::write(&dir.join("summary.json"), &bytes)
+    atomic::write(&run_dir.join("summary.json"), &bytes)
 }
 
 /// One run's directory; also the sink that writes its metrics.jsonl, train.log and checkpoints.
@@ -273,8 +277,7 @@ impl RunDir {
     }
 
     pub fn write_summary(&self, summary: &Summary) -> io::Result<()> {
-        let bytes = serde_json::to_vec_pretty(summary).map_err(io::Error::other)?;
-        atomic::write(&self.path.join("summary.json"), &bytes)
+        write_summary(&self.path, summary)
     }
 
     /// A timestamped line in train.log.

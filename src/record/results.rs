@@ -61,8 +61,30 @@ fn cell(summary: &Summary, column: &str) -> String {
     }
 }
 
-/// Rewrites both tables.
+/// Rewrites both tables, under the sweep's results lock ([`lock`]).
 pub fn write(dir: &Path, axes: &[String], summaries: &[Summary]) -> io::Result<()> {
+    let _lock = lock(dir)?;
+    write_locked(dir, axes, summaries)
+}
+
+/// An exclusive lock on `<sweep>/.results.lock`, held until the file is dropped: whoever
+/// rewrites the tables (`xp run`, run processes that finish at the same time, Slurm array
+/// tasks) does it alone.
+fn lock(sweep: &Path) -> io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(sweep.join(".results.lock"))?;
+    // SAFETY: flock on a descriptor this function owns; released when `lock` is closed.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(lock)
+}
+
+fn write_locked(dir: &Path, axes: &[String], summaries: &[Summary]) -> io::Result<()> {
     let cols = columns(axes, summaries);
     let mut csv = csv::Writer::from_writer(Vec::new());
     csv.write_record(&cols).map_err(io::Error::other)?;
@@ -102,20 +124,11 @@ pub fn write(dir: &Path, axes: &[String], summaries: &[Summary]) -> io::Result<(
     atomic::write(&dir.join("results.json"), &json)
 }
 
-/// Rewrites both tables from the run directories' `summary.json` files, under an exclusive
-/// lock on `<sweep>/.results.lock`: run processes that finish at the same time (Slurm array
-/// tasks) each leave tables that include every finished run.
+/// Rewrites both tables from the run directories' `summary.json` files, reading and writing
+/// under the results lock: run processes that finish at the same time (Slurm array tasks)
+/// each leave tables that include every finished run.
 pub fn refresh(sweep: &Path, plan: &crate::plan::Plan, device: &str) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(sweep.join(".results.lock"))?;
-    // SAFETY: flock on a descriptor this function owns; released when `lock` is closed.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let _lock = lock(sweep)?;
     let axes: Vec<String> = plan
         .runs
         .first()
@@ -131,5 +144,5 @@ pub fn refresh(sweep: &Path, plan: &crate::plan::Plan, device: &str) -> io::Resu
             })
         })
         .collect();
-    write(sweep, &axes, &summaries)
+    write_locked(sweep, &axes, &summaries)
 }

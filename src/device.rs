@@ -209,6 +209,26 @@ mod tests {
         Ok(Ok(n))
     }
 
+    /// The schema accepts exactly the devices `parse` reads (an index too large for usize is
+    /// an error, not some other device).
+    #[test]
+    fn the_schema_and_parse_agree() {
+        use crate::schema::Format;
+        for (text, ok) in [
+            ("auto", true),
+            ("cpu", true),
+            ("cuda", true),
+            ("cuda:3", true),
+            ("cuda:", false),
+            ("cuda:-1", false),
+            ("gpu", false),
+            ("cuda:99999999999999999999999", false),
+        ] {
+            assert_eq!(Format::Device.accepts_str(text), ok, "{text}");
+            assert_eq!(parse(text).is_ok(), ok, "{text}");
+        }
+    }
+
     fn broken() -> Result<Result<usize, Unavailable>, ()> {
         Ok(Err(Unavailable {
             what: "no NVIDIA driver is loaded".into(),

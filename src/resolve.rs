@@ -499,12 +499,8 @@ pub fn decode(experiment: &Node, sources: &Sources) -> Res<RunSpec> {
     };
     let objective = r.need("objective")?;
     let device = r.need("device")?.a_str(0)?;
-    let device = match device.as_str() {
-        "cpu" => Device::Cpu,
-        "cuda" => Device::Cuda(None),
-        "auto" => Device::Auto,
-        other => Device::Cuda(other.strip_prefix("cuda:").and_then(|n| n.parse().ok())),
-    };
+    // The schema accepted only what device::parse reads.
+    let device = crate::device::parse(&device).unwrap_or(Device::Auto);
     let precision = match r.need("precision")?.a_str(0)?.as_str() {
         "f32" => Precision::F32,
         "bf16" => Precision::Bf16,

@@ -573,9 +573,14 @@ fn checkpoint(
     }))
 }
 
-/// Whether a metric has a best value worth keeping (not the lr, gradient norm or throughput).
+/// Whether a metric has a best value worth keeping (not the lr, gradient norm, throughput or
+/// f16's loss scale and skipped steps).
 pub fn ranked(metric: &str) -> bool {
-    !(metric.ends_with("/lr") || metric.ends_with("grad_norm") || metric.ends_with("_per_s"))
+    !(metric.ends_with("/lr")
+        || metric.ends_with("grad_norm")
+        || metric.ends_with("_per_s")
+        || metric.ends_with("/loss_scale")
+        || metric.ends_with("/skipped_steps"))
 }
 
 /// `train/tokens_per_s` for sequence data, `train/samples_per_s` for tables.

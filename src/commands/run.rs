@@ -54,6 +54,16 @@ pub fn run(mut args: RunArgs) -> Result<Outcome, CliError> {
     if args.jobs == Some(0) {
         return Err(CliError::Usage("--jobs must be at least 1".into()));
     }
+    if args.wait && args.launcher != Launcher::Slurm {
+        return Err(CliError::Usage(
+            "--wait follows a Slurm job: it goes with --launcher slurm (a local `xp run` always waits for its runs)".into(),
+        ));
+    }
+    if args.fail_fast && args.launcher == Launcher::Slurm {
+        return Err(CliError::Usage(
+            "--fail-fast stops a local sweep; Slurm starts an array's tasks on its own (`scancel JOB` stops them)".into(),
+        ));
+    }
     // `--device cuda:0,1`: GPUs to hand out to the runs, one each at a time.
     let gpus: Vec<String> = match args.device.as_deref().and_then(|d| d.strip_prefix("cuda:")) {
         Some(list) if list.contains(',') => list
@@ -118,7 +128,9 @@ pub fn run(mut args: RunArgs) -> Result<Outcome, CliError> {
         Launcher::Local => miette::Severity::Error,
         Launcher::Slurm => miette::Severity::Warning,
     };
-    let (datasets, found) = preflight::check(&checked.plans, args.device.as_deref(), capability);
+    // Each run's process loads its own data: what the check loaded is not kept for the sweep.
+    let (_, found) = preflight::check(&checked.plans, args.device.as_deref(), capability);
+    let datasets = preflight::Datasets::default();
     pre.extend_from(found);
     if !pre.is_empty() {
         let text = crate::render::Renderer::for_stderr().render(&pre, &checked.sources);

@@ -290,12 +290,7 @@ impl Format {
                                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
                     })
             }
-            Format::Device => match s {
-                "auto" | "cpu" | "cuda" => true,
-                _ => s
-                    .strip_prefix("cuda:")
-                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
-            },
+            Format::Device => crate::device::parse(s).is_ok(),
             Format::Tolerance => parse_percent(s).is_some(),
         }
     }

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::support::{current_sweep, experiment_dir, stdout, timeless_metrics, xp};
+use super::support::{
+    current_sweep, experiment_dir, stderr, stdout, succeeded, timeless_metrics, xp,
+};
 
 const SWEEP: &str = r#"experiment "par" {
     model "llama" { layers 1; heads 2; dim 32; context 8 }
@@ -38,22 +40,12 @@ fn sweep(dir: &Path, runs: &str) -> PathBuf {
 fn jobs_2_gives_the_same_bits_as_jobs_1() {
     let dir = case();
     let one = xp(dir.path(), &["run", "e.kdl", "--runs-dir", "one", "-q"]);
-    assert_eq!(
-        one.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&one.stderr)
-    );
+    succeeded(&one);
     let two = xp(
         dir.path(),
         &["run", "e.kdl", "--runs-dir", "two", "-q", "--jobs", "2"],
     );
-    assert_eq!(
-        two.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&two.stderr)
-    );
+    succeeded(&two);
     let (a, b) = (sweep(dir.path(), "one"), sweep(dir.path(), "two"));
     for name in ["lr=0.001", "lr=0.003", "lr=0.01", "lr=0.03"] {
         assert_eq!(
@@ -100,20 +92,10 @@ fn the_thread_count_does_not_change_a_sharded_run() {
     };
     let dir = experiment_dir(&experiment(1));
     let out = xp(dir.path(), &["run", "e.kdl", "--runs-dir", "one", "-q"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     std::fs::write(dir.path().join("e.kdl"), experiment(2)).unwrap();
     let out = xp(dir.path(), &["run", "e.kdl", "--runs-dir", "two", "-q"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let run = |runs| {
         let sweep = current_sweep(dir.path(), runs, "shards");
         let names: Vec<_> = std::fs::read_dir(&sweep)
@@ -151,12 +133,7 @@ fn a_crashed_run_process_fails_only_its_run() {
         .env("XP_FAULT_ABORT", "lr=0.003")
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let s = sweep(dir.path(), "runs");
     let summary = |name: &str| -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(s.join(name).join("summary.json")).unwrap()).unwrap()
@@ -168,7 +145,7 @@ fn a_crashed_run_process_fails_only_its_run() {
         assert_eq!(summary(name)["status"], "completed", "{name}");
     }
     // The run process's own words reach the orchestrator's stderr, named.
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = stderr(&out);
     assert!(stderr.contains("lr=0.003: injected abort"), "{stderr}");
     assert!(stdout(&out).contains("1 failed: lr=0.003"));
 }
@@ -227,12 +204,7 @@ fn killing_xp_run_with_sigkill_leaves_no_run_process() {
         dir.path(),
         &["run", "e.kdl", "--runs-dir", "runs", "-q", "--resume"],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let log =
         std::fs::read_to_string(sweep(dir.path(), "runs").join("lr=0.003/train.log")).unwrap();
     assert!(
@@ -256,36 +228,44 @@ fn status_shows_each_runs_state_and_exec_refuses_bad_input() {
             "lr=0.01",
         ],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let s = sweep(dir.path(), "runs");
     // An experiment's directory means its current sweep.
     let out = xp(dir.path(), &["status", "runs/par"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let text = stdout(&out);
     assert!(text.contains("lr=0.01  completed  30/30"), "{text}");
     assert!(text.contains("1 completed"), "{text}");
 
     let out = xp(dir.path(), &["status", "nowhere"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a sweep directory"));
+    assert!(stderr(&out).contains("is not a sweep directory"));
     let out = xp(dir.path(), &["exec", s.to_str().unwrap(), "--index", "7"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("has 1 runs; there is no run 7"));
+    assert!(stderr(&out).contains("has 1 runs; there is no run 7"));
     std::fs::write(s.join("plan.json"), "{").unwrap();
     let out = xp(dir.path(), &["exec", s.to_str().unwrap(), "--index", "0"]);
     assert_eq!(out.status.code(), Some(2));
     let out = xp(dir.path(), &["run", "e.kdl", "--jobs", "0"]);
     assert_eq!(out.status.code(), Some(2));
+    // Options for the other launcher are refused, not ignored.
+    let out = xp(dir.path(), &["run", "e.kdl", "--wait"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--wait follows a Slurm job"),
+        "{}",
+        stderr(&out)
+    );
+    let out = xp(
+        dir.path(),
+        &["run", "e.kdl", "--launcher", "slurm", "--fail-fast"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--fail-fast stops a local sweep"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -309,12 +289,7 @@ fn checkpoints_do_not_inflate_the_recorded_training_time() {
         ],
     );
     let wall = started.elapsed().as_secs_f64();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let run = sweep(dir.path(), "runs").join("lr=0.01");
     let times: Vec<f64> = std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()

@@ -11,7 +11,7 @@ use serde_json::json;
 use xp::compare::discover::discover;
 use xp::compare::format::{Format, render};
 use xp::compare::{Request, compare};
-use xp::validate::validate_text;
+use xp::front::validate_text;
 
 const SWEEP: &str = r#"experiment "bench" {
     seed 1
@@ -74,7 +74,7 @@ fn write_runs(sweep: &Path) -> usize {
         let axes: serde_json::Map<String, serde_json::Value> = run
             .axes
             .iter()
-            .map(|(k, v)| (k.clone(), xp::plan::value_json(v)))
+            .map(|(k, v)| (k.clone(), xp::front::plan::value_json(v)))
             .collect();
         let finals = json!({"train/loss": 0.5 + x, "train/lr": 1e-5, "val/loss": 0.6 + x,
             "val/accuracy": 0.9 - x / 2.0, "val/perplexity": 1.8 + x});

@@ -98,7 +98,7 @@ fn xp_tokens_per_s(s: Shape) -> f64 {
         WARMUP + s.steps,
         s.batch
     );
-    let checked = xp::validate::validate_text("bench.kdl", &experiment);
+    let checked = xp::front::validate_text("bench.kdl", &experiment);
     let Some(plan) = checked.plans.first() else {
         panic!("the benchmark experiment is invalid: {:?}", checked.diags)
     };
@@ -174,7 +174,7 @@ fn peer_tokens_per_s(s: Shape, threads: usize, python: &str) -> Result<f64, Stri
 
 fn main() {
     // SAFETY: the first thing the process does; no other thread exists yet.
-    unsafe { xp::threads::configure() };
+    unsafe { xp::train::threads::configure() };
     // A child measuring xp alone: `train <shape index>`.
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--xp-child") {

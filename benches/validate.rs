@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use xp::validate::validate_text;
+use xp::front::validate_text;
 
 /// About `lines` lines of valid experiments.
 fn generate(lines: usize) -> String {

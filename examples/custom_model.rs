@@ -6,9 +6,9 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use xp::data::{Dataset, Examples, Task};
+use xp::front::validate_text;
 use xp::model::{Built, Mode, Model, Param};
 use xp::train::{Event, Sink};
-use xp::validate::validate_text;
 
 /// y = a·x + b with two scalar parameters.
 struct Line {

@@ -5,8 +5,8 @@
 
 use std::path::PathBuf;
 
-use xp::execute::{self, Options, Silent};
-use xp::validate::{Overrides, validate_files};
+use xp::front::{Overrides, validate_files};
+use xp::sweep::executor::{self, Options, Silent};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let file = PathBuf::from(
@@ -26,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         return Err("the experiment has errors".into());
     }
-    let (datasets, problems) = xp::preflight::load_data(&checked.plans);
+    let (datasets, problems) = xp::sweep::preflight::load_data(&checked.plans);
     if let Some(p) = problems.first() {
         return Err(format!("{p:?}").into());
     }
@@ -36,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..Options::default()
     };
     for plan in &checked.plans {
-        let report = execute::run_plan(plan, &source, &datasets, &options, &mut Silent)?;
+        let report = executor::run_plan(plan, &source, &datasets, &options, &mut Silent)?;
         println!("{}", report.dir.display());
         for s in &report.summaries {
             println!(

@@ -6,6 +6,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     // SAFETY: the first thing the process does; no other thread exists yet.
-    unsafe { xp::threads::configure() };
+    unsafe { xp::train::threads::configure() };
     xp::cli::main()
 }

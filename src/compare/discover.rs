@@ -184,9 +184,9 @@ fn read_run(shown: &Path, real: &Path, summary: &[u8]) -> Seen {
     };
     let unfinished = matches!(
         summary.status,
-        crate::record::Status::Pending
-            | crate::record::Status::Running
-            | crate::record::Status::Interrupted
+        crate::sweep::record::Status::Pending
+            | crate::sweep::record::Status::Running
+            | crate::sweep::record::Status::Interrupted
     );
     let metrics = if unfinished {
         fs::read_to_string(real.join("metrics.jsonl")).ok()

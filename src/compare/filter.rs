@@ -14,11 +14,11 @@ use serde_json::Value;
 
 use super::CompareError;
 use super::runs::Run;
-use crate::suggest::suggest;
+use crate::diagnostic::suggest::suggest;
 
 /// Which runs the expression keeps.
 pub fn select(expr: &str, runs: &[Run]) -> Result<Vec<bool>, CompareError> {
-    let env = crate::template::environment();
+    let env = crate::front::template::environment();
     let compiled = env
         .compile_expression(expr)
         .map_err(|e| CompareError::FilterSyntax {

@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use super::gate::{Verdict, delta};
 use super::runs::{Column, show};
 use super::table::{Comparison, Row, Stat};
-use crate::record::short;
 use crate::spec::Direction;
+use crate::sweep::record::short;
 
 /// An output format of `xp compare`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

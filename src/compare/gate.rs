@@ -11,8 +11,8 @@ use super::CompareError;
 use super::baseline::{Baseline, Joined};
 use super::runs::{Column, metric_direction};
 use super::table::{Comparison, Row};
-use crate::record::short;
 use crate::spec::{Direction, GatedMetric, Objective, Tolerance};
+use crate::sweep::record::short;
 
 /// One gated metric.
 #[derive(Debug, Clone, PartialEq)]

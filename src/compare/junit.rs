@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::gate::{Check, Verdict};
-use crate::record::short;
+use crate::sweep::record::short;
 
 pub fn render(verdict: &Verdict) -> String {
     let mut suites: BTreeMap<&str, Vec<&Check>> = BTreeMap::new();

@@ -12,7 +12,7 @@ pub mod junit;
 pub mod runs;
 pub mod table;
 
-use crate::suggest::list;
+use crate::diagnostic::suggest::list;
 
 pub use baseline::{Baseline, JoinOn};
 pub use gate::{Gate, Gates, Verdict};

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use crate::record::{Best, Status};
 use crate::spec::{Direction, Objective, Regression};
+use crate::sweep::record::{Best, Status};
 use crate::train::{direction_of, ranked};
 
 /// What a comparison reads of `summary.json`. Every field but `name` and `status` may be

@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use super::runs::{Column, Run, canonical, show};
 use super::{CompareError, some_of};
+use crate::diagnostic::suggest::suggest;
 use crate::spec::{Direction, Objective, Regression};
-use crate::suggest::suggest;
 
 /// How to tabulate.
 #[derive(Debug, Clone, Default)]

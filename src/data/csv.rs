@@ -11,9 +11,9 @@ use std::ops::Range;
 use std::path::Path;
 
 use super::{DataError, Dataset, Examples, Problems, SourceFile, Task, split_checked};
+use crate::diagnostic::suggest::{list, suggest};
 use crate::rng::Rng;
 use crate::spec::{self, Validation};
-use crate::suggest::{list, suggest};
 
 /// Loads a table: the validation split is a file with the same column names (in any order)
 /// or a fraction of the rows, shuffled by the seed when `shuffle` is set, else the last rows.

@@ -20,10 +20,10 @@ use serde_json::{Map, Value};
 use super::text::{BYTE_VOCAB, END_OF_TEXT};
 use super::tokenizer::HfTokenizer;
 use super::{DataError, Dataset, Examples, Problems, SourceFile, Task, split_checked};
+use crate::diagnostic::suggest::{list, suggest};
 use crate::ops::IGNORE_INDEX;
 use crate::rng::Rng;
 use crate::spec::Validation;
-use crate::suggest::{list, suggest};
 
 /// The names of the fields read from each line.
 #[derive(Debug, Clone, Copy)]

@@ -292,8 +292,8 @@ mod tests {
 
     use candle_core::{DType, Device, Tensor, Var};
 
-    use crate::optim::AdamwStep;
     use crate::rng::Rng;
+    use crate::train::optim::AdamwStep;
 
     fn gpu() -> Device {
         Device::new_cuda(0).expect("a CUDA device")

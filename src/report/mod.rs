@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::compare::discover::discover;
 use crate::compare::{self, CompareError, Comparison, Request, Run};
-use crate::record::atomic;
+use crate::sweep::record::atomic;
 
 pub use curves::Curve;
 

@@ -216,7 +216,7 @@ impl xp::train::Sink for Curve {
 /// parameters stay f32.
 #[test]
 fn mixed_precision_tracks_the_f32_loss_curve() {
-    let checked = xp::validate::validate_text(
+    let checked = xp::front::validate_text(
         "mixed.kdl",
         r#"experiment "mixed" {
     seed 3

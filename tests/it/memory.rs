@@ -1,4 +1,4 @@
-//! The memory estimate (xp::memory): its parameter counts are the built model's, and on the CPU
+//! The memory estimate (xp::train::memory): its parameter counts are the built model's, and on the CPU
 //! it follows the peak resident memory `xp run` measures (summary.json's `peak_memory_bytes`,
 //! VmHWM) across model widths, sequence lengths and batch sizes.
 
@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::Device;
-use xp::memory;
 use xp::spec::RunSpec;
+use xp::train::memory;
 
 use super::support::{json, root, succeeded, xp};
 

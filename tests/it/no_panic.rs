@@ -2,7 +2,7 @@
 //! token soups built from the language's own words.
 
 use proptest::prelude::*;
-use xp::validate::{validate_schema_text, validate_text};
+use xp::front::{validate_schema_text, validate_text};
 
 const QUICKSTART: &str = include_str!("../../experiments/quickstart.kdl");
 const LORA: &str = include_str!("../../experiments/lora-sweep.kdl");

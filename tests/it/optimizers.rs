@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use xp::optim::{self, Optimizer};
 use xp::spec;
+use xp::train::optim::{self, Optimizer};
 
 /// Written by tests/reference/optimizers.py (torch.optim's CPU single-tensor optimizers and
 /// lucidrains' Lion, float32): inputs, the parameters after each step, the final state.

@@ -125,7 +125,7 @@ fn killed_at_any_point_a_run_resumes_bit_identically() {
         let run = case.sweep(runs, "ck").join("run");
         assert_eq!(summary(&run)["status"], "running", "{point}");
         // No checkpoint looks complete unless it is.
-        for (step, dir) in xp::record::checkpoint::steps(&run) {
+        for (step, dir) in xp::sweep::record::checkpoint::steps(&run) {
             for file in ["model.safetensors", "optimizer.safetensors", "trainer.json"] {
                 assert!(
                     dir.join(file).is_file(),
@@ -150,7 +150,7 @@ fn checkpoints_keep_the_newest_and_the_best() {
     let out = case.run("reference", &[]);
     succeeded(&out);
     let run = case.sweep("reference", "ck").join("run");
-    let steps: Vec<usize> = xp::record::checkpoint::steps(&run)
+    let steps: Vec<usize> = xp::sweep::record::checkpoint::steps(&run)
         .into_iter()
         .map(|(s, _)| s)
         .collect();
@@ -203,7 +203,7 @@ fn ctrl_c_checkpoints_marks_interrupted_and_resume_finishes() {
     let stopped_at = s["steps"].as_u64().unwrap();
     assert!(stopped_at < 3000);
     assert_eq!(
-        xp::record::checkpoint::steps(&run)
+        xp::sweep::record::checkpoint::steps(&run)
             .last()
             .map(|(s, _)| *s as u64),
         Some(stopped_at)

@@ -6,11 +6,11 @@ use std::collections::BTreeSet;
 
 use proptest::prelude::*;
 use serde::Deserialize;
-use xp::schedule::LrSchedule;
 use xp::spec::{
     self, Anneal, BatchSize, Direction, Interval, Length, Schedule, ScheduleKind, ThresholdMode,
     Warmup,
 };
+use xp::train::schedule::LrSchedule;
 
 /// Written by tests/reference/schedules.py (HF transformers' `get_scheduler` and
 /// torch.optim.lr_scheduler stepping SGD as a training loop does): per case the run's length,

@@ -1,7 +1,7 @@
 //! The schema files: valid against the meta-schema, and docs/reference.md current.
 
-use xp::schema::{self, EXPERIMENT_SOURCE, META_SOURCE};
-use xp::validate::validate_schema_text;
+use xp::front::schema::{self, EXPERIMENT_SOURCE, META_SOURCE};
+use xp::front::validate_schema_text;
 
 use super::support::{root, stdout, xp};
 
@@ -52,5 +52,5 @@ fn schema_command_prints_the_embedded_schema() {
 
 #[test]
 fn user_config_schema_is_valid_against_the_meta_schema() {
-    assert_clean("user-config.kdl", xp::user_config::SCHEMA_SOURCE);
+    assert_clean("user-config.kdl", xp::front::user_config::SCHEMA_SOURCE);
 }

@@ -128,7 +128,8 @@ fn a_cancelled_task_is_continued_by_resume() {
     let run = s.join("lr=0.001");
     // Cancel once the run has checkpointed at least once.
     let start = Instant::now();
-    while !run.join("checkpoints").exists() || xp::record::checkpoint::steps(&run).is_empty() {
+    while !run.join("checkpoints").exists() || xp::sweep::record::checkpoint::steps(&run).is_empty()
+    {
         assert!(
             start.elapsed() < Duration::from_secs(120),
             "the task never checkpointed"
@@ -285,7 +286,7 @@ fn the_time_limit_warning_checkpoints_requeues_and_the_run_completes() {
     let (_dir, s, job) = submit_one_run(3000);
     let run = s.join("lr=0.001");
     let start = Instant::now();
-    while xp::record::checkpoint::steps(&run).is_empty() {
+    while xp::sweep::record::checkpoint::steps(&run).is_empty() {
         assert!(
             start.elapsed() < Duration::from_secs(120),
             "the task never checkpointed"

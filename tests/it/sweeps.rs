@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use xp::plan::Plan;
+use xp::front::plan::Plan;
+use xp::front::{Checked, Overrides, validate_files, validate_text};
 use xp::spec::{BatchSize, Length, OptimizerKind, ScheduleKind, Warmup};
-use xp::validate::{Checked, Overrides, validate_files, validate_text};
 
 fn checked(text: &str) -> Checked {
     validate_text("test.kdl", text)

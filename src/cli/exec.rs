@@ -1,0 +1,167 @@
+//! `xp exec SWEEP_DIR --index I`: trains one run of a planned sweep in this process. `xp run`
+//! starts one per run (`--jobs`), and each task of a Slurm array runs one. The run is read back
+//! from the sweep's `plan.json`; it continues from its newest checkpoint when it has one. Its
+//! progress goes to stdout as JSON lines, for the process that started it.
+//!
+//! Exit codes: 0 the run completed, 1 it failed or diverged, 2 the sweep or index is not
+//! usable, 130 it was interrupted (and checkpointed).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+
+use crate::cli::{CliError, Outcome};
+use crate::front::plan::Plan;
+use crate::sweep::executor::{self, Options};
+use crate::sweep::preflight::{self, device_of};
+use crate::sweep::progress::{Lines, Progress, Update};
+use crate::sweep::record::{self, Status, Summary, SweepDir, read_summary, results};
+use crate::train::precision;
+
+pub struct ExecArgs {
+    pub sweep: PathBuf,
+    pub index: usize,
+    pub device: Option<String>,
+    /// Rewrite the sweep's results tables when the run ends (no orchestrator does it).
+    pub update_results: bool,
+    /// Progress as JSON lines on stdout, for `xp run`; otherwise plain lines on stderr (a
+    /// Slurm task's output file).
+    pub json_progress: bool,
+}
+
+/// Reads a sweep's `plan.json`.
+pub fn read_plan(sweep: &std::path::Path) -> Result<Plan, CliError> {
+    let path = sweep.join("plan.json");
+    let bytes = std::fs::read(&path).map_err(|e| {
+        CliError::Usage(format!(
+            "{} is not a sweep directory: cannot read {}: {e}",
+            sweep.display(),
+            path.display()
+        ))
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        CliError::Usage(format!(
+            "{} was not written by this version of xp: {e}",
+            path.display()
+        ))
+    })
+}
+
+pub fn run(args: ExecArgs) -> Result<Outcome, CliError> {
+    let plan = read_plan(&args.sweep)?;
+    let Some(run) = plan.runs.get(args.index) else {
+        return Err(CliError::Usage(format!(
+            "the sweep in {} has {} runs; there is no run {}",
+            args.sweep.display(),
+            plan.runs.len(),
+            args.index
+        )));
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    // Slurm's warning before a time limit (`--signal=B:USR1@…`): checkpoint and requeue.
+    let requeue = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM, SIGUSR1] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))?;
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+    signal_hook::flag::register(SIGUSR1, Arc::clone(&requeue))?;
+    let sweep = SweepDir {
+        path: args.sweep.clone(),
+    };
+    let single = Plan {
+        runs: vec![run.clone()],
+        ..plan.clone()
+    };
+    let (datasets, diags) = preflight::load_data(std::slice::from_ref(&single));
+    let device = device_of(&run.config, args.device.as_deref());
+    let mut summary = read_summary(&sweep.path.join(&run.name)).unwrap_or_else(|| {
+        Summary::new(
+            &plan.experiment,
+            run,
+            &device,
+            precision::of_device(run.config.precision, &device).0,
+        )
+    });
+    summary.device = device.clone();
+    let data = datasets.get(&run.config);
+    if data.is_none() {
+        let problems: Vec<String> = diags.iter().map(|d| d.inner.to_string()).collect();
+        summary.status = Status::Failed;
+        summary.reason = Some(format!(
+            "its data could not be loaded: {}",
+            problems.join("; ")
+        ));
+        record::ready_run_dir(&sweep, run, &summary)?;
+    } else {
+        let options = Options {
+            device: args.device.clone(),
+            stop: Some(Arc::clone(&stop)),
+            ..Options::default()
+        };
+        let mut wire = Wire(std::io::stdout());
+        let mut lines = Lines::new(std::io::stderr(), Duration::from_secs(30), false);
+        let progress: &mut dyn Progress = if args.json_progress {
+            &mut wire
+        } else {
+            lines.run_started(args.index, plan.runs.len(), run);
+            &mut lines
+        };
+        let result = executor::execute_run(
+            &sweep,
+            run,
+            args.index,
+            data,
+            &mut summary,
+            &options,
+            progress,
+        );
+        if let Err(e) = result {
+            // As the in-process path records it (executor::run_plan); the orchestrator reads
+            // the reason from summary.json.
+            summary.status = Status::Failed;
+            summary.reason = Some(format!("writing the run directory failed: {e}"));
+            if let Err(again) = record::write_summary(&sweep.path.join(&run.name), &summary) {
+                eprintln!("{}: {again}", sweep.path.join(&run.name).display());
+            }
+        }
+        progress.run_finished(args.index, plan.runs.len(), &summary);
+    }
+    if args.update_results {
+        results::refresh(&sweep.path, &plan, &device)?;
+    }
+    Ok(match summary.status {
+        Status::Completed => Outcome::Success,
+        Status::Interrupted => {
+            if requeue.load(Ordering::SeqCst) {
+                crate::sweep::slurm::requeue_self();
+            }
+            Outcome::Interrupted
+        }
+        _ => Outcome::Failure,
+    })
+}
+
+/// Progress as JSON lines on a stream, for the orchestrator. A closed stream (the orchestrator
+/// is gone) is not an error: the run directory is the record.
+struct Wire<W: Write>(W);
+
+impl<W: Write> Progress for Wire<W> {
+    fn run_started(&mut self, _: usize, _: usize, _: &crate::front::plan::PlannedRun) {}
+
+    fn update(&mut self, _: usize, update: &Update) {
+        if let Ok(line) = serde_json::to_string(update) {
+            let _ = writeln!(self.0, "{line}");
+            let _ = self.0.flush();
+        }
+    }
+
+    fn run_finished(&mut self, _: usize, _: usize, _: &Summary) {}
+
+    fn note(&mut self, text: &str) {
+        eprintln!("{text}");
+    }
+}

@@ -1,0 +1,118 @@
+//! `xp plan FILE`: every run the experiment describes — name, id, axis values, effective batch,
+//! steps and estimated peak training memory — or, as JSON, with each run's resolved
+//! configuration and memory estimate. Writes nothing.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::cli::report_diagnostics;
+use crate::cli::table::Table;
+use crate::cli::{CliError, Outcome, PlanFormat};
+use crate::front::plan::{self, Plan};
+use crate::front::tree::Plain;
+use crate::front::{Overrides, validate_files};
+use crate::train::memory;
+
+pub fn run(file: PathBuf, overrides: &Overrides, format: PlanFormat) -> Result<Outcome, CliError> {
+    let checked = validate_files(std::slice::from_ref(&file), overrides);
+    if report_diagnostics(&checked)? {
+        return Ok(Outcome::Invalid);
+    }
+    let mut out = std::io::stdout().lock();
+    match format {
+        PlanFormat::Table => {
+            for (i, p) in checked.plans.iter().enumerate() {
+                if i > 0 {
+                    writeln!(out)?;
+                }
+                out.write_all(table(p).as_bytes())?;
+            }
+        }
+        PlanFormat::Json => {
+            let mut plans = serde_json::to_value(&checked.plans)?;
+            with_estimates(&mut plans, &checked.plans);
+            let json = serde_json::to_string_pretty(&plans)?;
+            writeln!(out, "{json}")?;
+        }
+    }
+    Ok(Outcome::Success)
+}
+
+fn table(p: &Plan) -> String {
+    let axes: Vec<String> = p
+        .runs
+        .first()
+        .map(|r| r.axes.iter().map(|(k, _)| k.clone()).collect())
+        .unwrap_or_default();
+    let mut headers = vec!["name".to_owned(), "id".to_owned()];
+    headers.extend(axes.iter().cloned());
+    headers.extend([
+        "seed".to_owned(),
+        "effective-batch".to_owned(),
+        "steps".to_owned(),
+        "memory".to_owned(),
+    ]);
+    let mut t = Table::new(headers);
+    for r in &p.runs {
+        let mut row = vec![r.name.clone(), r.id.clone()];
+        row.extend(r.axes.iter().map(|(_, v)| Plain(v).to_string()));
+        row.push(r.seed.to_string());
+        row.push(
+            r.config
+                .train
+                .effective_batch()
+                .map_or("auto".to_owned(), |b| b.to_string()),
+        );
+        row.push(match plan::steps(&r.config) {
+            Some(s) => s.to_string(),
+            None => format!("{} epochs", epochs(&r.config)),
+        });
+        row.push(memory::estimate_bytes(&r.config).map_or("?".to_owned(), memory::human_bytes));
+        t.push(row);
+    }
+    let overrides = if p.overrides.is_empty() {
+        String::new()
+    } else {
+        format!(" (with {})", p.overrides.join(" "))
+    };
+    format!(
+        "experiment `{}`: {}{overrides}\n\n{}",
+        p.experiment,
+        p.summary(),
+        t.render()
+    )
+}
+
+/// Adds each run's memory estimate to the plans' JSON: `estimated_memory_bytes` and its parts
+/// under `estimated_memory`, both null when it cannot be estimated. Kept out of `PlannedRun`,
+/// whose JSON is plan.json, which the run processes read back.
+fn with_estimates(json: &mut serde_json::Value, plans: &[Plan]) {
+    let Some(json_plans) = json.as_array_mut() else {
+        return;
+    };
+    for (json_plan, plan) in json_plans.iter_mut().zip(plans) {
+        let Some(runs) = json_plan.get_mut("runs").and_then(|r| r.as_array_mut()) else {
+            continue;
+        };
+        for (run, planned) in runs.iter_mut().zip(&plan.runs) {
+            let estimate = memory::estimate(&planned.config, None);
+            if let Some(run) = run.as_object_mut() {
+                run.insert(
+                    "estimated_memory_bytes".into(),
+                    estimate.map(|e| e.total()).into(),
+                );
+                run.insert(
+                    "estimated_memory".into(),
+                    serde_json::to_value(estimate).unwrap_or_default(),
+                );
+            }
+        }
+    }
+}
+
+fn epochs(spec: &crate::spec::RunSpec) -> usize {
+    match spec.train.length {
+        crate::spec::Length::Epochs(e) => e,
+        crate::spec::Length::Steps(_) => 0,
+    }
+}

@@ -1,0 +1,314 @@
+//! `xp run FILE`: validate → plan → preflight (data, capabilities) → train every run into a new
+//! sweep directory. Exit 1 when a run failed or diverged, 2 when the input is invalid.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use globset::Glob;
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+use crate::cli::report_diagnostics;
+use crate::cli::table::Table;
+use crate::cli::{CliError, Outcome};
+use crate::diagnostic::Diagnostics;
+use crate::front::plan::Plan;
+use crate::front::{Overrides, validate_files};
+use crate::sweep::executor::{self, Options, SweepError};
+use crate::sweep::preflight;
+use crate::sweep::processes::Processes;
+use crate::sweep::progress::{Bars, Lines, Progress, Silent};
+use crate::sweep::record::{Status, short};
+
+pub struct RunArgs {
+    pub file: PathBuf,
+    pub overrides: Overrides,
+    pub only: Option<String>,
+    pub device: Option<String>,
+    pub runs_dir: Option<PathBuf>,
+    pub quiet: bool,
+    pub verbose: bool,
+    /// Runs at once (`--jobs`): on this machine (default 1), or the Slurm array's throttle.
+    pub jobs: Option<usize>,
+    pub launcher: Launcher,
+    /// With the Slurm launcher: follow the job until its runs are done.
+    pub wait: bool,
+    pub resume: bool,
+    pub retry_failed: bool,
+    pub reuse: bool,
+    pub fail_fast: bool,
+}
+
+/// Where runs execute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launcher {
+    /// Processes on this machine, `--jobs` at once.
+    Local,
+    /// A Slurm job array.
+    Slurm,
+}
+
+pub fn run(mut args: RunArgs) -> Result<Outcome, CliError> {
+    if args.jobs == Some(0) {
+        return Err(CliError::Usage("--jobs must be at least 1".into()));
+    }
+    if args.wait && args.launcher != Launcher::Slurm {
+        return Err(CliError::Usage(
+            "--wait follows a Slurm job: it goes with --launcher slurm (a local `xp run` always waits for its runs)".into(),
+        ));
+    }
+    if args.fail_fast && args.launcher == Launcher::Slurm {
+        return Err(CliError::Usage(
+            "--fail-fast stops a local sweep; Slurm starts an array's tasks on its own (`scancel JOB` stops them)".into(),
+        ));
+    }
+    // `--device cuda:0,1`: GPUs to hand out to the runs, one each at a time.
+    let gpus: Vec<String> = match args.device.as_deref().and_then(|d| d.strip_prefix("cuda:")) {
+        Some(list) if list.contains(',') => list
+            .split(',')
+            .map(|n| match n.trim().parse::<usize>() {
+                Ok(n) => Ok(format!("cuda:{n}")),
+                Err(_) => Err(CliError::Usage(format!(
+                    "--device {}: `{n}` is not a GPU index (write cuda:0,1,…)",
+                    args.device.as_deref().unwrap_or_default()
+                ))),
+            })
+            .collect::<Result<_, _>>()?,
+        _ => Vec::new(),
+    };
+    if let Some(first) = gpus.first() {
+        args.device = Some(first.clone());
+        if args.jobs.is_some_and(|j| j > gpus.len()) && args.launcher == Launcher::Local {
+            eprintln!(
+                "warning: --jobs {}: one run per GPU, so {} at once",
+                args.jobs.unwrap_or_default(),
+                gpus.len()
+            );
+        }
+    }
+    let mut checked = validate_files(std::slice::from_ref(&args.file), &args.overrides);
+    // User defaults, where the flags leave something open.
+    let mut config_diags = Diagnostics::default();
+    let defaults = crate::front::user_config::read(&mut checked.sources, &mut config_diags);
+    checked.diags.extend(config_diags);
+    let runs_dir = args
+        .runs_dir
+        .take()
+        .or(defaults.runs_dir)
+        .unwrap_or_else(|| PathBuf::from("runs"));
+    args.device = args.device.take().or(defaults.device);
+    if report_diagnostics(&checked)? {
+        return Ok(Outcome::Invalid);
+    }
+    if let Some(pattern) = &args.only {
+        let glob = match Glob::new(pattern) {
+            Ok(g) => g.compile_matcher(),
+            Err(e) => {
+                return Err(CliError::Usage(format!(
+                    "--only `{pattern}` is not a valid glob: {e}"
+                )));
+            }
+        };
+        for plan in &mut checked.plans {
+            plan.runs.retain(|r| glob.is_match(&r.name));
+        }
+        checked.plans.retain(|p| !p.runs.is_empty());
+        if checked.plans.is_empty() {
+            return Err(CliError::Usage(format!(
+                "--only `{pattern}` matches no run; `xp plan {}` lists them",
+                args.file.display()
+            )));
+        }
+    }
+    let mut pre = Diagnostics::default();
+    // A Slurm job's devices are the compute nodes': what this machine lacks is only a warning.
+    let capability = match args.launcher {
+        Launcher::Local => miette::Severity::Error,
+        Launcher::Slurm => miette::Severity::Warning,
+    };
+    // Each run's process loads its own data: what the check loaded is not kept for the sweep.
+    let (_, found) = preflight::check(&checked.plans, args.device.as_deref(), capability);
+    let datasets = preflight::Datasets::default();
+    pre.extend_from(found);
+    if !pre.is_empty() {
+        let text = crate::diagnostic::render::Renderer::for_stderr().render(&pre, &checked.sources);
+        std::io::stderr().write_all(text.as_bytes())?;
+        if pre.has_errors() {
+            return Ok(Outcome::Invalid);
+        }
+    }
+    crate::cli::compare::check_baselines(&checked.plans)?;
+    // Fallbacks (bf16 asked for on the CPU) are said once, with how many runs they concern.
+    let mut fallbacks: std::collections::BTreeMap<String, usize> = Default::default();
+    for run in checked.plans.iter().flat_map(|p| &p.runs) {
+        let device = preflight::device_of(&run.config, args.device.as_deref());
+        if let (_, Some(warning)) =
+            crate::train::precision::of_device(run.config.precision, &device)
+        {
+            *fallbacks.entry(warning).or_default() += 1;
+        }
+    }
+    for (warning, runs) in fallbacks {
+        eprintln!(
+            "warning: {warning} ({})",
+            crate::diagnostic::plural(runs, "run")
+        );
+    }
+    let source = std::fs::read_to_string(&args.file)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    // The first Ctrl-C or SIGTERM stops gracefully (the active run checkpoints); a second one
+    // exits at once — every file others read is replaced atomically, so nothing is corrupted.
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))?;
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+    let options = Options {
+        runs_dir,
+        device: args.device.clone(),
+        resume: args.resume,
+        retry_failed: args.retry_failed,
+        reuse: args.reuse,
+        fail_fast: args.fail_fast,
+        stop: Some(Arc::clone(&stop)),
+        processes: None,
+    };
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::Usage(format!("cannot find the xp binary to run runs with: {e}")))?;
+    let mut failures = 0;
+    let mut interrupted = false;
+    let mut finished = Vec::new();
+    for plan in &checked.plans {
+        let cpus = plan
+            .runs
+            .iter()
+            .filter_map(|r| r.config.resources.as_ref().and_then(|r| r.cpus))
+            .max();
+        let options = Options {
+            processes: Some(Processes::local(
+                exe.clone(),
+                args.jobs.unwrap_or(1),
+                cpus,
+                gpus.clone(),
+            )),
+            ..options.clone()
+        };
+        let mut progress = progress_for(&args, plan);
+        let result = match args.launcher {
+            Launcher::Local => {
+                executor::run_plan(plan, &source, &datasets, &options, progress.as_mut())
+            }
+            Launcher::Slurm => {
+                match crate::sweep::slurm::launch::launch(
+                    plan,
+                    &source,
+                    &options,
+                    &exe,
+                    &args,
+                    progress.as_mut(),
+                )? {
+                    Some(report) => Ok(report),
+                    None => continue,
+                }
+            }
+        };
+        drop(progress);
+        let report = match result {
+            Ok(report) => report,
+            Err(SweepError::Io(e)) => return Err(CliError::Io(e)),
+            Err(e) => return Err(CliError::Usage(e.to_string())),
+        };
+        failures += report.failures();
+        interrupted |= report.interrupted;
+        print_summary(
+            &report,
+            plan.runs
+                .first()
+                .map(|r| r.config.objective.metric.as_str())
+                .unwrap_or("val/loss"),
+        )?;
+        write_report(&report.dir);
+        if interrupted {
+            break;
+        }
+        finished.push((report.dir.clone(), plan));
+    }
+    Ok(if interrupted {
+        eprintln!(
+            "interrupted: `xp run {} --resume` continues where it stopped",
+            args.file.display()
+        );
+        Outcome::Interrupted
+    } else {
+        // The gate of the experiments' `regression` blocks: the sweeps against their baselines.
+        let gate = crate::cli::compare::gate_sweeps(&finished, args.only.as_deref())?;
+        if failures > 0 { Outcome::Failure } else { gate }
+    })
+}
+
+/// `report.html` in the sweep directory. A report that cannot be written is a warning: the
+/// runs themselves are recorded.
+fn write_report(dir: &std::path::Path) {
+    let path = dir.join("report.html");
+    match crate::report::write(&[dir.to_owned()], &path) {
+        Ok(written) => {
+            for warning in written.warnings {
+                eprintln!("warning: {warning}");
+            }
+            println!("report: {}", path.display());
+        }
+        Err(e) => eprintln!("warning: the sweep's report was not written: {e}"),
+    }
+}
+
+/// Bars on a terminal, plain lines otherwise, nothing with `--quiet`.
+fn progress_for(args: &RunArgs, plan: &Plan) -> Box<dyn Progress> {
+    if args.quiet {
+        Box::new(Silent)
+    } else if std::io::stderr().is_terminal() && std::env::var_os("XP_PLAIN_PROGRESS").is_none() {
+        Box::new(Bars::new(&plan.experiment, args.verbose))
+    } else {
+        Box::new(Lines::new(
+            std::io::stderr(),
+            Duration::from_secs(if args.verbose { 0 } else { 10 }),
+            args.verbose,
+        ))
+    }
+}
+
+fn print_summary(report: &executor::SweepReport, objective: &str) -> Result<(), CliError> {
+    let mut t = Table::new(vec![
+        "name".into(),
+        "status".into(),
+        format!("final {objective}"),
+        format!("best {objective}"),
+        "steps".into(),
+        "wall_s".into(),
+    ]);
+    for s in &report.summaries {
+        t.push(vec![
+            s.name.clone(),
+            s.status.as_str().into(),
+            s.last.get(objective).map_or(String::new(), |v| short(*v)),
+            s.best
+                .get(objective)
+                .map_or(String::new(), |b| short(b.value)),
+            s.steps.to_string(),
+            s.wall_s.map_or(String::new(), |w| format!("{w:.1}")),
+        ]);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", report.dir.display())?;
+    out.write_all(t.render().as_bytes())?;
+    let failed: Vec<&str> = report
+        .summaries
+        .iter()
+        .filter(|s| matches!(s.status, Status::Failed | Status::Diverged))
+        .map(|s| s.name.as_str())
+        .collect();
+    if !failed.is_empty() {
+        writeln!(out, "{} failed: {}", failed.len(), failed.join(", "))?;
+    }
+    Ok(())
+}

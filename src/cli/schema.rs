@@ -1,0 +1,15 @@
+//! `xp schema`: the embedded experiment schema as written, or as a Markdown reference.
+
+use std::io::Write;
+
+use crate::cli::{CliError, Outcome, SchemaFormat};
+use crate::front::schema;
+
+pub fn run(format: SchemaFormat) -> Result<Outcome, CliError> {
+    let text = match format {
+        SchemaFormat::Kdl => schema::EXPERIMENT_SOURCE.to_owned(),
+        SchemaFormat::Markdown => schema::markdown::reference(schema::experiment()),
+    };
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(Outcome::Success)
+}

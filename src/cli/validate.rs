@@ -1,0 +1,38 @@
+//! `xp validate FILE...`: every diagnostic of every file, then a summary line.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::cli::{CliError, DiagFormat, Outcome};
+use crate::diagnostic::render::Renderer;
+use crate::front::{Overrides, validate_files};
+
+pub fn run(
+    files: &[PathBuf],
+    overrides: &Overrides,
+    format: DiagFormat,
+) -> Result<Outcome, CliError> {
+    let mut checked = validate_files(files, overrides);
+    // What `xp run` would check before training: data files, init-from files, and (as
+    // warnings) what this binary cannot do.
+    let (_, found) =
+        crate::sweep::preflight::check(&checked.plans, None, miette::Severity::Warning);
+    checked.diags.extend_from(found);
+    let mut out = std::io::stdout().lock();
+    match format {
+        DiagFormat::Human => {
+            let text = Renderer::for_stdout().render(&checked.diags, &checked.sources);
+            out.write_all(text.as_bytes())?;
+            writeln!(out, "{}", checked.diags.summary(files.len()))?;
+        }
+        DiagFormat::Json => {
+            let json = serde_json::to_string_pretty(&checked.diags.to_json(&checked.sources))?;
+            writeln!(out, "{json}")?;
+        }
+    }
+    Ok(if checked.diags.has_errors() {
+        Outcome::Invalid
+    } else {
+        Outcome::Success
+    })
+}

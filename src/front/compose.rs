@@ -1,0 +1,534 @@
+//! Composition: an experiment that `extends` a base is merged over it (nodes given here replace
+//! the base's by name, children merge recursively), then `--set` and `--axis` overrides apply.
+//! Pure: the base files were read by the load stage.
+
+use std::path::PathBuf;
+
+use kdl::{KdlDocument, KdlValue};
+use miette::{Diagnostic, SourceSpan};
+use thiserror::Error;
+
+use crate::diagnostic::Diag;
+use crate::diagnostic::suggest::{list, suggest};
+use crate::front::load::{BaseFailure, Loaded, base_dir, normalize};
+use crate::front::schema::{Body, NodeSpec, Schema, ValueSpec};
+use crate::front::source::{SourceId, Sources};
+use crate::front::tree::{Entry, Node};
+
+#[derive(Debug, Error, Diagnostic)]
+pub enum ComposeError {
+    #[error("cannot read the base experiment `{path}`: {reason}")]
+    #[diagnostic(
+        code("xp::extends::unreadable"),
+        help("the path is relative to the file that contains `extends`")
+    )]
+    Unreadable {
+        path: String,
+        reason: String,
+        #[label("extended here")]
+        span: SourceSpan,
+    },
+
+    #[error("`extends` forms a cycle: {chain}")]
+    #[diagnostic(
+        code("xp::extends::cycle"),
+        help("an experiment cannot extend itself, directly or through other files")
+    )]
+    Cycle {
+        chain: String,
+        #[label("closes the cycle")]
+        span: SourceSpan,
+    },
+
+    #[error("`{path}` has no experiment{named}")]
+    #[diagnostic(code("xp::extends::no-experiment"))]
+    NoExperiment {
+        path: String,
+        named: String,
+        #[label("extended here")]
+        span: SourceSpan,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("`{path}` holds several experiments")]
+    #[diagnostic(code("xp::extends::ambiguous"))]
+    Ambiguous {
+        path: String,
+        #[label("which one?")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+
+    #[error("an override must be written `{form}`")]
+    #[diagnostic(code("xp::override::syntax"))]
+    OverrideSyntax {
+        form: &'static str,
+        #[label("here")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+
+    #[error("`{segment}` is not a setting {context}")]
+    #[diagnostic(code("xp::override::unknown-path"))]
+    UnknownPath {
+        segment: String,
+        context: String,
+        #[label("unknown")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+}
+
+/// A note added to diagnostics inside a base file.
+#[derive(Debug, Error)]
+#[error("{inner}")]
+pub struct InBase {
+    inner: Box<dyn Diagnostic + Send + Sync>,
+    note: String,
+}
+
+impl Diagnostic for InBase {
+    fn code<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        self.inner.code()
+    }
+    fn severity(&self) -> Option<miette::Severity> {
+        self.inner.severity()
+    }
+    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        Some(Box::new(match self.inner.help() {
+            Some(h) => format!("{h}\n{}", self.note),
+            None => self.note.clone(),
+        }))
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
+        self.inner.labels()
+    }
+}
+
+/// Marks a diagnostic that points into a base file with the file that extends it.
+pub fn in_base(diag: Diag, base: &str, by: &str) -> Diag {
+    let note = format!("this is in `{base}`, which `{by}` extends");
+    Diag {
+        source: diag.source,
+        inner: Box::new(InBase {
+            inner: diag.inner,
+            note,
+        }),
+    }
+}
+
+fn diag(source: SourceId, e: ComposeError) -> Diag {
+    Diag {
+        source: Some(source),
+        inner: Box::new(e),
+    }
+}
+
+/// The experiment with its `extends` chain merged in.
+pub fn compose(experiment: &Node, loaded: &Loaded, sources: &Sources) -> Result<Node, Diag> {
+    let mut stack = Vec::new();
+    if let Some(path) = &sources.get(experiment.source).path {
+        stack.push(normalize(path));
+    }
+    compose_inner(experiment, loaded, sources, &mut stack)
+}
+
+fn compose_inner(
+    experiment: &Node,
+    loaded: &Loaded,
+    sources: &Sources,
+    stack: &mut Vec<PathBuf>,
+) -> Result<Node, Diag> {
+    let Some(extends) = experiment.child("extends") else {
+        return Ok(experiment.clone());
+    };
+    let Some(target) = extends.arg(0) else {
+        return Ok(experiment.clone());
+    };
+    let Some(rel) = target.as_str() else {
+        return Ok(experiment.clone());
+    };
+    let path = normalize(&base_dir(sources.get(experiment.source)).join(rel));
+    let shown = rel.to_owned();
+    if stack.contains(&path) {
+        let chain: Vec<String> = stack
+            .iter()
+            .chain([&path])
+            .map(|p| p.display().to_string())
+            .collect();
+        return Err(diag(
+            target.source,
+            ComposeError::Cycle {
+                chain: chain.join(" → "),
+                span: target.span,
+            },
+        ));
+    }
+    let base_source = match loaded.bases.get(&path) {
+        Some(Ok(id)) => *id,
+        Some(Err(BaseFailure::Unreadable(reason))) => {
+            return Err(diag(
+                target.source,
+                ComposeError::Unreadable {
+                    path: shown,
+                    reason: reason.clone(),
+                    span: target.span,
+                },
+            ));
+        }
+        // Syntax errors in the base were reported when it was loaded; report nothing twice.
+        Some(Err(BaseFailure::Invalid)) | None => {
+            return Err(diag(
+                target.source,
+                ComposeError::Unreadable {
+                    path: shown,
+                    reason: "it has syntax errors".into(),
+                    span: target.span,
+                },
+            ));
+        }
+    };
+    let experiments: Vec<&Node> = loaded.trees[&base_source]
+        .iter()
+        .filter(|n| n.name == "experiment")
+        .collect();
+    let wanted = extends.prop("experiment").and_then(|e| e.as_str());
+    let names: Vec<&str> = experiments
+        .iter()
+        .filter_map(|e| e.arg(0).and_then(|a| a.as_str()))
+        .collect();
+    let base = match wanted {
+        Some(name) => experiments
+            .iter()
+            .find(|e| e.arg(0).and_then(|a| a.as_str()) == Some(name))
+            .copied()
+            .ok_or_else(|| {
+                let help = match suggest(name, names.iter().copied()) {
+                    Some(s) => Some(format!("did you mean `{s}`?")),
+                    None if names.is_empty() => None,
+                    None => Some(format!("it has: {}", list(names.iter().copied()))),
+                };
+                diag(
+                    target.source,
+                    ComposeError::NoExperiment {
+                        path: shown.clone(),
+                        named: format!(" named `{name}`"),
+                        span: target.span,
+                        help,
+                    },
+                )
+            })?,
+        None => match experiments.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(diag(
+                    target.source,
+                    ComposeError::NoExperiment {
+                        path: shown,
+                        named: String::new(),
+                        span: target.span,
+                        help: None,
+                    },
+                ));
+            }
+            _ => {
+                let help = format!(
+                    "name one: `extends \"{rel}\" experiment=\"{}\"`; it has: {}",
+                    names.first().copied().unwrap_or(""),
+                    list(names.iter().copied())
+                );
+                return Err(diag(
+                    target.source,
+                    ComposeError::Ambiguous {
+                        path: shown,
+                        span: target.span,
+                        help,
+                    },
+                ));
+            }
+        },
+    };
+    stack.push(path);
+    let base = compose_inner(base, loaded, sources, stack)?;
+    stack.pop();
+    Ok(merge(base, experiment))
+}
+
+/// `derived` over `base`: derived's entries, children merged by name.
+fn merge(base: Node, derived: &Node) -> Node {
+    let mut out = derived.clone();
+    let base_children = base.children.map(|c| c.nodes).unwrap_or_default();
+    let derived_children: Vec<Node> = derived
+        .nodes()
+        .iter()
+        .filter(|n| n.name != "extends")
+        .cloned()
+        .collect();
+    let merged = merge_children(base_children, &derived_children);
+    if !merged.is_empty() {
+        *out.nodes_mut() = merged;
+    } else if let Some(c) = out.children.as_mut() {
+        c.nodes.clear();
+    }
+    out
+}
+
+fn merge_children(mut out: Vec<Node>, derived: &[Node]) -> Vec<Node> {
+    let mut names: Vec<&str> = Vec::new();
+    for d in derived {
+        if !names.contains(&d.name.as_str()) {
+            names.push(&d.name);
+        }
+    }
+    for name in names {
+        let ds: Vec<&Node> = derived.iter().filter(|n| n.name == name).collect();
+        let positions: Vec<usize> = out
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.name == name)
+            .map(|(i, _)| i)
+            .collect();
+        let same_kind = |b: &Node, d: &Node| match (b.arg(0), d.arg(0)) {
+            (Some(x), Some(y)) => x.value == y.value,
+            _ => true,
+        };
+        if let ([d], [at]) = (ds.as_slice(), positions.as_slice())
+            && same_kind(&out[*at], d)
+        {
+            out[*at] = merge(out[*at].clone(), d);
+            continue;
+        }
+        let at = positions.first().copied().unwrap_or(out.len());
+        out.retain(|n| n.name != name);
+        let at = at.min(out.len());
+        for (i, d) in ds.into_iter().enumerate() {
+            out.insert(at + i, d.clone());
+        }
+    }
+    out
+}
+
+/// One `--set` or `--axis` from the command line, kept as its own source for diagnostics.
+#[derive(Debug, Clone)]
+pub struct Override {
+    pub kind: OverrideKind,
+    pub text: String,
+    pub source: SourceId,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverrideKind {
+    Set,
+    Axis,
+}
+
+impl Override {
+    /// How the override is recorded: `--set train.steps=50`.
+    pub fn display(&self) -> String {
+        match self.kind {
+            OverrideKind::Set => format!("--set {}", self.text),
+            OverrideKind::Axis => format!("--axis {}", self.text),
+        }
+    }
+}
+
+/// Applies overrides to a composed experiment, in order.
+pub fn apply(experiment: &mut Node, overrides: &[Override], schema: &Schema) -> Vec<Diag> {
+    let mut diags = Vec::new();
+    for o in overrides {
+        let result = match o.kind {
+            OverrideKind::Set => apply_set(experiment, o, schema),
+            OverrideKind::Axis => apply_axis(experiment, o),
+        };
+        if let Err(e) = result {
+            diags.push(diag(o.source, e));
+        }
+    }
+    diags
+}
+
+/// Reads a value as KDL would (`50`, `1e-3`, `#true`, `"x"`); anything else is a string.
+fn value_of(text: &str) -> KdlValue {
+    let trimmed = text.trim();
+    match KdlDocument::parse(&format!("v {trimmed}")) {
+        Ok(doc) => {
+            let node = doc.nodes().first();
+            match node.map(|n| n.entries()) {
+                Some([only]) if only.name().is_none() => only.value().clone(),
+                _ => KdlValue::String(trimmed.to_owned()),
+            }
+        }
+        Err(_) => KdlValue::String(trimmed.to_owned()),
+    }
+}
+
+fn override_entry(key: Option<&str>, text: &str, start: usize, source: SourceId) -> Entry {
+    Entry::new(key, value_of(text), source, (start, text.len()).into())
+}
+
+fn apply_set(experiment: &mut Node, o: &Override, schema: &Schema) -> Result<(), ComposeError> {
+    let Some((path, value)) = o.text.split_once('=') else {
+        return Err(ComposeError::OverrideSyntax {
+            form: "--set path=value",
+            span: (0, o.text.len()).into(),
+            help: "e.g. `--set train.steps=50` or `--set train.optimizer.lr=3e-4`".into(),
+        });
+    };
+    let value_start = path.len() + 1;
+    let mut segments: Vec<(&str, usize)> = Vec::new();
+    let mut offset = 0;
+    for seg in path.split('.') {
+        segments.push((seg, offset));
+        offset += seg.len() + 1;
+    }
+    let Some(experiment_spec) = schema.document.node("experiment") else {
+        return Ok(());
+    };
+    let mut node = experiment;
+    let mut body = schema.body(experiment_spec);
+    let mut context = "in `experiment`".to_owned();
+    for (i, &(seg, at)) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        let kind = node.arg(0).and_then(|a| a.as_str()).map(str::to_owned);
+        let child = node_spec(body, kind.as_deref(), seg);
+        if last && child.is_none() && prop_spec(body, kind.as_deref(), seg).is_some() {
+            node.set_prop(override_entry(Some(seg), value, value_start, o.source));
+            return Ok(());
+        }
+        let Some(spec) = child else {
+            let mut names: Vec<&str> = node_names(body, kind.as_deref());
+            if last {
+                names.extend(prop_names(body, kind.as_deref()));
+            }
+            let help = match suggest(seg, names.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!("the settings here are: {}", list(names.iter().copied())),
+            };
+            return Err(ComposeError::UnknownPath {
+                segment: seg.to_owned(),
+                context,
+                span: (at, seg.len()).into(),
+                help,
+            });
+        };
+        if node.child(seg).is_none() {
+            let mut created = Node::new(seg, o.source, (at, seg.len()).into());
+            created.children = None;
+            node.nodes_mut().push(created);
+        }
+        let Some(next) = node.child_mut(seg) else {
+            return Ok(());
+        };
+        if last {
+            next.set_arg(0, override_entry(None, value, value_start, o.source));
+            return Ok(());
+        }
+        context = format!("in `{seg}`");
+        body = schema.body(spec);
+        node = next;
+    }
+    Ok(())
+}
+
+fn bodies<'a>(body: &'a Body, kind: Option<&str>) -> Vec<&'a Body> {
+    let mut out = vec![body];
+    match kind.and_then(|k| body.variant_for(k)) {
+        Some((v, _)) => out.push(&v.body),
+        None => out.extend(body.variants.iter().map(|v| &v.body)),
+    }
+    out
+}
+
+fn node_spec<'a>(body: &'a Body, kind: Option<&str>, name: &str) -> Option<&'a NodeSpec> {
+    let all = bodies(body, kind);
+    all.iter()
+        .find_map(|b| b.node(name))
+        .or_else(|| all.iter().find_map(|b| b.wildcard_node()))
+}
+
+fn prop_spec<'a>(body: &'a Body, kind: Option<&str>, name: &str) -> Option<&'a ValueSpec> {
+    bodies(body, kind).iter().find_map(|b| b.prop(name))
+}
+
+fn node_names<'a>(body: &'a Body, kind: Option<&str>) -> Vec<&'a str> {
+    bodies(body, kind)
+        .iter()
+        .flat_map(|b| b.nodes.iter().map(|n| n.name.as_str()))
+        .filter(|n| *n != "*")
+        .collect()
+}
+
+fn prop_names<'a>(body: &'a Body, kind: Option<&str>) -> Vec<&'a str> {
+    bodies(body, kind)
+        .iter()
+        .flat_map(|b| b.props.iter().filter_map(|p| p.name.as_deref()))
+        .filter(|n| *n != "*")
+        .collect()
+}
+
+fn apply_axis(experiment: &mut Node, o: &Override) -> Result<(), ComposeError> {
+    let syntax = |span: SourceSpan| ComposeError::OverrideSyntax {
+        form: "--axis name=v1,v2,…",
+        span,
+        help: "e.g. `--axis lr=1e-3,3e-3`".into(),
+    };
+    let Some((name, values)) = o.text.split_once('=') else {
+        return Err(syntax((0, o.text.len()).into()));
+    };
+    if name.is_empty() || values.trim().is_empty() {
+        return Err(syntax((0, o.text.len()).into()));
+    }
+    let mut entries = Vec::new();
+    let mut at = name.len() + 1;
+    for v in values.split(',') {
+        entries.push(override_entry(None, v, at, o.source));
+        at += v.len() + 1;
+    }
+    let mut axis = Node::new(name, o.source, (0, name.len()).into());
+    axis.entries = entries;
+    let sweep = match experiment.child_mut("sweep") {
+        Some(s) => s,
+        None => {
+            experiment
+                .nodes_mut()
+                .push(Node::new("sweep", o.source, (0, name.len()).into()));
+            experiment
+                .child_mut("sweep")
+                .ok_or_else(|| syntax((0, 0).into()))?
+        }
+    };
+    for block in sweep.nodes_mut().iter_mut() {
+        let Some(existing) = block
+            .children
+            .as_mut()
+            .and_then(|c| c.nodes.iter_mut().find(|a| a.name == name))
+        else {
+            continue;
+        };
+        match block.name.as_str() {
+            "grid" | "zip" => {
+                existing.entries = axis.entries;
+                existing.source = o.source;
+                return Ok(());
+            }
+            _ => {
+                if let Some(c) = block.children.as_mut() {
+                    c.nodes.retain(|a| a.name != name);
+                }
+            }
+        }
+    }
+    match sweep.child_mut("grid") {
+        Some(grid) => grid.nodes_mut().push(axis),
+        None => {
+            let mut grid = Node::new("grid", o.source, (0, name.len()).into());
+            grid.nodes_mut().push(axis);
+            sweep.nodes_mut().insert(0, grid);
+        }
+    }
+    Ok(())
+}

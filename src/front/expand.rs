@@ -1,0 +1,707 @@
+//! Expansion: the `sweep` block → an ordered list of points, and for each point the experiment
+//! with every template evaluated (values keep the template's span), `when` applied and `none`
+//! leaving a setting unset. Pure: no I/O.
+
+use std::collections::HashMap;
+
+use kdl::KdlValue;
+use miette::{Diagnostic, SourceSpan};
+use minijinja::value::{Value, ValueKind};
+use minijinja::{Environment, Expression};
+use thiserror::Error;
+
+use crate::diagnostic::Diag;
+use crate::front::source::SourceId;
+use crate::front::template::{self, Location};
+use crate::front::tree::{Entry, Literal, Node, Origin, Plain};
+use crate::rng::{Rng, fnv1a};
+
+#[derive(Debug, Error, Diagnostic)]
+pub enum ExpandError {
+    #[error(
+        "zip axes have different lengths: `{first}` has {first_len}, `{second}` has {second_len}"
+    )]
+    #[diagnostic(
+        code("xp::sweep::zip-length"),
+        help(
+            "zip pairs values element by element; give every axis of a zip the same number of values"
+        )
+    )]
+    ZipLength {
+        first: String,
+        first_len: usize,
+        second: String,
+        second_len: usize,
+        #[label("{first_len} values")]
+        first_span: SourceSpan,
+        #[label("{second_len} values")]
+        second_span: SourceSpan,
+    },
+
+    #[error("`include` must give every axis; missing: {missing}")]
+    #[diagnostic(
+        code("xp::sweep::include-axes"),
+        help("an included point is a whole run: add {missing}")
+    )]
+    IncludeAxes {
+        missing: String,
+        #[label("incomplete point")]
+        span: SourceSpan,
+    },
+
+    #[error("the range of `{axis}` is backwards: {low} is above {high}")]
+    #[diagnostic(code("xp::sweep::random-range"), help("write the low bound first"))]
+    RandomRange {
+        axis: String,
+        low: String,
+        high: String,
+        #[label("low above high")]
+        span: SourceSpan,
+    },
+
+    #[error("every point of the sweep is excluded")]
+    #[diagnostic(
+        code("xp::sweep::empty"),
+        help("loosen the `exclude` rules, or add points with `include`")
+    )]
+    Empty {
+        #[label("no point is left")]
+        span: SourceSpan,
+    },
+
+    #[error("template failed: {message}")]
+    #[diagnostic(
+        code("xp::template::eval"),
+        help("values keep the type they are written in: 1e-3 is a number, \"1e-3\" a string")
+    )]
+    Eval {
+        message: String,
+        #[label("fails here")]
+        span: SourceSpan,
+    },
+
+    #[error("a template must give a single value, not {found}")]
+    #[diagnostic(
+        code("xp::template::not-scalar"),
+        help("settings take numbers, strings or booleans; lists are written as several arguments")
+    )]
+    NotScalar {
+        found: String,
+        #[label("gives {found}")]
+        span: SourceSpan,
+    },
+}
+
+/// One point of a sweep: a value for every axis, and the run's seed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub axes: Vec<(String, KdlValue)>,
+    pub seed: i64,
+    /// The replicate: 0 … repeat-1.
+    pub replicate: i64,
+}
+
+impl Point {
+    /// `lr=0.01, rank=16` (with `seed=2` when the sweep repeats).
+    pub fn label(&self, with_seed: bool) -> String {
+        let mut parts: Vec<String> = self
+            .axes
+            .iter()
+            .map(|(k, v)| format!("{k}={}", Literal(v)))
+            .collect();
+        if with_seed || parts.is_empty() {
+            parts.push(format!("seed={}", self.seed));
+        }
+        parts.join(", ")
+    }
+
+    pub fn get(&self, axis: &str) -> Option<&KdlValue> {
+        self.axes.iter().find(|(k, _)| k == axis).map(|(_, v)| v)
+    }
+}
+
+/// The points of an experiment's sweep, in the documented order: blocks as written combine by
+/// product (first block slowest), within a grid the last axis is fastest, excluded points
+/// dropped, included points appended, and every point repeated over consecutive seeds.
+pub fn points(experiment: &Node, diags: &mut Vec<Diag>) -> Vec<Point> {
+    let base_seed = experiment
+        .child("seed")
+        .and_then(|s| s.arg(0))
+        .and_then(|a| int(&a.value))
+        .unwrap_or(0);
+    let Some(sweep) = experiment.child("sweep") else {
+        return vec![Point {
+            axes: Vec::new(),
+            seed: base_seed,
+            replicate: 0,
+        }];
+    };
+    let mut combos: Vec<Vec<(String, KdlValue)>> = vec![Vec::new()];
+    for block in sweep.nodes() {
+        let rows = match block.name.as_str() {
+            "grid" => grid(block),
+            "zip" => zip(block, diags),
+            "random" => random(block, base_seed, diags),
+            _ => continue,
+        };
+        combos = combos
+            .iter()
+            .flat_map(|left| {
+                rows.iter()
+                    .map(move |right| left.iter().chain(right).cloned().collect::<Vec<_>>())
+            })
+            .collect();
+    }
+    let axis_names: Vec<String> = combos
+        .first()
+        .map(|c| c.iter().map(|(k, _)| k.clone()).collect())
+        .unwrap_or_default();
+    let env = template::shared();
+    let excludes: Vec<&Node> = sweep
+        .nodes()
+        .iter()
+        .filter(|n| n.name == "exclude")
+        .collect();
+    let mut kept: Vec<Vec<(String, KdlValue)>> = Vec::new();
+    'points: for combo in combos {
+        for rule in &excludes {
+            match excluded(rule, &combo, base_seed, env) {
+                Ok(true) => continue 'points,
+                Ok(false) => {}
+                Err(e) => {
+                    diags.push(e);
+                    return Vec::new();
+                }
+            }
+        }
+        kept.push(combo);
+    }
+    for include in sweep.nodes().iter().filter(|n| n.name == "include") {
+        let missing: Vec<&str> = axis_names
+            .iter()
+            .filter(|a| include.prop(a).is_none())
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            let missing = missing
+                .iter()
+                .map(|m| format!("`{m}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            diags.push(diag(
+                include.source,
+                ExpandError::IncludeAxes {
+                    missing,
+                    span: include.name_span,
+                },
+            ));
+            continue;
+        }
+        kept.push(
+            axis_names
+                .iter()
+                .filter_map(|a| include.prop(a).map(|e| (a.clone(), e.value.clone())))
+                .collect(),
+        );
+    }
+    if kept.is_empty() {
+        let at = excludes
+            .first()
+            .map_or((sweep.source, sweep.name_span), |e| (e.source, e.name_span));
+        diags.push(diag(at.0, ExpandError::Empty { span: at.1 }));
+    }
+    let repeat = sweep
+        .child("repeat")
+        .and_then(|r| r.arg(0))
+        .and_then(|a| int(&a.value))
+        .unwrap_or(1)
+        .max(1);
+    kept.into_iter()
+        .flat_map(|axes| {
+            (0..repeat).map(move |r| Point {
+                axes: axes.clone(),
+                seed: base_seed + r,
+                replicate: r,
+            })
+        })
+        .collect()
+}
+
+fn grid(block: &Node) -> Vec<Vec<(String, KdlValue)>> {
+    let mut rows: Vec<Vec<(String, KdlValue)>> = vec![Vec::new()];
+    for axis in block.nodes() {
+        let values: Vec<KdlValue> = axis.args().map(|e| e.value.clone()).collect();
+        rows = rows
+            .iter()
+            .flat_map(|row| {
+                values.iter().map(move |v| {
+                    row.iter()
+                        .cloned()
+                        .chain([(axis.name.clone(), v.clone())])
+                        .collect()
+                })
+            })
+            .collect();
+    }
+    rows
+}
+
+fn zip(block: &Node, diags: &mut Vec<Diag>) -> Vec<Vec<(String, KdlValue)>> {
+    let axes = block.nodes();
+    let Some(first) = axes.first() else {
+        return vec![Vec::new()];
+    };
+    let len = first.args().count();
+    for other in &axes[1..] {
+        let n = other.args().count();
+        if n != len {
+            diags.push(diag(
+                other.source,
+                ExpandError::ZipLength {
+                    first: first.name.clone(),
+                    first_len: len,
+                    second: other.name.clone(),
+                    second_len: n,
+                    first_span: first.name_span,
+                    second_span: other.name_span,
+                },
+            ));
+            return vec![Vec::new()];
+        }
+    }
+    (0..len)
+        .map(|i| {
+            axes.iter()
+                .filter_map(|a| a.arg(i).map(|e| (a.name.clone(), e.value.clone())))
+                .collect()
+        })
+        .collect()
+}
+
+fn random(block: &Node, base_seed: i64, diags: &mut Vec<Diag>) -> Vec<Vec<(String, KdlValue)>> {
+    let count = block
+        .prop("count")
+        .and_then(|c| int(&c.value))
+        .unwrap_or(1)
+        .max(0) as usize;
+    let seed = block
+        .prop("seed")
+        .and_then(|s| int(&s.value))
+        .unwrap_or(base_seed);
+    let mut columns: Vec<(String, Vec<KdlValue>)> = Vec::new();
+    for axis in block.nodes() {
+        let kind = axis.arg(0).and_then(|a| a.as_str()).unwrap_or("");
+        let args: Vec<&KdlValue> = axis.args().skip(1).map(|e| &e.value).collect();
+        // Each axis draws from its own stream, so adding an axis leaves the others' values as they were.
+        let mut rng = Rng::new((seed as u64) ^ fnv1a(axis.name.as_bytes()));
+        let bounds = || {
+            (
+                args.first().and_then(|v| number(v)),
+                args.get(1).and_then(|v| number(v)),
+            )
+        };
+        let values: Vec<KdlValue> = match kind {
+            "choice" => (0..count)
+                .map(|_| {
+                    args[(rng.unit() * args.len() as f64) as usize % args.len().max(1)].clone()
+                })
+                .collect(),
+            "uniform" | "log-uniform" | "int-uniform" => {
+                let (Some(low), Some(high)) = bounds() else {
+                    continue;
+                };
+                if low > high {
+                    let bounds: Vec<&Entry> = axis.args().skip(1).take(2).collect();
+                    let span = match bounds.as_slice() {
+                        [a, b] => (
+                            a.span.offset(),
+                            b.span.offset() + b.span.len() - a.span.offset(),
+                        )
+                            .into(),
+                        _ => axis.name_span,
+                    };
+                    let error = ExpandError::RandomRange {
+                        axis: axis.name.clone(),
+                        low: Plain(args[0]).to_string(),
+                        high: Plain(args[1]).to_string(),
+                        span,
+                    };
+                    diags.push(diag(axis.source, error));
+                    return vec![Vec::new()];
+                }
+                (0..count)
+                    .map(|_| {
+                        let u = rng.unit();
+                        match kind {
+                            "uniform" => KdlValue::Float(low + (high - low) * u),
+                            "log-uniform" => {
+                                KdlValue::Float((low.ln() + (high.ln() - low.ln()) * u).exp())
+                            }
+                            _ => KdlValue::Integer(
+                                (low as i128)
+                                    + ((u * (high - low + 1.0)) as i128).min((high - low) as i128),
+                            ),
+                        }
+                    })
+                    .collect()
+            }
+            _ => continue,
+        };
+        columns.push((axis.name.clone(), values));
+    }
+    (0..count)
+        .map(|i| {
+            columns
+                .iter()
+                .map(|(name, values)| (name.clone(), values[i].clone()))
+                .collect()
+        })
+        .collect()
+}
+
+/// Whether an `exclude` rule drops a point: every axis=value given matches and, if present,
+/// its `when` expression is true.
+fn excluded(
+    rule: &Node,
+    point: &[(String, KdlValue)],
+    seed: i64,
+    env: &'static Environment<'static>,
+) -> Result<bool, Diag> {
+    for (key, entry) in rule.props() {
+        if key == "when" {
+            continue;
+        }
+        let matches = point
+            .iter()
+            .any(|(axis, value)| axis == key && same(value, &entry.value));
+        if !matches {
+            return Ok(false);
+        }
+    }
+    let Some(when) = rule.prop("when") else {
+        return Ok(true);
+    };
+    let ctx = context(point, seed, &[]);
+    match evaluate(when, &ctx, env, &mut HashMap::new())? {
+        Some(KdlValue::Bool(b)) => Ok(b),
+        Some(other) => Ok(truthy(&other)),
+        None => Ok(false),
+    }
+}
+
+/// Two sweep values are the same point when they are equal numbers (1e-2 and 0.01) or equal
+/// strings or booleans.
+pub fn same(a: &KdlValue, b: &KdlValue) -> bool {
+    match (number(a), number(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+fn truthy(v: &KdlValue) -> bool {
+    match v {
+        KdlValue::Bool(b) => *b,
+        KdlValue::Integer(i) => *i != 0,
+        KdlValue::Float(f) => *f != 0.0,
+        KdlValue::String(s) => !s.is_empty(),
+        KdlValue::Null => false,
+    }
+}
+
+/// A run name rendered from the `name` template, with where the template is written.
+#[derive(Debug, Clone)]
+pub struct RunName {
+    pub text: String,
+    pub source: SourceId,
+    pub span: SourceSpan,
+}
+
+/// Evaluates templates for one point at a time, compiling each template once.
+pub struct Expander {
+    expressions: HashMap<String, Expression<'static, 'static>>,
+    templates: Environment<'static>,
+    names: HashMap<String, String>,
+}
+
+impl Default for Expander {
+    fn default() -> Self {
+        Expander {
+            expressions: HashMap::new(),
+            templates: template::environment(),
+            names: HashMap::new(),
+        }
+    }
+}
+
+impl Expander {
+    /// The experiment for one point: templates evaluated, `when` applied, and `sweep`, `vars`
+    /// and `name` removed; plus the rendered run name when the experiment has a `name`.
+    pub fn expand(
+        &mut self,
+        experiment: &Node,
+        point: &Point,
+    ) -> Result<(Node, Option<RunName>), Vec<Diag>> {
+        let mut errors = Vec::new();
+        let mut vars: Vec<(String, Value)> = Vec::new();
+        for var in experiment
+            .nodes()
+            .iter()
+            .filter(|n| n.name == "vars")
+            .flat_map(|v| v.nodes())
+        {
+            let Some(entry) = var.arg(0) else { continue };
+            let ctx = context(&point.axes, point.seed, &vars);
+            match self.value(entry, &ctx) {
+                Ok(v) => vars.push((
+                    var.name.clone(),
+                    v.as_ref().map_or(Value::from(()), to_jinja),
+                )),
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let ctx = context(&point.axes, point.seed, &vars);
+        let name = match experiment.child("name").and_then(|n| n.arg(0)) {
+            Some(entry) => match self.value(entry, &ctx) {
+                Ok(v) => v.map(|v| RunName {
+                    text: Plain(&v).to_string(),
+                    source: entry.source,
+                    span: entry.span,
+                }),
+                Err(e) => return Err(vec![e]),
+            },
+            None => None,
+        };
+        let mut out = experiment.clone();
+        if let Some(c) = out.children.as_mut() {
+            c.nodes
+                .retain(|n| !matches!(n.name.as_str(), "sweep" | "vars" | "name"));
+        }
+        // The point's seed (the experiment's, plus the replicate) is the run's seed.
+        let seed = KdlValue::Integer(point.seed.into());
+        match out.child_mut("seed") {
+            Some(node) => match node.entries.iter_mut().find(|e| e.key.is_none()) {
+                Some(entry) => entry.value = seed,
+                None => node.set_arg(0, Entry::new(None, seed, node.source, node.name_span)),
+            },
+            None if point.replicate > 0 => {
+                let mut node = Node::new("seed", experiment.source, experiment.name_span);
+                node.set_arg(
+                    0,
+                    Entry::new(None, seed, experiment.source, experiment.name_span),
+                );
+                out.nodes_mut().push(node);
+            }
+            None => {}
+        }
+        let _ = self.expand_node(&mut out, &ctx, &mut errors);
+        if errors.is_empty() {
+            Ok((out, name))
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Expands a node in place; returns `false` when an argument of it evaluated to `none`,
+    /// which unsets the whole setting.
+    fn expand_node(&mut self, node: &mut Node, ctx: &Value, errors: &mut Vec<Diag>) -> bool {
+        let mut keep = true;
+        let mut entries = Vec::with_capacity(node.entries.len());
+        for entry in std::mem::take(&mut node.entries) {
+            if entry.name() == "when".into() {
+                continue;
+            }
+            if !(entry.origin == Origin::Written
+                && entry.as_str().is_some_and(template::is_template))
+            {
+                entries.push(entry);
+                continue;
+            }
+            match self.value(&entry, ctx) {
+                Ok(Some(value)) => {
+                    let text = entry.as_str().unwrap_or_default();
+                    let origin = match template::sole_expression(text) {
+                        Some(_) => Origin::Template(text.into()),
+                        None => Origin::Rendered(text.into()),
+                    };
+                    entries.push(Entry {
+                        value,
+                        origin,
+                        ..entry
+                    });
+                }
+                Ok(None) => keep &= entry.key.is_some(),
+                Err(e) => errors.push(e),
+            }
+        }
+        node.entries = entries;
+        let Some(children) = node.children.as_mut() else {
+            return keep;
+        };
+        let mut kept = Vec::with_capacity(children.nodes.len());
+        for mut child in std::mem::take(&mut children.nodes) {
+            if let Some(when) = child.prop("when") {
+                match self.value(when, ctx) {
+                    Ok(Some(v)) if !truthy(&v) => continue,
+                    Ok(None) => continue,
+                    Ok(Some(_)) => {}
+                    Err(e) => {
+                        errors.push(e);
+                        continue;
+                    }
+                }
+            }
+            if self.expand_node(&mut child, ctx, errors) {
+                kept.push(child);
+            }
+        }
+        children.nodes = kept;
+        keep
+    }
+
+    /// The value of one entry: a literal as written, a template's value (`None`: unset).
+    fn value(&mut self, entry: &Entry, ctx: &Value) -> Result<Option<KdlValue>, Diag> {
+        let Some(text) = entry
+            .as_str()
+            .filter(|t| entry.origin == Origin::Written && template::is_template(t))
+        else {
+            return Ok(Some(entry.value.clone()));
+        };
+        if template::sole_expression(text).is_some() {
+            return evaluate(entry, ctx, template::shared(), &mut self.expressions);
+        }
+        let at = Location {
+            value: entry.span,
+            content: entry.content,
+        };
+        let key = match self.names.get(text) {
+            Some(k) => k.clone(),
+            None => {
+                let key = format!("t{}", self.names.len());
+                if let Err(e) = self
+                    .templates
+                    .add_template_owned(key.clone(), text.to_owned())
+                {
+                    return Err(eval_error(&e, at, 0, entry.source));
+                }
+                self.names.insert(text.to_owned(), key.clone());
+                key
+            }
+        };
+        let rendered = self
+            .templates
+            .get_template(&key)
+            .and_then(|t| t.render(ctx));
+        match rendered {
+            Ok(s) => Ok(Some(KdlValue::String(s))),
+            Err(e) => Err(eval_error(&e, at, 0, entry.source)),
+        }
+    }
+}
+
+/// Evaluates a `{{ expr }}` entry to a typed value (`None` for none/undefined).
+fn evaluate(
+    entry: &Entry,
+    ctx: &Value,
+    env: &'static Environment<'static>,
+    cache: &mut HashMap<String, Expression<'static, 'static>>,
+) -> Result<Option<KdlValue>, Diag> {
+    let text = entry.as_str().unwrap_or_default();
+    let at = Location {
+        value: entry.span,
+        content: entry.content,
+    };
+    let Some((base, expr)) = template::sole_expression(text) else {
+        return Ok(Some(entry.value.clone()));
+    };
+    if !cache.contains_key(text) {
+        let compiled = env
+            .compile_expression_owned(expr.to_owned())
+            .map_err(|e| eval_error(&e, at, base, entry.source))?;
+        cache.insert(text.to_owned(), compiled);
+    }
+    let value = cache[text]
+        .eval(ctx)
+        .map_err(|e| eval_error(&e, at, base, entry.source))?;
+    from_jinja(&value).map_err(|found| {
+        diag(
+            entry.source,
+            ExpandError::NotScalar {
+                found,
+                span: entry.span,
+            },
+        )
+    })
+}
+
+fn eval_error(e: &minijinja::Error, at: Location, base: usize, source: SourceId) -> Diag {
+    let message = e
+        .detail()
+        .map_or_else(|| e.kind().to_string(), str::to_owned);
+    diag(
+        source,
+        ExpandError::Eval {
+            message,
+            span: at.span(e.range(), base),
+        },
+    )
+}
+
+fn context(axes: &[(String, KdlValue)], seed: i64, vars: &[(String, Value)]) -> Value {
+    let mut map: std::collections::BTreeMap<String, Value> =
+        axes.iter().map(|(k, v)| (k.clone(), to_jinja(v))).collect();
+    map.insert("seed".into(), Value::from(seed));
+    map.extend(vars.iter().cloned());
+    Value::from(map)
+}
+
+fn to_jinja(v: &KdlValue) -> Value {
+    match v {
+        KdlValue::Integer(i) => i64::try_from(*i).map_or_else(|_| Value::from(*i), Value::from),
+        KdlValue::Float(f) => Value::from(*f),
+        KdlValue::String(s) => Value::from(s.as_str()),
+        KdlValue::Bool(b) => Value::from(*b),
+        KdlValue::Null => Value::from(()),
+    }
+}
+
+fn from_jinja(v: &Value) -> Result<Option<KdlValue>, String> {
+    Ok(Some(match v.kind() {
+        ValueKind::None | ValueKind::Undefined => return Ok(None),
+        ValueKind::Bool => KdlValue::Bool(v.is_true()),
+        ValueKind::Number if v.is_integer() => KdlValue::Integer(
+            i128::try_from(v.clone()).map_err(|_| "a number too large".to_owned())?,
+        ),
+        ValueKind::Number => {
+            KdlValue::Float(f64::try_from(v.clone()).map_err(|_| "a number".to_owned())?)
+        }
+        ValueKind::String => KdlValue::String(v.as_str().unwrap_or_default().to_owned()),
+        ValueKind::Seq | ValueKind::Iterable => return Err("a list".into()),
+        ValueKind::Map => return Err("a map".into()),
+        other => return Err(format!("a {other}")),
+    }))
+}
+
+fn diag(source: SourceId, e: ExpandError) -> Diag {
+    Diag {
+        source: Some(source),
+        inner: Box::new(e),
+    }
+}
+
+pub fn int(v: &KdlValue) -> Option<i64> {
+    match v {
+        KdlValue::Integer(i) => i64::try_from(*i).ok(),
+        _ => None,
+    }
+}
+
+pub fn number(v: &KdlValue) -> Option<f64> {
+    match v {
+        KdlValue::Integer(i) => Some(*i as f64),
+        KdlValue::Float(f) => Some(*f),
+        _ => None,
+    }
+}

@@ -1,0 +1,174 @@
+//! Templates inside values: the minijinja environment (strict undefined, no loader, no
+//! environment access) and the static checks `xp validate` runs before any expansion —
+//! syntax, and variables that are neither sweep axes, `vars` nor `seed`.
+
+use std::collections::BTreeSet;
+
+use miette::{Diagnostic, SourceSpan};
+use minijinja::{Environment, UndefinedBehavior};
+use thiserror::Error;
+
+use crate::diagnostic::suggest::{list, suggest};
+
+#[derive(Debug, Error, Diagnostic)]
+pub enum TemplateError {
+    #[error("template error: {message}")]
+    #[diagnostic(code("xp::template::syntax"))]
+    Syntax {
+        message: String,
+        #[label("here")]
+        span: SourceSpan,
+    },
+    #[error("unknown template variable `{name}`")]
+    #[diagnostic(code("xp::template::unknown-variable"))]
+    UnknownVariable {
+        name: String,
+        #[label("not a sweep axis, a var or `seed`")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+    #[error("templates are not allowed here")]
+    #[diagnostic(
+        code("xp::template::not-allowed"),
+        help(
+            "this value is read before templates are expanded; write it literally (derived values belong in `vars`)"
+        )
+    )]
+    NotAllowed {
+        #[label("a template")]
+        span: SourceSpan,
+    },
+}
+
+/// Whether a string is a template at all.
+pub fn is_template(s: &str) -> bool {
+    s.contains("{{") || s.contains("{%") || s.contains("{#")
+}
+
+/// The expression of a value that is exactly one `{{ expr }}` (it keeps its type), with its
+/// byte offset inside the string.
+pub fn sole_expression(s: &str) -> Option<(usize, &str)> {
+    let trimmed_start = s.len() - s.trim_start().len();
+    let t = s.trim();
+    let inner = t.strip_prefix("{{")?.strip_suffix("}}")?;
+    if inner.contains("{{") || inner.contains("}}") || inner.contains("{%") {
+        return None;
+    }
+    Some((trimmed_start + 2, inner))
+}
+
+/// The shared environment expressions are compiled in (compiled expressions borrow it).
+pub fn shared() -> &'static Environment<'static> {
+    static ENV: std::sync::OnceLock<Environment<'static>> = std::sync::OnceLock::new();
+    ENV.get_or_init(environment)
+}
+
+/// A fresh environment configured like every other: strict undefined, no loader, no access to
+/// files or the process environment.
+pub fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_debug(true);
+    env
+}
+
+/// The variables a template may use.
+#[derive(Debug, Default, Clone)]
+pub struct Scope {
+    pub names: BTreeSet<String>,
+}
+
+/// Where a checked template's text lies in the file.
+#[derive(Debug, Clone, Copy)]
+pub struct Location {
+    /// The whole written value (quotes included).
+    pub value: SourceSpan,
+    /// Offset of the string's first character, when offsets inside it map one to one.
+    pub content: Option<usize>,
+}
+
+impl Location {
+    /// The file span of a byte range inside the template text (`base`: where the compiled
+    /// text starts inside the string), or the whole value when offsets do not map.
+    pub fn span(&self, range: Option<std::ops::Range<usize>>, base: usize) -> SourceSpan {
+        match (self.content, range) {
+            (Some(start), Some(r)) => (start + base + r.start, r.len().max(1)).into(),
+            _ => self.value,
+        }
+    }
+}
+
+/// Checks one template string; returns the variables it reads (a misspelt one as its suggestion).
+pub fn check(
+    env: &Environment<'static>,
+    text: &str,
+    at: Location,
+    scope: &Scope,
+    errors: &mut Vec<TemplateError>,
+) -> BTreeSet<String> {
+    let (base, vars) = match sole_expression(text) {
+        Some((offset, expr)) => (
+            offset,
+            env.compile_expression(expr)
+                .map(|e| e.undeclared_variables(false)),
+        ),
+        None => (
+            0,
+            env.template_from_str(text)
+                .map(|t| t.undeclared_variables(false)),
+        ),
+    };
+    let vars: BTreeSet<String> = match vars {
+        Ok(v) => v
+            .into_iter()
+            .filter(|name| env.globals().all(|(g, _)| g != name))
+            .collect(),
+        Err(e) => {
+            errors.push(TemplateError::Syntax {
+                message: e
+                    .detail()
+                    .map_or_else(|| e.kind().to_string(), str::to_owned),
+                span: at.span(e.range(), base),
+            });
+            return BTreeSet::new();
+        }
+    };
+    let mut read = vars.clone();
+    for name in vars.iter().filter(|n| !scope.names.contains(*n)) {
+        let known = scope.names.iter().map(String::as_str);
+        let help = match suggest(name, known.clone()) {
+            Some(s) => {
+                // The typo stands for its suggestion: no false "unused axis" on top.
+                read.insert(s.to_owned());
+                format!("did you mean `{s}`?")
+            }
+            None if scope.names.is_empty() => {
+                "this experiment has no sweep axes or vars; add one, or write the value literally"
+                    .into()
+            }
+            None => format!("the variables here are: {}", list(known)),
+        };
+        errors.push(TemplateError::UnknownVariable {
+            name: name.clone(),
+            span: variable_span(text, name, at, base),
+            help,
+        });
+    }
+    read
+}
+
+/// The first occurrence of a variable name as a whole word inside the template.
+fn variable_span(text: &str, name: &str, at: Location, base: usize) -> SourceSpan {
+    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let bytes = text.as_bytes();
+    let found = text[base..]
+        .match_indices(name)
+        .map(|(i, _)| i + base)
+        .find(|&i| {
+            let before = i.checked_sub(1).map(|j| bytes[j]);
+            let after = bytes.get(i + name.len()).copied();
+            !before.is_some_and(is_word) && !after.is_some_and(is_word)
+        });
+    at.span(found.map(|i| i - base..i - base + name.len()), base)
+}

@@ -1,0 +1,446 @@
+//! Preflight: everything `xp run` can check before training starts. Each distinct HF model
+//! directory is read once (its config and its weights' headers) and each distinct dataset is
+//! loaded once, with that model's tokenizer (file errors point at their line); LoRA targets
+//! are matched against the model; and every run is checked against what this binary can do
+//! (devices, features). `xp validate` runs it too, with capability problems as
+//! warnings, so the same file is judged the same way by both commands.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use miette::{Diagnostic, Severity};
+
+use crate::data::tokenizer::HfTokenizer;
+use crate::data::{self, Dataset, ModelText, Task};
+use crate::diagnostic::Diag;
+use crate::front::plan::Plan;
+use crate::model::{self, hf, llama, lora};
+use crate::spec::{BatchSize, Llama, Model, RunSpec};
+use crate::train::device;
+
+/// The datasets of a set of runs, by [`data_key`].
+#[derive(Default)]
+pub struct Datasets {
+    by_key: BTreeMap<String, Arc<Dataset>>,
+}
+
+impl Datasets {
+    pub fn get(&self, spec: &RunSpec) -> Option<Arc<Dataset>> {
+        self.by_key.get(&data_key(spec)).cloned()
+    }
+}
+
+/// Runs with equal keys train on identical data.
+pub fn data_key(spec: &RunSpec) -> String {
+    let seed = spec.data.seed.unwrap_or(spec.seed);
+    let model = match &spec.model {
+        Model::Llama(Llama::Dims(d)) => format!("context {}", d.context),
+        Model::Llama(Llama::Dir(dir)) => format!("dir {}", dir.display()),
+        Model::Mlp(_) => String::new(),
+    };
+    format!(
+        "{}#{seed}#{model}",
+        serde_json::to_string(&spec.data.source).unwrap_or_default(),
+    )
+}
+
+/// An HF model directory as its runs' data needs it.
+struct Opened {
+    dir: hf::ModelDir,
+    tokenizer: Option<Arc<HfTokenizer>>,
+}
+
+/// Reads every distinct model directory of the plans: config, weights' headers, tokenizer.
+fn open_models(plans: &[Plan]) -> (BTreeMap<PathBuf, Arc<Opened>>, Vec<Diag>) {
+    let mut out = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    let mut diags = Vec::new();
+    for spec in plans.iter().flat_map(|p| p.runs.iter().map(|r| &r.config)) {
+        let Model::Llama(Llama::Dir(path)) = &spec.model else {
+            continue;
+        };
+        if !seen.insert(path.clone()) {
+            continue;
+        }
+        let dir = match hf::ModelDir::open(path) {
+            Ok(dir) => dir,
+            Err(e) => {
+                diags.push(diag(e));
+                continue;
+            }
+        };
+        // Its data is still read, so every problem is reported at once.
+        if let Err(e) = dir.check() {
+            diags.push(diag(e));
+        }
+        match HfTokenizer::open(path, dir.config.vocab) {
+            Ok(tokenizer) => {
+                let tokenizer = tokenizer.map(Arc::new);
+                out.insert(path.clone(), Arc::new(Opened { dir, tokenizer }));
+            }
+            Err(e) => diags.push(diag(e)),
+        }
+    }
+    (out, diags)
+}
+
+fn diag(e: impl Diagnostic + Send + Sync + 'static) -> Diag {
+    Diag {
+        source: None,
+        inner: Box::new(e),
+    }
+}
+
+/// Examples cut to the model's context; training goes on with the cut examples.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error(
+    "{count} examples of `{path}` are longer than the model's context of {context} tokens and were cut to it"
+)]
+#[diagnostic(
+    code("xp::data::truncated"),
+    severity(Warning),
+    help(
+        "examples cut so far that nothing is left to learn are dropped; shorten them, or use packing=#true"
+    )
+)]
+pub struct Truncated {
+    path: String,
+    count: usize,
+    context: usize,
+}
+
+/// Loads every distinct dataset of the plans (reading their HF model directories); one
+/// diagnostic per distinct failure, and LoRA targets that match no layer of their model.
+pub fn load_data(plans: &[Plan]) -> (Datasets, Vec<Diag>) {
+    let (models, mut diags) = open_models(plans);
+    let mut out = Datasets::default();
+    let mut failed: BTreeMap<String, ()> = BTreeMap::new();
+    for run in plans.iter().flat_map(|p| &p.runs) {
+        let spec = &run.config;
+        let (model_text, opened) = match &spec.model {
+            Model::Llama(Llama::Dims(d)) => (
+                ModelText {
+                    context: Some(d.context),
+                    tokenizer: None,
+                },
+                None,
+            ),
+            Model::Llama(Llama::Dir(path)) => match models.get(path) {
+                Some(opened) => (
+                    ModelText {
+                        context: Some(opened.dir.config.context),
+                        tokenizer: opened.tokenizer.clone(),
+                    },
+                    Some(opened),
+                ),
+                // Its diagnostic is out already; the data is still read (as bytes, with no
+                // context), so its own problems are reported too.
+                None => (ModelText::default(), None),
+            },
+            Model::Mlp(_) => (ModelText::default(), None),
+        };
+        let modules = match (opened, &spec.model) {
+            (Some(o), _) => Some(o.dir.config.linear_modules()),
+            (None, Model::Llama(Llama::Dims(d))) => {
+                Some(llama::Config::from_dims(d, 1).linear_modules())
+            }
+            _ => None,
+        };
+        if let (Some(lora), Some(modules)) = (&spec.lora, modules)
+            && let Some(problem) = lora_problem(lora, &modules)
+            && failed.insert(problem.to_string(), ()).is_none()
+        {
+            diags.push(diag(problem));
+        }
+        let key = data_key(spec);
+        if out.by_key.contains_key(&key) {
+            continue;
+        }
+        let seed = spec.data.seed.unwrap_or(spec.seed);
+        let loaded = data::load_for(&spec.data, seed, &model_text)
+            .map_err(diag)
+            .and_then(|d| match opened {
+                Some(o) => fit_vocab(d, &o.dir),
+                None => Ok(d),
+            });
+        match loaded {
+            Ok(dataset) => {
+                if let (true, Some(context), Some(path)) =
+                    (dataset.truncated > 0, model_text.context, data_path(spec))
+                {
+                    diags.push(diag(Truncated {
+                        path: path.display().to_string(),
+                        count: dataset.truncated,
+                        context,
+                    }));
+                }
+                out.by_key.insert(key, Arc::new(dataset));
+            }
+            Err(e) => {
+                let code = e.inner.code().map(|c| c.to_string()).unwrap_or_default();
+                let text = format!("{code}{}", e.inner);
+                if failed.insert(text, ()).is_none() {
+                    diags.push(e);
+                }
+            }
+        }
+    }
+    (out, diags)
+}
+
+fn data_path(spec: &RunSpec) -> Option<&Path> {
+    use crate::spec::DataSource::{Csv, Jsonl, Text};
+    match &spec.data.source {
+        Jsonl { path, .. } | Text { path, .. } | Csv { path, .. } => Some(path),
+        _ => None,
+    }
+}
+
+/// Data for an HF model predicts over the model's vocabulary, which its tokens must fit.
+fn fit_vocab(mut data: Dataset, dir: &hf::ModelDir) -> Result<Dataset, Diag> {
+    let model = dir.config.vocab;
+    match data.task {
+        Task::Language { vocab } if vocab <= model => {
+            data.task = Task::Language { vocab: model };
+            Ok(data)
+        }
+        Task::Language { vocab } => Err(diag(ModelData {
+            message: format!(
+                "the data's tokens go up to {}, beyond the vocabulary of {} ({model} tokens)",
+                vocab - 1,
+                dir.path.display()
+            ),
+        })),
+        _ => Ok(data),
+    }
+}
+
+/// Data that the HF model cannot read.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error("{message}")]
+#[diagnostic(
+    code("xp::model::vocab"),
+    help(
+        "data for an HF model uses its tokenizer.json; give the model directory one, or use data within its vocabulary"
+    )
+)]
+pub struct ModelData {
+    message: String,
+}
+
+/// LoRA targets that are no glob or match no linear layer of the model.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error("{message}")]
+#[diagnostic(code("xp::run::lora-targets"))]
+pub struct LoraTargets {
+    message: String,
+    #[help]
+    help: String,
+}
+
+fn lora_problem(spec: &crate::spec::Lora, modules: &[String]) -> Option<LoraTargets> {
+    let names = lora::LINEAR_MODULES.join(", ");
+    let help = format!(
+        "a target matches a module's full name (model.layers.0.self_attn.q_proj) or a dotted end of it; the linear layers are {names}: e.g. `q_proj` or `*.mlp.*`"
+    );
+    if let Err(message) = lora::Targets::new(spec) {
+        return Some(LoraTargets { message, help });
+    }
+    let unmatched = lora::unmatched(spec, modules);
+    if unmatched.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = unmatched.iter().map(|p| format!("`{p}`")).collect();
+    let message = match list.as_slice() {
+        [one] => format!("the LoRA target {one} matches no linear layer of the model"),
+        _ => format!(
+            "the LoRA targets {} match no linear layer of the model",
+            list.join(", ")
+        ),
+    };
+    Some(LoraTargets { message, help })
+}
+
+/// An `init-from` file that cannot be used.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error("cannot use `{path}` for init-from: {reason}")]
+#[diagnostic(
+    code("xp::run::init-from"),
+    help(
+        "init-from takes a .safetensors file, or a directory holding model.safetensors, an HF model's shards or a PEFT adapter (adapter_model.safetensors)"
+    )
+)]
+pub struct InitFrom {
+    path: String,
+    reason: String,
+}
+
+/// Checks that every `init-from` file exists and is a readable safetensors file (its header;
+/// the tensors are matched against the model when the run starts), and that a PEFT adapter
+/// comes with a `lora` of its rank.
+pub fn check_init_from(plans: &[Plan]) -> Vec<Diag> {
+    let mut checked = BTreeSet::new();
+    let mut diags = Vec::new();
+    for spec in plans.iter().flat_map(|p| p.runs.iter().map(|r| &r.config)) {
+        let Some(init) = &spec.init_from else {
+            continue;
+        };
+        let problem = |path: &Path, reason: String| {
+            diag(InitFrom {
+                path: path.display().to_string(),
+                reason,
+            })
+        };
+        let adapter = init.path.join("adapter_config.json");
+        if adapter.is_file() {
+            let rank = std::fs::read_to_string(&adapter)
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .and_then(|v| v.get("r").and_then(serde_json::Value::as_u64));
+            let reason = match (&spec.lora, rank) {
+                (None, _) => Some(
+                    "it is a LoRA adapter, and the experiment has no `lora`; add one with the adapter's rank and targets".to_owned(),
+                ),
+                (Some(l), Some(r)) if l.rank as u64 != r => Some(format!(
+                    "the adapter has rank {r}, the experiment's `lora` rank {}",
+                    l.rank
+                )),
+                _ => None,
+            };
+            if let Some(reason) = reason
+                && checked.insert((adapter.clone(), reason.clone()))
+            {
+                diags.push(problem(&init.path, reason));
+            }
+        }
+        let files = match model::init_files(&init.path) {
+            Ok(files) => files,
+            Err(e) => {
+                if checked.insert((init.path.clone(), String::new())) {
+                    diags.push(problem(&init.path, e.to_string()));
+                }
+                continue;
+            }
+        };
+        for file in files {
+            if !checked.insert((file.clone(), String::new())) {
+                continue;
+            }
+            let mut start = [0u8; 2];
+            let reason = match std::fs::File::open(&file).and_then(|mut f| f.read_exact(&mut start)) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("no such file".to_owned()),
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Some("it is not a safetensors file".to_owned()),
+                Err(e) => Some(e.to_string()),
+                Ok(()) if &start == b"PK" => Some(
+                    "it is a PyTorch zip archive, not safetensors; convert it with `safetensors.torch.save_file`".to_owned(),
+                ),
+                Ok(()) => hf::read_header(&file).err().map(|_| "it is not a safetensors file".to_owned()),
+            };
+            if let Some(reason) = reason {
+                diags.push(problem(&file, reason));
+            }
+        }
+    }
+    diags
+}
+
+/// Something a run asks for that this binary cannot do.
+#[derive(Debug)]
+pub struct Unsupported {
+    what: String,
+    runs: usize,
+    help: String,
+    severity: Severity,
+}
+
+impl fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({} {})",
+            self.what,
+            self.runs,
+            if self.runs == 1 { "run" } else { "runs" }
+        )
+    }
+}
+
+impl std::error::Error for Unsupported {}
+
+impl Diagnostic for Unsupported {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new(UNSUPPORTED_CODE))
+    }
+    fn severity(&self) -> Option<Severity> {
+        Some(self.severity)
+    }
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new(&self.help))
+    }
+}
+
+// The code of [`Unsupported`], written as its fixture and the code test expect: code("xp::run::unsupported")
+const UNSUPPORTED_CODE: &str = "xp::run::unsupported";
+
+/// Where a run trains, as run directories record it (`cpu`, `cuda:0`): the experiment's device
+/// unless `--device` says otherwise, resolved as [`device::open_device`] will open it. A device
+/// that cannot be used keeps the name it was asked by; [`capabilities`] reports why.
+pub fn device_of(spec: &RunSpec, flag: Option<&str>) -> String {
+    match device::resolve(spec, flag) {
+        Ok(resolved) => resolved.name(),
+        Err(_) => match device::requested(spec, flag) {
+            Ok(requested) => device::display(requested),
+            Err(_) => flag.unwrap_or_default().to_owned(),
+        },
+    }
+}
+
+/// What the runs ask for that this binary cannot do; errors for `xp run`, warnings for
+/// `xp validate`.
+pub fn capabilities(plans: &[Plan], device_flag: Option<&str>, severity: Severity) -> Vec<Diag> {
+    let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for spec in plans.iter().flat_map(|p| p.runs.iter().map(|r| &r.config)) {
+        let mut missing = |what: &str, help: &str| {
+            *counts
+                .entry((what.to_owned(), help.to_owned()))
+                .or_default() += 1
+        };
+        if let Err(e) = device::resolve(spec, device_flag) {
+            missing(&e.what, &e.help);
+        }
+        if spec.train.batch_size == BatchSize::Auto {
+            missing(
+                "`batch-size \"auto\"` is not supported by this version of xp",
+                "give a batch size",
+            );
+        }
+    }
+    counts
+        .into_iter()
+        .map(|((what, help), runs)| Diag {
+            source: None,
+            inner: Box::new(Unsupported {
+                what,
+                runs,
+                help,
+                severity,
+            }),
+        })
+        .collect()
+}
+
+/// Every preflight check: capabilities (with the given severity), `init-from` files and data.
+pub fn check(
+    plans: &[Plan],
+    device_flag: Option<&str>,
+    capability: Severity,
+) -> (Datasets, Vec<Diag>) {
+    let mut diags = capabilities(plans, device_flag, capability);
+    diags.extend(check_init_from(plans));
+    let (datasets, data) = load_data(plans);
+    diags.extend(data);
+    (datasets, diags)
+}

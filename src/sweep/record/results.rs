@@ -1,0 +1,148 @@
+//! The sweep's results tables, `results.csv` and `results.json`: one row per run (name, id,
+//! status, the axes, final and best metrics, steps, wall time, throughput, peak memory),
+//! rewritten atomically whenever a run finishes.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::path::Path;
+
+use super::{Summary, atomic};
+
+/// The column names: fixed ones, the axes in plan order, then `final:<metric>` and
+/// `best:<metric>` for every metric any run has.
+pub fn columns(axes: &[String], summaries: &[Summary]) -> Vec<String> {
+    let metrics: BTreeSet<&String> = summaries
+        .iter()
+        .flat_map(|s| s.last.keys().chain(s.best.keys()))
+        .collect();
+    let mut cols: Vec<String> = ["name", "id", "status"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    cols.extend(axes.iter().cloned());
+    cols.extend(metrics.iter().map(|m| format!("final:{m}")));
+    cols.extend(metrics.iter().map(|m| format!("best:{m}")));
+    cols.extend(
+        ["steps", "wall_s", "tokens_per_s", "peak_memory_bytes"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    cols
+}
+
+fn cell(summary: &Summary, column: &str) -> String {
+    let num = |v: Option<f64>| {
+        v.filter(|v| v.is_finite())
+            .map_or(String::new(), |v| format!("{v}"))
+    };
+    match column {
+        "name" => summary.name.clone(),
+        "id" => summary.id.clone(),
+        "status" => summary.status.as_str().to_owned(),
+        "steps" => summary.steps.to_string(),
+        "wall_s" => num(summary.wall_s),
+        "tokens_per_s" => num(summary.tokens_per_s),
+        "peak_memory_bytes" => summary
+            .peak_memory_bytes
+            .map_or(String::new(), |b| b.to_string()),
+        c => {
+            if let Some(m) = c.strip_prefix("final:") {
+                num(summary.last.get(m).copied())
+            } else if let Some(m) = c.strip_prefix("best:") {
+                num(summary.best.get(m).map(|b| b.value))
+            } else {
+                match summary.axes.get(c) {
+                    Some(serde_json::Value::String(s)) => s.clone(),
+                    Some(serde_json::Value::Null) | None => String::new(),
+                    Some(v) => v.to_string(),
+                }
+            }
+        }
+    }
+}
+
+/// Rewrites both tables, under the sweep's results lock ([`lock`]).
+pub fn write(dir: &Path, axes: &[String], summaries: &[Summary]) -> io::Result<()> {
+    let _lock = lock(dir)?;
+    write_locked(dir, axes, summaries)
+}
+
+/// An exclusive lock on `<sweep>/.results.lock`, held until the file is dropped: whoever
+/// rewrites the tables (`xp run`, run processes that finish at the same time, Slurm array
+/// tasks) does it alone.
+fn lock(sweep: &Path) -> io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(sweep.join(".results.lock"))?;
+    // SAFETY: flock on a descriptor this function owns; released when `lock` is closed.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(lock)
+}
+
+fn write_locked(dir: &Path, axes: &[String], summaries: &[Summary]) -> io::Result<()> {
+    let cols = columns(axes, summaries);
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    csv.write_record(&cols).map_err(io::Error::other)?;
+    for s in summaries {
+        csv.write_record(cols.iter().map(|c| cell(s, c)))
+            .map_err(io::Error::other)?;
+    }
+    let bytes = csv
+        .into_inner()
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    atomic::write(&dir.join("results.csv"), &bytes)?;
+    let rows: Vec<serde_json::Value> = summaries
+        .iter()
+        .map(|s| {
+            let mut row = serde_json::Map::new();
+            for c in &cols {
+                let value = match c.as_str() {
+                    "name" | "id" | "status" => serde_json::Value::from(cell(s, c)),
+                    _ => {
+                        let text = cell(s, c);
+                        if text.is_empty() {
+                            serde_json::Value::Null
+                        } else if let Some(v) = s.axes.get(c.as_str()) {
+                            v.clone()
+                        } else {
+                            text.parse::<f64>()
+                                .map_or(serde_json::Value::from(text), serde_json::Value::from)
+                        }
+                    }
+                };
+                row.insert(c.clone(), value);
+            }
+            serde_json::Value::Object(row)
+        })
+        .collect();
+    let json = serde_json::to_vec_pretty(&rows).map_err(io::Error::other)?;
+    atomic::write(&dir.join("results.json"), &json)
+}
+
+/// Rewrites both tables from the run directories' `summary.json` files, reading and writing
+/// under the results lock: run processes that finish at the same time (Slurm array tasks)
+/// each leave tables that include every finished run.
+pub fn refresh(sweep: &Path, plan: &crate::front::plan::Plan, device: &str) -> io::Result<()> {
+    let _lock = lock(sweep)?;
+    let axes: Vec<String> = plan
+        .runs
+        .first()
+        .map(|r| r.axes.iter().map(|(k, _)| k.clone()).collect())
+        .unwrap_or_default();
+    let summaries: Vec<Summary> = plan
+        .runs
+        .iter()
+        .map(|run| {
+            super::read_summary(&sweep.join(&run.name)).unwrap_or_else(|| {
+                let precision = crate::train::precision::of_device(run.config.precision, device).0;
+                Summary::new(&plan.experiment, run, device, precision)
+            })
+        })
+        .collect();
+    write_locked(sweep, &axes, &summaries)
+}

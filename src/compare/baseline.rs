@@ -242,9 +242,7 @@ pub fn save(c: &Comparison, extra: &[Column], format: FileFormat) -> String {
                     for c in &columns {
                         o.insert(
                             c.to_string(),
-                            r.values
-                                .get(c)
-                                .map_or(Value::Null, |s| super::format::value_json(c, s.mean)),
+                            r.values.get(c).map_or(Value::Null, |s| c.json(s.mean)),
                         );
                     }
                     Value::Object(o)

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use serde_json::{Value, json};
 
 use super::gate::{Verdict, delta};
-use super::runs::{Column, show};
+use super::runs::{Column, finite_json, show};
 use super::table::{Comparison, Row, Stat};
 use crate::spec::Direction;
 use crate::sweep::record::short;
@@ -376,30 +376,13 @@ fn csv(c: &Comparison, verdict: Option<&Verdict>) -> String {
     String::from_utf8_lossy(&w.into_inner().unwrap_or_default()).into_owned()
 }
 
-fn finite(v: f64) -> Value {
-    if v.is_finite() {
-        Value::from(v)
-    } else {
-        Value::Null
-    }
-}
-
-/// A value in JSON: counts (steps, bytes) as integers.
-pub(crate) fn value_json(col: &Column, v: f64) -> Value {
-    if matches!(col, Column::Steps | Column::PeakMemory) && v.fract() == 0.0 && v.abs() < 9e15 {
-        Value::from(v as i64)
-    } else {
-        finite(v)
-    }
-}
-
 fn stat_json(col: &Column, s: Option<&Stat>, grouped: bool) -> Value {
     match s {
         None => Value::Null,
         Some(s) if grouped => {
-            json!({"mean": finite(s.mean), "std": s.std.map_or(Value::Null, finite), "n": s.n})
+            json!({"mean": finite_json(s.mean), "std": s.std.map_or(Value::Null, finite_json), "n": s.n})
         }
-        Some(s) => value_json(col, s.mean),
+        Some(s) => col.json(s.mean),
     }
 }
 
@@ -448,11 +431,7 @@ fn json_value(c: &Comparison, verdict: Option<&Verdict>) -> Value {
                 o.insert(
                     "baseline".into(),
                     r.base.as_ref().map_or(Value::Null, |b| {
-                        Value::Object(
-                            b.iter()
-                                .map(|(k, v)| (k.to_string(), value_json(k, *v)))
-                                .collect(),
-                        )
+                        Value::Object(b.iter().map(|(k, v)| (k.to_string(), k.json(*v))).collect())
                     }),
                 );
                 o.insert("gate".into(), r.gate.map_or(Value::Null, Value::from));
@@ -493,9 +472,9 @@ fn gate_json(v: &Verdict) -> Value {
                 crate::spec::Tolerance::Absolute(a) => Value::from(a),
                 crate::spec::Tolerance::Relative(p) => Value::from(format!("{p}%")),
             }),
-            "value": c.value.map_or(Value::Null, finite),
-            "baseline": c.base.map_or(Value::Null, finite),
-            "limit": c.limit.map_or(Value::Null, finite),
+            "value": c.value.map_or(Value::Null, finite_json),
+            "baseline": c.base.map_or(Value::Null, finite_json),
+            "limit": c.limit.map_or(Value::Null, finite_json),
             "passed": c.problem.is_none(),
             "problem": c.problem.as_ref().map(|(k, _)| k.word()),
             "message": c.problem.as_ref().map(|(_, m)| m.clone()),

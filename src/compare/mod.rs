@@ -4,6 +4,7 @@
 //! of what was read, so `xp compare` and the gate of `xp run` judge runs the same way.
 
 pub mod baseline;
+mod columns;
 pub mod discover;
 pub mod filter;
 pub mod format;

@@ -320,6 +320,27 @@ pub enum Column {
 }
 
 impl Column {
+    /// A value of this column in JSON: counts (steps, bytes) as integers.
+    pub fn json(&self, v: f64) -> Value {
+        if matches!(self, Column::Steps | Column::PeakMemory) && v.fract() == 0.0 && v.abs() < 9e15
+        {
+            Value::from(v as i64)
+        } else {
+            finite_json(v)
+        }
+    }
+}
+
+/// A number in JSON; null for NaN and infinities, which JSON cannot hold.
+pub fn finite_json(v: f64) -> Value {
+    if v.is_finite() {
+        Value::from(v)
+    } else {
+        Value::Null
+    }
+}
+
+impl Column {
     /// The per-run columns, by name.
     pub const RUN: [(&'static str, Column); 4] = [
         ("steps", Column::Steps),

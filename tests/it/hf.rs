@@ -422,14 +422,10 @@ fn reference_python() -> Result<String, String> {
 }
 
 #[test]
+#[ignore = "needs torch, transformers, peft; scripts/peer-tests.sh runs it"]
 fn peft_and_transformers_load_what_xp_writes() {
-    let python = match reference_python() {
-        Ok(p) => p,
-        Err(why) => {
-            eprintln!("skipped: {why} (set XP_REFERENCE_PYTHON to a Python with them)");
-            return;
-        }
-    };
+    let python = reference_python()
+        .unwrap_or_else(|why| panic!("{why} (set XP_REFERENCE_PYTHON to a Python with them)"));
     let runs = tempfile::tempdir().unwrap();
     let lora_run = run(runs.path(), "lora-llama");
     let full = run(runs.path(), "full-qwen2");

@@ -2,29 +2,25 @@
 
 use super::support::{code_of, fixture_args, fixture_files, fixtures, json, root, stdout, xp};
 
+/// Every fixture against its snapshot (`validate@<stage>__<name>.kdl.snap`); `glob!` checks
+/// them all and then reports every mismatch, not only the first.
 #[test]
 fn every_fixture_matches_its_snapshot() {
     let mut settings = insta::Settings::clone_current();
     settings.set_snapshot_path(root().join("tests/snapshots/validate"));
     settings.set_prepend_module_to_snapshot(false);
     settings.bind(|| {
-        for file in fixture_files() {
-            let rel = file
-                .strip_prefix(fixtures())
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .to_owned();
-            let extra = fixture_args(&file);
-            let mut args = vec!["validate", rel.as_str()];
+        insta::glob!(fixtures(), "*/*.kdl", |file| {
+            let rel = file.strip_prefix(fixtures()).unwrap().to_str().unwrap();
+            let extra = fixture_args(file);
+            let mut args = vec!["validate", rel];
             args.extend(extra.iter().map(String::as_str));
             let out = xp(&fixtures(), &args);
-            let name = rel.trim_end_matches(".kdl").replace('/', "__");
             insta::assert_snapshot!(
-                name,
+                "validate",
                 format!("exit: {:?}\n{}", out.status.code(), stdout(&out))
             );
-        }
+        });
     });
 }
 

@@ -7,13 +7,13 @@
 //! usable, 130 it was interrupted (and checkpointed).
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 
+use super::args::ExecArgs;
 use crate::cli::{CliError, Outcome};
 use crate::front::plan::Plan;
 use crate::sweep::executor::{self, Options};
@@ -21,17 +21,6 @@ use crate::sweep::preflight::{self, device_of};
 use crate::sweep::progress::{Lines, Progress, Update};
 use crate::sweep::record::{self, Status, Summary, SweepDir, read_summary, results};
 use crate::train::precision;
-
-pub struct ExecArgs {
-    pub sweep: PathBuf,
-    pub index: usize,
-    pub device: Option<String>,
-    /// Rewrite the sweep's results tables when the run ends (no orchestrator does it).
-    pub update_results: bool,
-    /// Progress as JSON lines on stdout, for `xp run`; otherwise plain lines on stderr (a
-    /// Slurm task's output file).
-    pub json_progress: bool,
-}
 
 /// Reads a sweep's `plan.json`.
 pub fn read_plan(sweep: &std::path::Path) -> Result<Plan, CliError> {

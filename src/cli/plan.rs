@@ -5,9 +5,10 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use crate::cli::args::PlanFormat;
 use crate::cli::report_diagnostics;
 use crate::cli::table::Table;
-use crate::cli::{CliError, Outcome, PlanFormat};
+use crate::cli::{CliError, Outcome};
 use crate::front::plan::{self, Plan};
 use crate::front::tree::Plain;
 use crate::front::{Overrides, validate_files};

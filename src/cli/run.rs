@@ -7,14 +7,16 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use globset::Glob;
+use globset::{Glob, GlobMatcher};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
+use crate::cli::args::{Launcher, RunArgs};
 use crate::cli::report_diagnostics;
 use crate::cli::table::Table;
 use crate::cli::{CliError, Outcome};
 use crate::diagnostic::Diagnostics;
 use crate::front::plan::Plan;
+use crate::front::user_config::Defaults;
 use crate::front::{Overrides, validate_files};
 use crate::sweep::executor::{self, Options, SweepError};
 use crate::sweep::preflight;
@@ -22,12 +24,18 @@ use crate::sweep::processes::Processes;
 use crate::sweep::progress::{Bars, Lines, Progress, Silent};
 use crate::sweep::record::{Status, short};
 
-pub struct RunArgs {
+/// `xp run`'s flags resolved once, with the user's defaults where the flags leave something
+/// open; what follows is orchestration only.
+pub struct Settings {
     pub file: PathBuf,
     pub overrides: Overrides,
-    pub only: Option<String>,
+    /// `--only`: the glob and its matcher.
+    pub only: Option<(String, GlobMatcher)>,
+    /// The device every run trains on, whatever the experiment says.
     pub device: Option<String>,
-    pub runs_dir: Option<PathBuf>,
+    /// `--device cuda:0,1`: GPUs to hand out to the runs, one each at a time.
+    pub gpus: Vec<String>,
+    pub runs_dir: PathBuf,
     pub quiet: bool,
     pub verbose: bool,
     /// Runs at once (`--jobs`): on this machine (default 1), or the Slurm array's throttle.
@@ -41,76 +49,96 @@ pub struct RunArgs {
     pub fail_fast: bool,
 }
 
-/// Where runs execute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Launcher {
-    /// Processes on this machine, `--jobs` at once.
-    Local,
-    /// A Slurm job array.
-    Slurm,
-}
-
-pub fn run(mut args: RunArgs) -> Result<Outcome, CliError> {
-    if args.jobs == Some(0) {
-        return Err(CliError::Usage("--jobs must be at least 1".into()));
-    }
-    if args.wait && args.launcher != Launcher::Slurm {
-        return Err(CliError::Usage(
-            "--wait follows a Slurm job: it goes with --launcher slurm (a local `xp run` always waits for its runs)".into(),
-        ));
-    }
-    if args.fail_fast && args.launcher == Launcher::Slurm {
-        return Err(CliError::Usage(
-            "--fail-fast stops a local sweep; Slurm starts an array's tasks on its own (`scancel JOB` stops them)".into(),
-        ));
-    }
-    // `--device cuda:0,1`: GPUs to hand out to the runs, one each at a time.
-    let gpus: Vec<String> = match args.device.as_deref().and_then(|d| d.strip_prefix("cuda:")) {
-        Some(list) if list.contains(',') => list
-            .split(',')
-            .map(|n| match n.trim().parse::<usize>() {
-                Ok(n) => Ok(format!("cuda:{n}")),
-                Err(_) => Err(CliError::Usage(format!(
-                    "--device {}: `{n}` is not a GPU index (write cuda:0,1,…)",
-                    args.device.as_deref().unwrap_or_default()
-                ))),
-            })
-            .collect::<Result<_, _>>()?,
-        _ => Vec::new(),
-    };
-    if let Some(first) = gpus.first() {
-        args.device = Some(first.clone());
-        if args.jobs.is_some_and(|j| j > gpus.len()) && args.launcher == Launcher::Local {
+impl Settings {
+    /// Checks the flags against each other and fills in the user's defaults.
+    pub fn resolve(args: RunArgs, defaults: Defaults) -> Result<Settings, CliError> {
+        if args.jobs == Some(0) {
+            return Err(CliError::Usage("--jobs must be at least 1".into()));
+        }
+        if args.wait && args.launcher != Launcher::Slurm {
+            return Err(CliError::Usage(
+                "--wait follows a Slurm job: it goes with --launcher slurm (a local `xp run` always waits for its runs)".into(),
+            ));
+        }
+        if args.fail_fast && args.launcher == Launcher::Slurm {
+            return Err(CliError::Usage(
+                "--fail-fast stops a local sweep; Slurm starts an array's tasks on its own (`scancel JOB` stops them)".into(),
+            ));
+        }
+        let gpus = gpus(args.device.as_deref())?;
+        if args.jobs.is_some_and(|j| j > gpus.len())
+            && !gpus.is_empty()
+            && args.launcher == Launcher::Local
+        {
             eprintln!(
                 "warning: --jobs {}: one run per GPU, so {} at once",
                 args.jobs.unwrap_or_default(),
                 gpus.len()
             );
         }
+        let only = match args.only {
+            Some(pattern) => match Glob::new(&pattern) {
+                Ok(g) => Some((pattern, g.compile_matcher())),
+                Err(e) => {
+                    return Err(CliError::Usage(format!(
+                        "--only `{pattern}` is not a valid glob: {e}"
+                    )));
+                }
+            },
+            None => None,
+        };
+        Ok(Settings {
+            file: args.file,
+            overrides: args.overrides.into(),
+            only,
+            device: gpus.first().cloned().or(args.device).or(defaults.device),
+            gpus,
+            runs_dir: args
+                .runs_dir
+                .or(defaults.runs_dir)
+                .unwrap_or_else(|| PathBuf::from("runs")),
+            quiet: args.quiet,
+            verbose: args.verbose,
+            jobs: args.jobs,
+            launcher: args.launcher,
+            wait: args.wait,
+            resume: args.resume,
+            retry_failed: args.retry_failed,
+            reuse: args.reuse,
+            fail_fast: args.fail_fast,
+        })
     }
-    let mut checked = validate_files(std::slice::from_ref(&args.file), &args.overrides);
+}
+
+/// `--device cuda:0,1`: the GPUs to hand out; empty for any other device.
+fn gpus(device: Option<&str>) -> Result<Vec<String>, CliError> {
+    match device.and_then(|d| d.strip_prefix("cuda:")) {
+        Some(list) if list.contains(',') => list
+            .split(',')
+            .map(|n| match n.trim().parse::<usize>() {
+                Ok(n) => Ok(format!("cuda:{n}")),
+                Err(_) => Err(CliError::Usage(format!(
+                    "--device {}: `{n}` is not a GPU index (write cuda:0,1,…)",
+                    device.unwrap_or_default()
+                ))),
+            })
+            .collect(),
+        _ => Ok(Vec::new()),
+    }
+}
+
+pub fn run(args: RunArgs) -> Result<Outcome, CliError> {
+    let overrides: Overrides = args.overrides.clone().into();
+    let mut checked = validate_files(std::slice::from_ref(&args.file), &overrides);
     // User defaults, where the flags leave something open.
     let mut config_diags = Diagnostics::default();
     let defaults = crate::front::user_config::read(&mut checked.sources, &mut config_diags);
     checked.diags.extend(config_diags);
-    let runs_dir = args
-        .runs_dir
-        .take()
-        .or(defaults.runs_dir)
-        .unwrap_or_else(|| PathBuf::from("runs"));
-    args.device = args.device.take().or(defaults.device);
+    let args = Settings::resolve(args, defaults)?;
     if report_diagnostics(&checked)? {
         return Ok(Outcome::Invalid);
     }
-    if let Some(pattern) = &args.only {
-        let glob = match Glob::new(pattern) {
-            Ok(g) => g.compile_matcher(),
-            Err(e) => {
-                return Err(CliError::Usage(format!(
-                    "--only `{pattern}` is not a valid glob: {e}"
-                )));
-            }
-        };
+    if let Some((pattern, glob)) = &args.only {
         for plan in &mut checked.plans {
             plan.runs.retain(|r| glob.is_match(&r.name));
         }
@@ -165,7 +193,7 @@ pub fn run(mut args: RunArgs) -> Result<Outcome, CliError> {
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
     }
     let options = Options {
-        runs_dir,
+        runs_dir: args.runs_dir.clone(),
         device: args.device.clone(),
         resume: args.resume,
         retry_failed: args.retry_failed,
@@ -190,7 +218,7 @@ pub fn run(mut args: RunArgs) -> Result<Outcome, CliError> {
                 exe.clone(),
                 args.jobs.unwrap_or(1),
                 cpus,
-                gpus.clone(),
+                args.gpus.clone(),
             )),
             ..options.clone()
         };
@@ -242,7 +270,10 @@ pub fn run(mut args: RunArgs) -> Result<Outcome, CliError> {
         Outcome::Interrupted
     } else {
         // The gate of the experiments' `regression` blocks: the sweeps against their baselines.
-        let gate = crate::cli::compare::gate_sweeps(&finished, args.only.as_deref())?;
+        let gate = crate::cli::compare::gate_sweeps(
+            &finished,
+            args.only.as_ref().map(|(p, _)| p.as_str()),
+        )?;
         if failures > 0 { Outcome::Failure } else { gate }
     })
 }
@@ -263,7 +294,7 @@ fn write_report(dir: &std::path::Path) {
 }
 
 /// Bars on a terminal, plain lines otherwise, nothing with `--quiet`.
-fn progress_for(args: &RunArgs, plan: &Plan) -> Box<dyn Progress> {
+fn progress_for(args: &Settings, plan: &Plan) -> Box<dyn Progress> {
     if args.quiet {
         Box::new(Silent)
     } else if std::io::stderr().is_terminal() && std::env::var_os("XP_PLAIN_PROGRESS").is_none() {

@@ -2,7 +2,8 @@
 
 use std::io::Write;
 
-use crate::cli::{CliError, Outcome, SchemaFormat};
+use crate::cli::args::SchemaFormat;
+use crate::cli::{CliError, Outcome};
 use crate::front::schema;
 
 pub fn run(format: SchemaFormat) -> Result<Outcome, CliError> {

@@ -3,7 +3,8 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::cli::{CliError, DiagFormat, Outcome};
+use crate::cli::args::DiagFormat;
+use crate::cli::{CliError, Outcome};
 use crate::diagnostic::render::Renderer;
 use crate::front::{Overrides, validate_files};
 

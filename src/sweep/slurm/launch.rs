@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::cli::CliError;
-use crate::cli::run::RunArgs;
+use crate::cli::run::Settings;
 use crate::front::plan::Plan;
 use crate::sweep::executor::{self, Options, Prepared, SweepReport, stopped};
 use crate::sweep::progress::{Progress, Update};
@@ -29,7 +29,7 @@ pub fn launch(
     source: &str,
     options: &Options,
     exe: &Path,
-    args: &RunArgs,
+    args: &Settings,
     progress: &mut dyn Progress,
 ) -> Result<Option<SweepReport>, CliError> {
     let Prepared {

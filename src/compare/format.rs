@@ -71,6 +71,14 @@ pub(crate) fn sort_note(c: &Comparison) -> String {
 
 /// The gate in one line.
 fn gate_line(v: &Verdict) -> String {
+    let mut line = verdict_line(v);
+    if !v.rules.is_empty() {
+        let _ = write!(line, "\n  rules ({}): {}", v.rules_from, v.rules.join("; "));
+    }
+    line
+}
+
+fn verdict_line(v: &Verdict) -> String {
     if v.passed() {
         format!(
             "gate passed: {} gated {} within tolerance of {}",
@@ -480,6 +488,8 @@ fn gate_json(v: &Verdict) -> Value {
             "message": c.problem.as_ref().map(|(_, m)| m.clone()),
         })).collect::<Vec<_>>(),
         "new_runs": v.new_runs,
+        "rules": v.rules,
+        "rules_from": v.rules_from,
     })
 }
 

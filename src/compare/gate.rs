@@ -11,7 +11,7 @@ use super::CompareError;
 use super::baseline::{Baseline, Joined};
 use super::runs::{Column, metric_direction};
 use super::table::{Comparison, Row};
-use crate::spec::{Direction, GatedMetric, Objective, Tolerance};
+use crate::spec::{Direction, GatedMetric, Objective, Regression, Tolerance};
 use crate::sweep::record::short;
 
 /// One gated metric.
@@ -94,6 +94,15 @@ impl Gate {
             },
             direction: Some(direction),
         })
+    }
+
+    /// The default gate: the final objective no more than 1% worse than the baseline's.
+    pub fn objective(o: &Objective) -> Gate {
+        Gate {
+            column: Column::parse(&o.metric),
+            tolerance: Tolerance::Relative(1.0),
+            direction: Some(o.direction),
+        }
     }
 
     /// The metric as the gate names it (`val/loss` for its final value).
@@ -197,6 +206,9 @@ pub struct Verdict {
     pub problems: Vec<Problem>,
     /// Compared rows the baseline does not have (not a problem).
     pub new_runs: Vec<String>,
+    /// The rules applied, in words (`val/loss ≤ baseline + 1%`), and where they came from.
+    pub rules: Vec<String>,
+    pub rules_from: &'static str,
 }
 
 impl Verdict {
@@ -227,7 +239,7 @@ pub fn evaluate(c: &mut Comparison, base: &Baseline, joined: &Joined, gates: &Ga
             .flatten()
             .map(|j| &base.rows[j]);
         row.base = matched.map(|b| b.values.clone());
-        let row_gates = gates_of(gates, row);
+        let row_gates = gates_of(gates, row.regression.as_ref(), row.objective.as_ref());
         for g in &row_gates {
             if !all_gates.contains(g) {
                 all_gates.push(g.clone());
@@ -383,22 +395,49 @@ pub fn evaluate(c: &mut Comparison, base: &Baseline, joined: &Joined, gates: &Ga
         position[*i] = at;
     }
     problems.sort_by_key(|(i, p)| (p.kind, position[*i]));
+    let rules = all_gates
+        .iter()
+        .map(|g| {
+            let direction = g.direction_for(c.objective.as_ref());
+            let at_most = if direction == Direction::Minimize {
+                '≤'
+            } else {
+                '≥'
+            };
+            format!("{} {at_most} {}", g.name(), g.allowance(direction))
+        })
+        .collect();
+    let rules_from = match gates {
+        Gates::Rules(_) => "--fail-on",
+        Gates::FromRuns if c.rows.iter().any(|r| r.regression.is_some()) => {
+            "the runs' regression blocks"
+        }
+        Gates::FromRuns => "the default: the objective within 1%",
+    };
     Verdict {
         baseline: base.file.clone(),
         checks,
         problems: problems.into_iter().map(|(_, p)| p).collect(),
         new_runs,
+        rules,
+        rules_from,
     }
 }
 
-fn gates_of(gates: &Gates, row: &Row) -> Vec<Gate> {
+/// The gates of a row: the rules given, else its run's `regression` block, else its objective
+/// no more than 1% worse than the baseline's (a baseline without rules still gates something).
+pub fn gates_of(
+    gates: &Gates,
+    regression: Option<&Regression>,
+    objective: Option<&Objective>,
+) -> Vec<Gate> {
     match gates {
         Gates::Rules(g) => g.clone(),
-        Gates::FromRuns => row
-            .regression
-            .as_ref()
-            .map(|r| r.metrics.iter().map(Gate::from_metric).collect())
-            .unwrap_or_default(),
+        Gates::FromRuns => match (regression, objective) {
+            (Some(r), _) => r.metrics.iter().map(Gate::from_metric).collect(),
+            (None, Some(o)) => vec![Gate::objective(o)],
+            (None, None) => Vec::new(),
+        },
     }
 }
 

@@ -158,17 +158,12 @@ pub fn compare(runs: &[Run], request: &Request) -> Result<Report, CompareError> 
     })
 }
 
-/// The columns the gates read: the rules', or those of the runs' `regression` blocks.
+/// The columns the gates read ([`gate::gates_of`] of every run).
 pub fn gated_columns(gates: &Gates, runs: &[&Run]) -> Vec<Column> {
     let mut out: Vec<Column> = Vec::new();
-    let all: Vec<Gate> = match gates {
-        Gates::Rules(g) => g.clone(),
-        Gates::FromRuns => runs
-            .iter()
-            .filter_map(|r| r.regression.as_ref())
-            .flat_map(|r| r.metrics.iter().map(Gate::from_metric))
-            .collect(),
-    };
+    let all = runs
+        .iter()
+        .flat_map(|r| gate::gates_of(gates, r.regression.as_ref(), r.objective.as_ref()));
     for g in all {
         if !out.contains(&g.column) {
             out.push(g.column);

@@ -538,6 +538,42 @@ fn the_regression_block_of_the_runs_is_the_default_gate() {
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
 }
 
+/// A baseline with neither `--fail-on` nor a `regression` block still gates the objective: no
+/// more than 1% worse (`val/loss` here, to minimize), and the output says which rule it applied.
+#[test]
+fn without_rules_the_objective_is_gated_within_one_percent() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.csv");
+    let gate = |baseline_loss: f64| -> Output {
+        std::fs::write(
+            &base,
+            format!("name,experiment,final:val/loss\nr4-s1,lora-rank,{baseline_loss}\n"),
+        )
+        .unwrap();
+        compare(&[
+            "runs/lora-rank",
+            "--filter",
+            "name == \"r4-s1\"",
+            "--baseline",
+            base.to_str().unwrap(),
+        ])
+    };
+    // r4-s1's final val/loss is 0.52: twice a baseline of 0.26 fails, 0.9% worse passes.
+    let doubled = gate(0.26);
+    assert_eq!(doubled.status.code(), Some(1), "{}", stdout(&doubled));
+    let text = stdout(&doubled);
+    assert!(
+        text.contains("val/loss rose to 0.5200 from 0.2600"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rules (the default: the objective within 1%): val/loss ≤ baseline + 1%"),
+        "{text}"
+    );
+    assert_eq!(gate(0.5154).status.code(), Some(0));
+    assert_eq!(gate(0.514).status.code(), Some(1));
+}
+
 #[test]
 fn joins_by_axes_and_rejects_ambiguous_baselines() {
     let dir = tempfile::tempdir().unwrap();

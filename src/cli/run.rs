@@ -110,6 +110,61 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// The command that continues this sweep: every flag that chose its runs and where they
+    /// are, so that following it literally resumes this sweep and no other.
+    pub fn resume_command(&self) -> String {
+        let mut words = vec![
+            "xp".to_owned(),
+            "run".into(),
+            self.file.display().to_string(),
+        ];
+        let mut flag = |name: &str, value: &str| words.extend([name.to_owned(), value.to_owned()]);
+        for set in &self.overrides.set {
+            flag("--set", set);
+        }
+        for axis in &self.overrides.axis {
+            flag("--axis", axis);
+        }
+        if let Some((pattern, _)) = &self.only {
+            flag("--only", pattern);
+        }
+        if !self.gpus.is_empty() {
+            let indices: Vec<&str> = self
+                .gpus
+                .iter()
+                .filter_map(|g| g.strip_prefix("cuda:"))
+                .collect();
+            flag("--device", &format!("cuda:{}", indices.join(",")));
+        } else if let Some(device) = &self.device {
+            flag("--device", device);
+        }
+        flag("--runs-dir", &self.runs_dir.display().to_string());
+        if let Some(jobs) = self.jobs {
+            flag("--jobs", &jobs.to_string());
+        }
+        words.push("--resume".into());
+        words
+            .iter()
+            .map(|w| shell_word(w))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// A word as a shell reads it back: bare when it is plain, else single-quoted.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./=:,+@%".contains(c));
+    if plain {
+        word.to_owned()
+    } else {
+        crate::sweep::slurm::quote(word)
+    }
+}
+
 /// `--device cuda:0,1`: the GPUs to hand out; empty for any other device.
 fn gpus(device: Option<&str>) -> Result<Vec<String>, CliError> {
     match device.and_then(|d| d.strip_prefix("cuda:")) {
@@ -264,8 +319,8 @@ pub fn run(args: RunArgs) -> Result<Outcome, CliError> {
     }
     Ok(if interrupted {
         eprintln!(
-            "interrupted: `xp run {} --resume` continues where it stopped",
-            args.file.display()
+            "interrupted: `{}` continues where it stopped",
+            args.resume_command()
         );
         Outcome::Interrupted
     } else {
@@ -342,4 +397,38 @@ fn print_summary(report: &executor::SweepReport, objective: &str) -> Result<(), 
         writeln!(out, "{} failed: {}", failed.len(), failed.join(", "))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_resume_command_repeats_every_flag_that_chose_the_runs() {
+        let settings = Settings {
+            file: PathBuf::from("my exp.kdl"),
+            overrides: Overrides {
+                set: vec!["train.steps=50".into(), "name=it's".into()],
+                axis: vec!["lr=1e-3,3e-3".into()],
+            },
+            only: Some(("lr*".into(), Glob::new("lr*").unwrap().compile_matcher())),
+            device: Some("cuda:0".into()),
+            gpus: vec!["cuda:0".into(), "cuda:2".into()],
+            runs_dir: PathBuf::from("/data/runs"),
+            quiet: true,
+            verbose: false,
+            jobs: Some(2),
+            launcher: Launcher::Local,
+            wait: false,
+            resume: false,
+            retry_failed: false,
+            reuse: false,
+            fail_fast: false,
+        };
+        assert_eq!(
+            settings.resume_command(),
+            "xp run 'my exp.kdl' --set train.steps=50 --set 'name=it'\\''s' --axis lr=1e-3,3e-3 \
+             --only 'lr*' --device cuda:0,2 --runs-dir /data/runs --jobs 2 --resume"
+        );
+    }
 }

@@ -180,8 +180,9 @@ fn ctrl_c_checkpoints_marks_interrupted_and_resume_finishes() {
         .replace("steps 60", "steps 3000")
         .replace("checkpoint every=10 keep=2", "checkpoint every=1000 keep=1");
     let case = Case::new(&slow);
-    assert_eq!(case.run("reference", &[]).status.code(), Some(0));
-    let mut child = case.command("stopped", &[]).spawn().unwrap();
+    let flags = ["--only", "r*", "--jobs", "1"];
+    assert_eq!(case.run("reference", &flags).status.code(), Some(0));
+    let mut child = case.command("stopped", &flags).spawn().unwrap();
     let runs = case.dir.path().join("stopped");
     wait_for(&mut child, || {
         std::fs::read_to_string(runs.join("ck/current/run/metrics.jsonl"))
@@ -195,8 +196,8 @@ fn ctrl_c_checkpoints_marks_interrupted_and_resume_finishes() {
             .unwrap()
             .success()
     );
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130));
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130));
     let run = case.sweep("stopped", "ck").join("run");
     let s = summary(&run);
     assert_eq!(s["status"], "interrupted");
@@ -208,7 +209,29 @@ fn ctrl_c_checkpoints_marks_interrupted_and_resume_finishes() {
             .map(|(s, _)| *s as u64),
         Some(stopped_at)
     );
-    let out = case.run("stopped", &["--resume"]);
+    // The hint is the exact command: following it literally resumes this sweep, with every
+    // flag that chose its runs and where they are.
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let hint = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("interrupted: `"))
+        .and_then(|l| l.split_once('`'))
+        .map(|(command, _)| command.to_owned())
+        .unwrap_or_else(|| panic!("no resume hint in:\n{stderr}"));
+    assert_eq!(
+        hint,
+        "xp run e.kdl --only 'r*' --runs-dir stopped --jobs 1 --resume"
+    );
+    let words: Vec<String> = hint
+        .split_whitespace()
+        .skip(1)
+        .map(|w| w.trim_matches('\'').to_owned())
+        .collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_xp"))
+        .args(&words)
+        .current_dir(case.dir.path())
+        .output()
+        .unwrap();
     succeeded(&out);
     assert_identical(&case, "stopped");
 }

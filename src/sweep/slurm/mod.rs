@@ -109,7 +109,7 @@ pub fn script(sweep: &Path, s: &Submission) -> String {
 }
 
 /// Single-quotes a word for bash.
-fn quote(word: &str) -> String {
+pub fn quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
 }
 

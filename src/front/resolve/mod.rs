@@ -499,8 +499,8 @@ pub fn decode(experiment: &Node, sources: &Sources) -> Res<RunSpec> {
     };
     let objective = r.need("objective")?;
     let device = r.need("device")?.a_str(0)?;
-    // The schema accepted only what device::parse reads.
-    let device = crate::train::device::parse(&device).unwrap_or(Device::Auto);
+    // The schema accepted only what Device::parse reads.
+    let device = Device::parse(&device).unwrap_or(Device::Auto);
     let precision = match r.need("precision")?.a_str(0)?.as_str() {
         "f32" => Precision::F32,
         "bf16" => Precision::Bf16,

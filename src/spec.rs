@@ -71,6 +71,22 @@ pub enum Device {
     Cuda(Option<usize>),
 }
 
+impl Device {
+    /// Reads a device as `--device` and the `device` node write it: `auto`, `cpu`, `cuda` or
+    /// `cuda:N`; `None` for anything else (an index too large for usize included).
+    pub fn parse(text: &str) -> Option<Device> {
+        match text {
+            "auto" => Some(Device::Auto),
+            "cpu" => Some(Device::Cpu),
+            "cuda" => Some(Device::Cuda(None)),
+            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(i)) => Some(Device::Cuda(Some(i))),
+                _ => None,
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Precision {

@@ -1,6 +1,6 @@
-//! Expansion: the `sweep` block → an ordered list of points, and for each point the experiment
-//! with every template evaluated (values keep the template's span), `when` applied and `none`
-//! leaving a setting unset. Pure: no I/O.
+//! Expansion: for each point of the sweep (see [`points`](crate::front::points)), the
+//! experiment with every template evaluated (values keep the template's span), `when` applied
+//! and `none` leaving a setting unset. Pure: no I/O.
 
 use std::collections::HashMap;
 
@@ -11,10 +11,10 @@ use minijinja::{Environment, Expression};
 use thiserror::Error;
 
 use crate::diagnostic::Diag;
+use crate::front::points::Point;
 use crate::front::source::SourceId;
 use crate::front::template::{self, Location};
-use crate::front::tree::{Entry, Literal, Node, Origin, Plain};
-use crate::rng::{Rng, fnv1a};
+use crate::front::tree::{Entry, Node, Origin, Plain};
 
 #[derive(Debug, Error, Diagnostic)]
 pub enum ExpandError {
@@ -92,313 +92,7 @@ pub enum ExpandError {
     },
 }
 
-/// One point of a sweep: a value for every axis, and the run's seed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Point {
-    pub axes: Vec<(String, KdlValue)>,
-    pub seed: i64,
-    /// The replicate: 0 … repeat-1.
-    pub replicate: i64,
-}
-
-impl Point {
-    /// `lr=0.01, rank=16` (with `seed=2` when the sweep repeats).
-    pub fn label(&self, with_seed: bool) -> String {
-        let mut parts: Vec<String> = self
-            .axes
-            .iter()
-            .map(|(k, v)| format!("{k}={}", Literal(v)))
-            .collect();
-        if with_seed || parts.is_empty() {
-            parts.push(format!("seed={}", self.seed));
-        }
-        parts.join(", ")
-    }
-
-    pub fn get(&self, axis: &str) -> Option<&KdlValue> {
-        self.axes.iter().find(|(k, _)| k == axis).map(|(_, v)| v)
-    }
-}
-
-/// The points of an experiment's sweep, in the documented order: blocks as written combine by
-/// product (first block slowest), within a grid the last axis is fastest, excluded points
-/// dropped, included points appended, and every point repeated over consecutive seeds.
-pub fn points(experiment: &Node, diags: &mut Vec<Diag>) -> Vec<Point> {
-    let base_seed = experiment
-        .child("seed")
-        .and_then(|s| s.arg(0))
-        .and_then(|a| int(&a.value))
-        .unwrap_or(0);
-    let Some(sweep) = experiment.child("sweep") else {
-        return vec![Point {
-            axes: Vec::new(),
-            seed: base_seed,
-            replicate: 0,
-        }];
-    };
-    let mut combos: Vec<Vec<(String, KdlValue)>> = vec![Vec::new()];
-    for block in sweep.nodes() {
-        let rows = match block.name.as_str() {
-            "grid" => grid(block),
-            "zip" => zip(block, diags),
-            "random" => random(block, base_seed, diags),
-            _ => continue,
-        };
-        combos = combos
-            .iter()
-            .flat_map(|left| {
-                rows.iter()
-                    .map(move |right| left.iter().chain(right).cloned().collect::<Vec<_>>())
-            })
-            .collect();
-    }
-    let axis_names: Vec<String> = combos
-        .first()
-        .map(|c| c.iter().map(|(k, _)| k.clone()).collect())
-        .unwrap_or_default();
-    let env = template::shared();
-    let excludes: Vec<&Node> = sweep
-        .nodes()
-        .iter()
-        .filter(|n| n.name == "exclude")
-        .collect();
-    let mut kept: Vec<Vec<(String, KdlValue)>> = Vec::new();
-    'points: for combo in combos {
-        for rule in &excludes {
-            match excluded(rule, &combo, base_seed, env) {
-                Ok(true) => continue 'points,
-                Ok(false) => {}
-                Err(e) => {
-                    diags.push(e);
-                    return Vec::new();
-                }
-            }
-        }
-        kept.push(combo);
-    }
-    for include in sweep.nodes().iter().filter(|n| n.name == "include") {
-        let missing: Vec<&str> = axis_names
-            .iter()
-            .filter(|a| include.prop(a).is_none())
-            .map(String::as_str)
-            .collect();
-        if !missing.is_empty() {
-            let missing = missing
-                .iter()
-                .map(|m| format!("`{m}`"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            diags.push(diag(
-                include.source,
-                ExpandError::IncludeAxes {
-                    missing,
-                    span: include.name_span,
-                },
-            ));
-            continue;
-        }
-        kept.push(
-            axis_names
-                .iter()
-                .filter_map(|a| include.prop(a).map(|e| (a.clone(), e.value.clone())))
-                .collect(),
-        );
-    }
-    if kept.is_empty() {
-        let at = excludes
-            .first()
-            .map_or((sweep.source, sweep.name_span), |e| (e.source, e.name_span));
-        diags.push(diag(at.0, ExpandError::Empty { span: at.1 }));
-    }
-    let repeat = sweep
-        .child("repeat")
-        .and_then(|r| r.arg(0))
-        .and_then(|a| int(&a.value))
-        .unwrap_or(1)
-        .max(1);
-    kept.into_iter()
-        .flat_map(|axes| {
-            (0..repeat).map(move |r| Point {
-                axes: axes.clone(),
-                seed: base_seed + r,
-                replicate: r,
-            })
-        })
-        .collect()
-}
-
-fn grid(block: &Node) -> Vec<Vec<(String, KdlValue)>> {
-    let mut rows: Vec<Vec<(String, KdlValue)>> = vec![Vec::new()];
-    for axis in block.nodes() {
-        let values: Vec<KdlValue> = axis.args().map(|e| e.value.clone()).collect();
-        rows = rows
-            .iter()
-            .flat_map(|row| {
-                values.iter().map(move |v| {
-                    row.iter()
-                        .cloned()
-                        .chain([(axis.name.clone(), v.clone())])
-                        .collect()
-                })
-            })
-            .collect();
-    }
-    rows
-}
-
-fn zip(block: &Node, diags: &mut Vec<Diag>) -> Vec<Vec<(String, KdlValue)>> {
-    let axes = block.nodes();
-    let Some(first) = axes.first() else {
-        return vec![Vec::new()];
-    };
-    let len = first.args().count();
-    for other in &axes[1..] {
-        let n = other.args().count();
-        if n != len {
-            diags.push(diag(
-                other.source,
-                ExpandError::ZipLength {
-                    first: first.name.clone(),
-                    first_len: len,
-                    second: other.name.clone(),
-                    second_len: n,
-                    first_span: first.name_span,
-                    second_span: other.name_span,
-                },
-            ));
-            return vec![Vec::new()];
-        }
-    }
-    (0..len)
-        .map(|i| {
-            axes.iter()
-                .filter_map(|a| a.arg(i).map(|e| (a.name.clone(), e.value.clone())))
-                .collect()
-        })
-        .collect()
-}
-
-fn random(block: &Node, base_seed: i64, diags: &mut Vec<Diag>) -> Vec<Vec<(String, KdlValue)>> {
-    let count = block
-        .prop("count")
-        .and_then(|c| int(&c.value))
-        .unwrap_or(1)
-        .max(0) as usize;
-    let seed = block
-        .prop("seed")
-        .and_then(|s| int(&s.value))
-        .unwrap_or(base_seed);
-    let mut columns: Vec<(String, Vec<KdlValue>)> = Vec::new();
-    for axis in block.nodes() {
-        let kind = axis.arg(0).and_then(|a| a.as_str()).unwrap_or("");
-        let args: Vec<&KdlValue> = axis.args().skip(1).map(|e| &e.value).collect();
-        // Each axis draws from its own stream, so adding an axis leaves the others' values as they were.
-        let mut rng = Rng::new((seed as u64) ^ fnv1a(axis.name.as_bytes()));
-        let bounds = || {
-            (
-                args.first().and_then(|v| number(v)),
-                args.get(1).and_then(|v| number(v)),
-            )
-        };
-        let values: Vec<KdlValue> = match kind {
-            "choice" => (0..count)
-                .map(|_| {
-                    args[(rng.unit() * args.len() as f64) as usize % args.len().max(1)].clone()
-                })
-                .collect(),
-            "uniform" | "log-uniform" | "int-uniform" => {
-                let (Some(low), Some(high)) = bounds() else {
-                    continue;
-                };
-                if low > high {
-                    let bounds: Vec<&Entry> = axis.args().skip(1).take(2).collect();
-                    let span = match bounds.as_slice() {
-                        [a, b] => (
-                            a.span.offset(),
-                            b.span.offset() + b.span.len() - a.span.offset(),
-                        )
-                            .into(),
-                        _ => axis.name_span,
-                    };
-                    let error = ExpandError::RandomRange {
-                        axis: axis.name.clone(),
-                        low: Plain(args[0]).to_string(),
-                        high: Plain(args[1]).to_string(),
-                        span,
-                    };
-                    diags.push(diag(axis.source, error));
-                    return vec![Vec::new()];
-                }
-                (0..count)
-                    .map(|_| {
-                        let u = rng.unit();
-                        match kind {
-                            "uniform" => KdlValue::Float(low + (high - low) * u),
-                            "log-uniform" => {
-                                KdlValue::Float((low.ln() + (high.ln() - low.ln()) * u).exp())
-                            }
-                            _ => KdlValue::Integer(
-                                (low as i128)
-                                    + ((u * (high - low + 1.0)) as i128).min((high - low) as i128),
-                            ),
-                        }
-                    })
-                    .collect()
-            }
-            _ => continue,
-        };
-        columns.push((axis.name.clone(), values));
-    }
-    (0..count)
-        .map(|i| {
-            columns
-                .iter()
-                .map(|(name, values)| (name.clone(), values[i].clone()))
-                .collect()
-        })
-        .collect()
-}
-
-/// Whether an `exclude` rule drops a point: every axis=value given matches and, if present,
-/// its `when` expression is true.
-fn excluded(
-    rule: &Node,
-    point: &[(String, KdlValue)],
-    seed: i64,
-    env: &'static Environment<'static>,
-) -> Result<bool, Diag> {
-    for (key, entry) in rule.props() {
-        if key == "when" {
-            continue;
-        }
-        let matches = point
-            .iter()
-            .any(|(axis, value)| axis == key && same(value, &entry.value));
-        if !matches {
-            return Ok(false);
-        }
-    }
-    let Some(when) = rule.prop("when") else {
-        return Ok(true);
-    };
-    let ctx = context(point, seed, &[]);
-    match evaluate(when, &ctx, env, &mut HashMap::new())? {
-        Some(KdlValue::Bool(b)) => Ok(b),
-        Some(other) => Ok(truthy(&other)),
-        None => Ok(false),
-    }
-}
-
-/// Two sweep values are the same point when they are equal numbers (1e-2 and 0.01) or equal
-/// strings or booleans.
-pub fn same(a: &KdlValue, b: &KdlValue) -> bool {
-    match (number(a), number(b)) {
-        (Some(x), Some(y)) => x == y,
-        _ => a == b,
-    }
-}
-
-fn truthy(v: &KdlValue) -> bool {
+pub(super) fn truthy(v: &KdlValue) -> bool {
     match v {
         KdlValue::Bool(b) => *b,
         KdlValue::Integer(i) => *i != 0,
@@ -602,7 +296,7 @@ impl Expander {
 }
 
 /// Evaluates a `{{ expr }}` entry to a typed value (`None` for none/undefined).
-fn evaluate(
+pub(super) fn evaluate(
     entry: &Entry,
     ctx: &Value,
     env: &'static Environment<'static>,
@@ -649,7 +343,7 @@ fn eval_error(e: &minijinja::Error, at: Location, base: usize, source: SourceId)
     )
 }
 
-fn context(axes: &[(String, KdlValue)], seed: i64, vars: &[(String, Value)]) -> Value {
+pub(super) fn context(axes: &[(String, KdlValue)], seed: i64, vars: &[(String, Value)]) -> Value {
     let mut map: std::collections::BTreeMap<String, Value> =
         axes.iter().map(|(k, v)| (k.clone(), to_jinja(v))).collect();
     map.insert("seed".into(), Value::from(seed));
@@ -684,7 +378,7 @@ fn from_jinja(v: &Value) -> Result<Option<KdlValue>, String> {
     }))
 }
 
-fn diag(source: SourceId, e: ExpandError) -> Diag {
+pub(super) fn diag(source: SourceId, e: ExpandError) -> Diag {
     Diag {
         source: Some(source),
         inner: Box::new(e),

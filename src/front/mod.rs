@@ -8,6 +8,7 @@ pub mod expand;
 pub mod load;
 pub mod parse;
 pub mod plan;
+pub mod points;
 pub mod resolve;
 pub mod schema;
 pub mod source;

@@ -44,18 +44,10 @@ impl Resolved {
 
 /// Parses a device as `--device` and the `device` node write it.
 pub fn parse(text: &str) -> Result<spec::Device, Unavailable> {
-    match text {
-        "auto" => Ok(spec::Device::Auto),
-        "cpu" => Ok(spec::Device::Cpu),
-        "cuda" => Ok(spec::Device::Cuda(None)),
-        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(i)) => Ok(spec::Device::Cuda(Some(i))),
-            _ => Err(Unavailable {
-                what: format!("`{text}` is not a device"),
-                help: "a device is auto, cpu, cuda or cuda:N (N counting from 0)".to_owned(),
-            }),
-        },
-    }
+    spec::Device::parse(text).ok_or_else(|| Unavailable {
+        what: format!("`{text}` is not a device"),
+        help: "a device is auto, cpu, cuda or cuda:N (N counting from 0)".to_owned(),
+    })
 }
 
 /// The device a run asks for: `--device` when given, else the experiment's.

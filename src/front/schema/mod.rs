@@ -294,7 +294,7 @@ impl Format {
                                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
                     })
             }
-            Format::Device => crate::train::device::parse(s).is_ok(),
+            Format::Device => crate::spec::Device::parse(s).is_some(),
             Format::Tolerance => parse_percent(s).is_some(),
         }
     }

@@ -1,0 +1,389 @@
+//! Planning: a composed, checked experiment → every run it describes, each validated against
+//! the schema and the cross-field rules, named, and identified by the hash of its resolved
+//! configuration. A failure names the first failing point and counts the others instead of
+//! repeating itself. Pure: no I/O.
+
+mod failures;
+mod names;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use miette::{Diagnostic, SourceSpan};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::diagnostic::{Diag, plural};
+use crate::front::check::{self, experiment::scope};
+use crate::front::expand::{Expander, RunName};
+use crate::front::points::{self, Point};
+use crate::front::resolve;
+use crate::front::schema::{NodeSpec, Schema};
+use crate::front::source::{SourceId, Sources};
+use crate::front::tree::Node;
+use crate::spec::{Length, RunSpec};
+use failures::Failures;
+use names::{name_collision, name_runs};
+
+/// Every run of one experiment (`plan.json` of a sweep, read back by the run processes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub experiment: String,
+    /// The overrides applied, as given on the command line.
+    pub overrides: Vec<String>,
+    pub runs: Vec<PlannedRun>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlannedRun {
+    pub name: String,
+    pub id: String,
+    /// Axis values in declaration order.
+    #[serde(serialize_with = "axes_json", deserialize_with = "axes_from_json")]
+    pub axes: Vec<(String, kdl::KdlValue)>,
+    pub seed: u64,
+    pub config: RunSpec,
+    /// The canonical KDL form (`config.kdl`); not in `plan.json` (each run directory has it),
+    /// so empty in a plan read back.
+    #[serde(skip)]
+    pub config_kdl: String,
+}
+
+/// Reads the axes back in their order in the file.
+fn axes_from_json<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<(String, kdl::KdlValue)>, D::Error> {
+    struct Axes;
+    impl<'de> serde::de::Visitor<'de> for Axes {
+        type Value = Vec<(String, kdl::KdlValue)>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a map of axis values")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut axes = Vec::new();
+            while let Some((k, v)) = map.next_entry::<String, serde_json::Value>()? {
+                let value = match v {
+                    serde_json::Value::String(s) => kdl::KdlValue::String(s),
+                    serde_json::Value::Bool(b) => kdl::KdlValue::Bool(b),
+                    serde_json::Value::Null => kdl::KdlValue::Null,
+                    serde_json::Value::Number(n) => match n.as_i64() {
+                        Some(i) => kdl::KdlValue::Integer(i.into()),
+                        None => kdl::KdlValue::Float(n.as_f64().unwrap_or(f64::NAN)),
+                    },
+                    other => kdl::KdlValue::String(other.to_string()),
+                };
+                axes.push((k, value));
+            }
+            Ok(axes)
+        }
+    }
+    d.deserialize_map(Axes)
+}
+
+fn axes_json<S: serde::Serializer>(
+    axes: &[(String, kdl::KdlValue)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(axes.len()))?;
+    for (k, v) in axes {
+        map.serialize_entry(k, &value_json(v))?;
+    }
+    map.end()
+}
+
+pub fn value_json(v: &kdl::KdlValue) -> serde_json::Value {
+    match v {
+        kdl::KdlValue::String(s) => serde_json::Value::from(s.as_str()),
+        kdl::KdlValue::Integer(i) => i64::try_from(*i).map_or_else(
+            |_| serde_json::Value::from(i.to_string()),
+            serde_json::Value::from,
+        ),
+        kdl::KdlValue::Float(f) => serde_json::Value::from(*f),
+        kdl::KdlValue::Bool(b) => serde_json::Value::from(*b),
+        kdl::KdlValue::Null => serde_json::Value::Null,
+    }
+}
+
+#[derive(Debug, Error, Diagnostic)]
+pub enum PlanError {
+    #[error("run name `{name}` is not usable as a directory name: {reason}")]
+    #[diagnostic(
+        code("xp::sweep::bad-name"),
+        help(
+            "run names are directories: at most 100 bytes, no `/`, no `..`, no control characters, not starting with `.`"
+        )
+    )]
+    BadName {
+        name: String,
+        reason: &'static str,
+        #[label("gives `{name}`")]
+        span: SourceSpan,
+    },
+
+    #[error("{count} runs are named `{name}`: {points}")]
+    #[diagnostic(
+        code("xp::sweep::name-collision"),
+        help("put the axes that differ into the `name` template")
+    )]
+    NameCollision {
+        name: String,
+        count: usize,
+        points: String,
+        #[label("names collide")]
+        span: SourceSpan,
+    },
+
+    #[error("points {points} resolve to the same configuration")]
+    #[diagnostic(
+        code("xp::sweep::duplicate-config"),
+        help("their runs would be identical; an axis value is probably unused or overridden")
+    )]
+    DuplicateConfig {
+        points: String,
+        #[label("in this sweep")]
+        span: SourceSpan,
+    },
+}
+
+/// A point that expanded and resolved cleanly.
+struct Resolved {
+    point: Point,
+    name: Option<RunName>,
+    spec: RunSpec,
+    kdl: String,
+}
+
+/// Plans a composed experiment whose static check found no errors.
+pub fn plan(
+    experiment: &Node,
+    schema: &Schema,
+    sources: &Sources,
+    overrides: Vec<String>,
+) -> (Option<Plan>, Vec<Diag>) {
+    let mut diags = Vec::new();
+    let points = points::points(experiment, &mut diags);
+    if !diags.is_empty() {
+        return (None, diags);
+    }
+    let repeats = points.iter().any(|p| p.replicate > 0);
+    let total = points.len();
+    let Some(experiment_spec) = schema.document.node("experiment") else {
+        return (None, diags);
+    };
+    let mut resolver = Resolver {
+        experiment,
+        spec: experiment_spec,
+        schema,
+        sources,
+        options: check::Options {
+            allow_when: true,
+            scope_of: scope,
+            root: experiment.source,
+        },
+        expander: Expander::default(),
+    };
+    let mut outcome = Outcome::default();
+    for point in points {
+        let label = point.label(repeats);
+        resolver.resolve(point, &label, &mut outcome);
+    }
+    if let Some(e) = outcome.internal.first() {
+        diags.push(Diag {
+            source: Some(experiment.source),
+            inner: Box::new(Internal(e.clone())),
+        });
+    }
+    diags.extend(outcome.failures.into_diags(total));
+    if !diags.is_empty() {
+        return (None, diags);
+    }
+    // Likely mistakes that do not stop the runs, reported once like failures.
+    diags.extend(outcome.warnings.into_diags(total));
+
+    let (planned, bad_name) = name_runs(outcome.runs, repeats);
+    diags.extend(bad_name);
+    diags.extend(duplicate_config(experiment, &planned, repeats));
+    if no_errors(&diags) {
+        diags.extend(name_collision(experiment, &planned, repeats));
+    }
+    if !no_errors(&diags) {
+        return (None, diags);
+    }
+    let name = experiment
+        .arg(0)
+        .and_then(|a| a.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    (
+        Some(Plan {
+            experiment: name,
+            overrides,
+            runs: planned,
+        }),
+        diags,
+    )
+}
+
+fn no_errors(diags: &[Diag]) -> bool {
+    !diags
+        .iter()
+        .any(|d| d.severity() == miette::Severity::Error)
+}
+
+/// What resolving every point found.
+#[derive(Default)]
+struct Outcome {
+    runs: Vec<Resolved>,
+    failures: Failures,
+    warnings: Failures,
+    /// Invariants of the schema that did not hold (bugs); the first is reported.
+    internal: Vec<String>,
+}
+
+/// Turns points into runs: expands the experiment for a point, checks the result against the
+/// schema, fills defaults, decodes it and applies the cross-field rules.
+struct Resolver<'a> {
+    experiment: &'a Node,
+    /// The schema's `experiment` node.
+    spec: &'a NodeSpec,
+    schema: &'a Schema,
+    sources: &'a Sources,
+    options: check::Options,
+    expander: Expander,
+}
+
+impl Resolver<'_> {
+    /// Resolves one point into `out`: its run, or the errors it fails with (counted under its
+    /// label), and the warnings it raises either way.
+    fn resolve(&mut self, point: Point, label: &str, out: &mut Outcome) {
+        let (tree, name) = match self.expander.expand(self.experiment, &point) {
+            Ok(expanded) => expanded,
+            Err(errors) => {
+                errors.into_iter().for_each(|d| out.failures.add(d, label));
+                return;
+            }
+        };
+        let mut nodes = [tree];
+        let report = check::check(&mut nodes, self.schema, &self.options);
+        let errors: Vec<Diag> = report
+            .diags
+            .into_iter()
+            .filter(|d| d.severity() == miette::Severity::Error)
+            .collect();
+        if !errors.is_empty() {
+            errors.into_iter().for_each(|d| out.failures.add(d, label));
+            return;
+        }
+        let [mut tree] = nodes;
+        resolve::fill(&mut tree, self.spec, self.schema);
+        let spec = match resolve::decode(&tree, self.sources) {
+            Ok(spec) => spec,
+            Err(e) => {
+                out.internal.push(e);
+                return;
+            }
+        };
+        let (broken, doubtful): (Vec<Diag>, Vec<Diag>) = resolve::rules(&tree, &spec)
+            .into_iter()
+            .partition(|d| d.severity() == miette::Severity::Error);
+        doubtful
+            .into_iter()
+            .for_each(|d| out.warnings.add(d, label));
+        if !broken.is_empty() {
+            broken.into_iter().for_each(|d| out.failures.add(d, label));
+            return;
+        }
+        let kdl = resolve::canonical(&tree, self.schema, self.sources);
+        out.runs.push(Resolved {
+            point,
+            name,
+            spec,
+            kdl,
+        });
+    }
+}
+
+/// The hash of a run's resolved configuration, less where it runs (its resources).
+fn run_id(spec: &RunSpec) -> String {
+    let json = serde_json::to_vec(&RunSpec {
+        resources: None,
+        ..spec.clone()
+    })
+    .unwrap_or_default();
+    hex(&Sha256::digest(&json))[..12].to_owned()
+}
+
+/// Where the sweep is written (the experiment's name when it has none).
+fn sweep_at(experiment: &Node) -> (SourceId, SourceSpan) {
+    experiment
+        .child("sweep")
+        .map_or((experiment.source, experiment.name_span), |s| {
+            (s.source, s.name_span)
+        })
+}
+
+/// A planned run's point, as failures name it.
+fn point_label(run: &PlannedRun, repeats: bool) -> String {
+    Point {
+        axes: run.axes.clone(),
+        seed: run.seed as i64,
+        replicate: 0,
+    }
+    .label(repeats)
+}
+
+/// Runs whose configurations are identical (the first group, and how many more there are).
+fn duplicate_config(experiment: &Node, planned: &[PlannedRun], repeats: bool) -> Option<Diag> {
+    let mut by_id: BTreeMap<&str, Vec<&PlannedRun>> = BTreeMap::new();
+    for r in planned {
+        by_id.entry(&r.id).or_default().push(r);
+    }
+    let duplicates: Vec<&Vec<&PlannedRun>> = by_id.values().filter(|v| v.len() > 1).collect();
+    let first = duplicates.first()?;
+    let points = first
+        .iter()
+        .map(|r| format!("({})", point_label(r, repeats)))
+        .collect::<Vec<_>>()
+        .join(" and ");
+    let more = match duplicates.len() {
+        1 => String::new(),
+        n => format!(", and {} more groups,", n - 1),
+    };
+    let (source, span) = sweep_at(experiment);
+    let error = PlanError::DuplicateConfig {
+        points: format!("{points}{more}"),
+        span,
+    };
+    Some(Diag {
+        source: Some(source),
+        inner: Box::new(error),
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An invariant of the schema did not hold: a bug, reported rather than panicking.
+#[derive(Debug, Error, Diagnostic)]
+#[error("internal error while resolving a run: {0}; please report this with the experiment file")]
+struct Internal(String);
+
+impl Plan {
+    pub fn summary(&self) -> String {
+        plural(self.runs.len(), "run")
+    }
+}
+
+/// Total optimizer steps when fixed by the config.
+pub fn steps(spec: &RunSpec) -> Option<usize> {
+    match spec.train.length {
+        Length::Steps(s) => Some(s),
+        Length::Epochs(_) => None,
+    }
+}

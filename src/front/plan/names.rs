@@ -1,0 +1,144 @@
+//! Run names: rendered from the `name` template or made from the point, usable as directory
+//! names, and unique within the sweep.
+
+use std::collections::BTreeMap;
+
+use super::{PlanError, PlannedRun, Resolved, point_label, run_id, sweep_at};
+use crate::diagnostic::Diag;
+use crate::front::expand::RunName;
+use crate::front::points::Point;
+use crate::front::tree::{Node, Plain};
+
+/// Names and identifies every run; the first rendered name that cannot be a directory name
+/// is an error.
+pub(super) fn name_runs(runs: Vec<Resolved>, repeats: bool) -> (Vec<PlannedRun>, Option<Diag>) {
+    let mut planned = Vec::new();
+    let mut bad_name = None;
+    for Resolved {
+        point,
+        name,
+        spec,
+        kdl,
+    } in runs
+    {
+        let run_name = match &name {
+            Some(RunName { text, source, span }) => {
+                if let Some(reason) = unusable(text) {
+                    bad_name.get_or_insert_with(|| Diag {
+                        source: Some(*source),
+                        inner: Box::new(PlanError::BadName {
+                            name: text.clone(),
+                            reason,
+                            span: *span,
+                        }),
+                    });
+                }
+                text.clone()
+            }
+            None => default_name(&point, repeats),
+        };
+        planned.push(PlannedRun {
+            name: run_name,
+            id: run_id(&spec),
+            axes: point.axes.clone(),
+            seed: spec.seed,
+            config: spec,
+            config_kdl: kdl,
+        });
+    }
+    (planned, bad_name)
+}
+
+/// Runs that share a name (the first name, up to four of its points, and how many other
+/// names collide).
+pub(super) fn name_collision(
+    experiment: &Node,
+    planned: &[PlannedRun],
+    repeats: bool,
+) -> Option<Diag> {
+    let mut by_name: BTreeMap<&str, Vec<&PlannedRun>> = BTreeMap::new();
+    for r in planned {
+        by_name.entry(&r.name).or_default().push(r);
+    }
+    let collisions: Vec<(&&str, &Vec<&PlannedRun>)> =
+        by_name.iter().filter(|(_, v)| v.len() > 1).collect();
+    let (name, same) = collisions.first()?;
+    let points = same
+        .iter()
+        .take(4)
+        .map(|r| format!("({})", point_label(r, repeats)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let more = if same.len() > 4 {
+        format!(" and {} more", same.len() - 4)
+    } else {
+        String::new()
+    };
+    let others = match collisions.len() {
+        1 => String::new(),
+        2 => "; another name collides too".to_owned(),
+        n => format!("; {} other names collide too", n - 1),
+    };
+    let (source, span) = experiment
+        .child("name")
+        .and_then(|n| n.arg(0))
+        .map_or(sweep_at(experiment), |e| (e.source, e.span));
+    let error = PlanError::NameCollision {
+        name: (**name).to_owned(),
+        count: same.len(),
+        points: format!("{points}{more}{others}"),
+        span,
+    };
+    Some(Diag {
+        source: Some(source),
+        inner: Box::new(error),
+    })
+}
+
+/// Why a rendered run name cannot be a directory name.
+fn unusable(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > 100 {
+        Some("it is longer than 100 bytes")
+    } else if name.contains('/') || name.contains('\\') {
+        Some("it contains a path separator")
+    } else if name == "." || name.contains("..") {
+        Some("it contains `..`")
+    } else if name.chars().any(char::is_control) {
+        Some("it contains a control character")
+    } else if name.starts_with('.') {
+        Some("it starts with `.`")
+    } else {
+        None
+    }
+}
+
+/// `lr=0.001,rank=8` (and `seed=2` when the sweep repeats), made file-system safe.
+fn default_name(point: &Point, repeats: bool) -> String {
+    let mut parts: Vec<String> = point
+        .axes
+        .iter()
+        .map(|(k, v)| format!("{k}={}", Plain(v)))
+        .collect();
+    if repeats || parts.is_empty() && point.seed != 0 {
+        parts.push(format!("seed={}", point.seed));
+    }
+    let name = if parts.is_empty() {
+        "run".to_owned()
+    } else {
+        parts.join(",")
+    };
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '=' | ',' | '+' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let safe = safe.trim_start_matches('.').replace("..", "_");
+    safe.chars().take(100).collect()
+}

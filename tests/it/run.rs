@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::support::{root, stderr, succeeded, xp};
+use super::support::{root, stderr, succeeded, timeless_metrics, xp};
 
 fn sweep_dir(runs: &Path, experiment: &str) -> PathBuf {
     let current = runs.join(experiment).join("current");
@@ -15,19 +15,6 @@ fn metrics(run: &Path) -> Vec<serde_json::Value> {
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// The metrics without the wall-clock fields, which legitimately differ between runs.
-fn deterministic(rows: &[serde_json::Value]) -> Vec<serde_json::Value> {
-    rows.iter()
-        .map(|r| {
-            let mut r = r.clone();
-            let o = r.as_object_mut().unwrap();
-            o.remove("time_s");
-            o.remove("train/tokens_per_s");
-            r
-        })
         .collect()
 }
 
@@ -147,7 +134,7 @@ fn the_same_run_twice_gives_bit_identical_metrics_and_weights() {
         sweep_dir(a.path(), "quickstart").join("lr0.01"),
         sweep_dir(b.path(), "quickstart").join("lr0.01"),
     );
-    assert_eq!(deterministic(&metrics(&ra)), deterministic(&metrics(&rb)));
+    assert_eq!(timeless_metrics(&ra), timeless_metrics(&rb));
     assert_eq!(
         std::fs::read(ra.join("model.safetensors")).unwrap(),
         std::fs::read(rb.join("model.safetensors")).unwrap()
@@ -342,4 +329,62 @@ fn early_stopping_ends_a_run_as_completed_with_its_reason() {
             .unwrap()
             .contains("early stop at step 5")
     );
+}
+
+/// The library's in-process executor (`run_plan` without processes, as examples/ use it)
+/// trains exactly what `xp run` trains in a process per run: the same statuses, metrics and
+/// weights.
+#[test]
+fn the_in_process_executor_matches_xp_run() {
+    let text = r#"experiment "inproc" {
+    model "mlp" { hidden 8 }
+    data "regression" features=4 samples=128
+    train {
+        steps 20
+        batch-size 16
+        optimizer "adam" lr="{{ lr }}"
+        eval every=10
+    }
+    sweep {
+        grid {
+            lr 0.01 0.03
+        }
+    }
+}
+"#;
+    let dir = super::support::experiment_dir(text);
+    succeeded(&xp(
+        dir.path(),
+        &["run", "e.kdl", "--runs-dir", "cli", "-q"],
+    ));
+
+    let checked = xp::front::validate_text("e.kdl", text);
+    assert!(!checked.diags.has_errors());
+    let (datasets, problems) = xp::sweep::preflight::load_data(&checked.plans);
+    assert!(problems.is_empty());
+    let options = xp::sweep::executor::Options {
+        runs_dir: dir.path().join("lib"),
+        ..Default::default()
+    };
+    let report = xp::sweep::executor::run_plan(
+        &checked.plans[0],
+        text,
+        &datasets,
+        &options,
+        &mut xp::sweep::progress::Silent,
+    )
+    .expect("the sweep runs in process");
+    assert_eq!(report.summaries.len(), 2);
+    let cli = sweep_dir(&dir.path().join("cli"), "inproc");
+    for s in &report.summaries {
+        assert_eq!(s.status.as_str(), "completed", "{}", s.name);
+        let (a, b) = (cli.join(&s.name), report.dir.join(&s.name));
+        assert_eq!(timeless_metrics(&a), timeless_metrics(&b));
+        assert_eq!(
+            std::fs::read(a.join("model.safetensors")).unwrap(),
+            std::fs::read(b.join("model.safetensors")).unwrap(),
+            "{}",
+            s.name
+        );
+    }
 }

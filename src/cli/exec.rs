@@ -23,12 +23,12 @@ use crate::sweep::record::{self, Status, Summary, SweepDir, read_summary, result
 use crate::train::precision;
 
 /// Reads a sweep's `plan.json`.
-pub fn read_plan(sweep: &std::path::Path) -> Result<Plan, CliError> {
-    let path = sweep.join("plan.json");
+pub fn read_plan(sweep: &SweepDir) -> Result<Plan, CliError> {
+    let path = sweep.plan();
     let bytes = std::fs::read(&path).map_err(|e| {
         CliError::Usage(format!(
             "{} is not a sweep directory: cannot read {}: {e}",
-            sweep.display(),
+            sweep.path.display(),
             path.display()
         ))
     })?;
@@ -41,7 +41,10 @@ pub fn read_plan(sweep: &std::path::Path) -> Result<Plan, CliError> {
 }
 
 pub fn run(args: ExecArgs) -> Result<Outcome, CliError> {
-    let plan = read_plan(&args.sweep)?;
+    let sweep = SweepDir {
+        path: args.sweep.clone(),
+    };
+    let plan = read_plan(&sweep)?;
     let Some(run) = plan.runs.get(args.index) else {
         return Err(CliError::Usage(format!(
             "the sweep in {} has {} runs; there is no run {}",
@@ -58,17 +61,15 @@ pub fn run(args: ExecArgs) -> Result<Outcome, CliError> {
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
     }
     signal_hook::flag::register(SIGUSR1, Arc::clone(&requeue))?;
-    let sweep = SweepDir {
-        path: args.sweep.clone(),
-    };
     let single = Plan {
         runs: vec![run.clone()],
         ..plan.clone()
     };
     let (datasets, diags) = preflight::load_data(std::slice::from_ref(&single));
     let device = device_of(&run.config, args.device.as_deref());
-    let mut summary = read_summary(&sweep.path.join(&run.name)).unwrap_or_else(|| {
-        Summary::new(
+    let run_dir = sweep.run(&run.name);
+    let mut summary = read_summary(&run_dir).unwrap_or_else(|| {
+        Summary::pending(
             &plan.experiment,
             run,
             &device,
@@ -79,8 +80,7 @@ pub fn run(args: ExecArgs) -> Result<Outcome, CliError> {
     let data = datasets.get(&run.config);
     if data.is_none() {
         let problems: Vec<String> = diags.iter().map(|d| d.inner.to_string()).collect();
-        summary.status = Status::Failed;
-        summary.reason = Some(format!(
+        summary.fail(format!(
             "its data could not be loaded: {}",
             problems.join("; ")
         ));
@@ -111,16 +111,15 @@ pub fn run(args: ExecArgs) -> Result<Outcome, CliError> {
         if let Err(e) = result {
             // As the in-process path records it (executor::run_plan); the orchestrator reads
             // the reason from summary.json.
-            summary.status = Status::Failed;
-            summary.reason = Some(format!("writing the run directory failed: {e}"));
-            if let Err(again) = record::write_summary(&sweep.path.join(&run.name), &summary) {
-                eprintln!("{}: {again}", sweep.path.join(&run.name).display());
+            summary.fail(format!("writing the run directory failed: {e}"));
+            if let Err(again) = record::write_summary(&run_dir, &summary) {
+                eprintln!("{}: {again}", run_dir.path.display());
             }
         }
         progress.run_finished(args.index, plan.runs.len(), &summary);
     }
     if args.update_results {
-        results::refresh(&sweep.path, &plan, &device)?;
+        results::refresh(&sweep, &plan, &device)?;
     }
     Ok(match summary.status {
         Status::Completed => Outcome::Success,

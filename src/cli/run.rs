@@ -22,7 +22,8 @@ use crate::sweep::executor::{self, Options, SweepError};
 use crate::sweep::preflight;
 use crate::sweep::processes::Processes;
 use crate::sweep::progress::{Bars, Lines, Progress, Silent};
-use crate::sweep::record::{Status, short};
+use crate::sweep::record::{Status, SweepDir, short};
+use crate::sweep::slurm::launch::{Launch, launch};
 
 /// `xp run`'s flags resolved once, with the user's defaults where the flags leave something
 /// open; what follows is orchestration only.
@@ -283,16 +284,15 @@ pub fn run(args: RunArgs) -> Result<Outcome, CliError> {
                 executor::run_plan(plan, &source, &datasets, &options, progress.as_mut())
             }
             Launcher::Slurm => {
-                match crate::sweep::slurm::launch::launch(
-                    plan,
-                    &source,
-                    &options,
-                    &exe,
-                    &args,
-                    progress.as_mut(),
-                )? {
-                    Some(report) => Ok(report),
-                    None => continue,
+                let how = Launch {
+                    exe: &exe,
+                    throttle: args.jobs,
+                    wait: args.wait,
+                };
+                match launch(plan, &source, &options, &how, progress.as_mut()) {
+                    Ok(Some(report)) => Ok(report),
+                    Ok(None) => continue,
+                    Err(e) => Err(e),
                 }
             }
         };
@@ -336,7 +336,10 @@ pub fn run(args: RunArgs) -> Result<Outcome, CliError> {
 /// `report.html` in the sweep directory. A report that cannot be written is a warning: the
 /// runs themselves are recorded.
 fn write_report(dir: &std::path::Path) {
-    let path = dir.join("report.html");
+    let path = SweepDir {
+        path: dir.to_owned(),
+    }
+    .report();
     match crate::report::write(&[dir.to_owned()], &path) {
         Ok(written) => {
             for warning in written.warnings {

@@ -4,20 +4,16 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::cli::exec::read_plan;
 use crate::cli::table::Table;
 use crate::cli::{CliError, Outcome};
-use crate::sweep::record::{read_summary, short};
+use crate::sweep::record::{RunDir, SweepDir, read_summary, short};
 use crate::sweep::slurm;
 
 pub fn run(dir: &Path) -> Result<Outcome, CliError> {
-    let sweep: PathBuf = if !dir.join("plan.json").exists() && dir.join("current").exists() {
-        dir.join("current")
-    } else {
-        dir.to_owned()
-    };
+    let sweep = SweepDir::named(dir);
     let plan = read_plan(&sweep)?;
     let submitted = !slurm::jobs(&sweep)
         .map_err(|e| CliError::Usage(e.to_string()))?
@@ -43,7 +39,7 @@ pub fn run(dir: &Path) -> Result<Outcome, CliError> {
     let mut table = Table::new(header);
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, run) in plan.runs.iter().enumerate() {
-        let run_dir = sweep.join(&run.name);
+        let run_dir = sweep.run(&run.name);
         let summary = read_summary(&run_dir);
         let status = summary.as_ref().map_or("pending", |s| s.status.as_str());
         *counts.entry(status).or_default() += 1;
@@ -68,7 +64,7 @@ pub fn run(dir: &Path) -> Result<Outcome, CliError> {
         table.push(row);
     }
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", sweep.display())?;
+    writeln!(out, "{}", sweep.path.display())?;
     out.write_all(table.render().as_bytes())?;
     let line: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
     writeln!(out, "{}", line.join(", "))?;
@@ -82,8 +78,8 @@ fn plan_objective(plan: &crate::front::plan::Plan) -> String {
 }
 
 /// The newest step in a run's metrics.jsonl and the newest value of the objective.
-fn last_step(run_dir: &Path, objective: &str) -> (Option<u64>, Option<f64>) {
-    let Ok(text) = std::fs::read_to_string(run_dir.join("metrics.jsonl")) else {
+fn last_step(run_dir: &RunDir, objective: &str) -> (Option<u64>, Option<f64>) {
+    let Ok(text) = std::fs::read_to_string(run_dir.metrics()) else {
         return (None, None);
     };
     let mut step = None;

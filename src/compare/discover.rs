@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::CompareError;
 use super::runs::{Recorded, Run};
+use crate::sweep::record::{RunDir, Status};
 
 /// The runs found, in path order, and what could not be read (those runs are left out).
 #[derive(Debug, Default)]
@@ -131,7 +132,7 @@ fn look_at_all(dirs: &[Dir]) -> Vec<Seen> {
 /// A run directory (its `summary.json` reads) or a folder to look into.
 fn look_at(dir: &Dir) -> Seen {
     let shown = dir.shown.display();
-    match fs::read(dir.real.join("summary.json")) {
+    match fs::read(RunDir::new(&dir.real).summary()) {
         Ok(bytes) => read_run(&dir.shown, &dir.real, &bytes),
         Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
             let entries = match fs::read_dir(&dir.real) {
@@ -174,7 +175,8 @@ fn read_run(shown: &Path, real: &Path, summary: &[u8]) -> Seen {
         }
     };
     let mut warning = None;
-    let config = match fs::read(real.join("config.json")) {
+    let run_dir = RunDir::new(real);
+    let config = match fs::read(run_dir.config_json()) {
         Ok(bytes) => Some(bytes),
         Err(e) if e.kind() == ErrorKind::NotFound => None,
         Err(e) => {
@@ -184,12 +186,10 @@ fn read_run(shown: &Path, real: &Path, summary: &[u8]) -> Seen {
     };
     let unfinished = matches!(
         summary.status,
-        crate::sweep::record::Status::Pending
-            | crate::sweep::record::Status::Running
-            | crate::sweep::record::Status::Interrupted
+        Status::Pending | Status::Running | Status::Interrupted
     );
     let metrics = if unfinished {
-        fs::read_to_string(real.join("metrics.jsonl")).ok()
+        fs::read_to_string(run_dir.metrics()).ok()
     } else {
         None
     };

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::compare::discover::discover;
 use crate::compare::{self, CompareError, Comparison, Request, Run};
-use crate::sweep::record::atomic;
+use crate::sweep::record::{RunDir, atomic};
 
 pub use curves::Curve;
 
@@ -81,7 +81,7 @@ pub fn write(paths: &[PathBuf], output: &Path) -> Result<Written, ReportError> {
     let curves: Vec<BTreeMap<String, Curve>> = found
         .runs
         .iter()
-        .map(|run| match std::fs::read(run.dir.join("metrics.jsonl")) {
+        .map(|run| match std::fs::read(RunDir::new(&run.dir).metrics()) {
             Ok(bytes) => curves::parse(&String::from_utf8_lossy(&bytes), &wanted),
             Err(e) if e.kind() == ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => {

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::model::lora::{self, PEFT_PREFIX};
 use crate::model::{Built, hf, llama};
 use crate::spec::{self, RunSpec};
-use crate::sweep::record::atomic;
+use crate::sweep::record::{RunDir, atomic};
 
 /// The files of an HF model directory besides config.json and the weights, copied with it.
 const TOKENIZER_FILES: [&str; 8] = [
@@ -30,7 +30,7 @@ const TOKENIZER_FILES: [&str; 8] = [
 ];
 
 /// Writes a trained model into its run directory, as the module doc says.
-pub fn save(run_dir: &Path, spec: &RunSpec, built: &Built) -> io::Result<()> {
+pub fn save(run: &RunDir, spec: &RunSpec, built: &Built) -> io::Result<()> {
     let tensors: BTreeMap<String, Tensor> = built
         .params
         .iter()
@@ -44,8 +44,8 @@ pub fn save(run_dir: &Path, spec: &RunSpec, built: &Built) -> io::Result<()> {
     };
     let Some(lora_spec) = &spec.lora else {
         return match &dir {
-            Some(dir) => write_hf_dir(&run_dir.join("model"), dir, &tensors, false),
-            None => write_safetensors(&run_dir.join("model.safetensors"), &tensors),
+            Some(dir) => write_hf_dir(&run.model_dir(), dir, &tensors, false),
+            None => write_safetensors(&run.model_file(), &tensors),
         };
     };
     let (adapter, base): (BTreeMap<_, _>, BTreeMap<_, _>) = tensors
@@ -59,22 +59,21 @@ pub fn save(run_dir: &Path, spec: &RunSpec, built: &Built) -> io::Result<()> {
     let base_path = dir
         .as_ref()
         .map(|d| std::fs::canonicalize(&d.path).unwrap_or_else(|_| d.path.clone()));
-    let adapter_dir = run_dir.join("adapter");
-    std::fs::create_dir_all(&adapter_dir)?;
+    std::fs::create_dir_all(run.adapter())?;
     let adapter_config = adapter_config(lora_spec, &config, &adapter, base_path.as_deref());
-    write_json(&adapter_dir.join("adapter_config.json"), &adapter_config)?;
-    write_safetensors(&adapter_dir.join("adapter_model.safetensors"), &adapter)?;
+    write_json(&run.adapter_config(), &adapter_config)?;
+    write_safetensors(&run.adapter_model(), &adapter)?;
     if dir.is_none() {
         // A model from dimensions has no directory to load the base from: it is saved here.
-        write_safetensors(&run_dir.join("model.safetensors"), &base)?;
+        write_safetensors(&run.model_file(), &base)?;
     }
     if lora_spec.merge {
         let merged =
             merge(&base, &adapter, lora::scale(lora_spec), &config).map_err(io::Error::other)?;
         let untied = config.tie_embeddings && merged.contains_key("lm_head.weight");
         match &dir {
-            Some(dir) => write_hf_dir(&run_dir.join("merged"), dir, &merged, untied)?,
-            None => write_safetensors(&run_dir.join("merged").join("model.safetensors"), &merged)?,
+            Some(dir) => write_hf_dir(&run.merged(), dir, &merged, untied)?,
+            None => write_safetensors(&run.merged_file(), &merged)?,
         }
     }
     Ok(())

@@ -7,74 +7,95 @@
 //! `XP_FAULT_PANIC=<run name>` makes that run panic when it starts training, and
 //! `XP_FAULT_ABORT=<run name>` aborts its process (a crash no unwinding can catch). Without
 //! the variables these are no-ops.
+//!
+//! The points exist only in a build with the `fault-injection` feature (the tests turn it on);
+//! in any other build they are empty functions, and the binary knows no `XP_FAULT_*` variable.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
+pub use imp::{panic_for, point, set_run};
 
-static REACHED: Mutex<Option<HashMap<String, usize>>> = Mutex::new(None);
-static RUN: Mutex<Option<String>> = Mutex::new(None);
+/// Without the feature: nothing.
+#[cfg(not(feature = "fault-injection"))]
+mod imp {
+    #[inline(always)]
+    pub fn set_run(_: &str) {}
 
-/// The run this process trains now, for points scoped to a run.
-pub fn set_run(name: &str) {
-    if let Ok(mut run) = RUN.lock() {
-        *run = Some(name.to_owned());
-    }
+    #[inline(always)]
+    pub fn point(_: &str) {}
+
+    #[inline(always)]
+    pub fn panic_for(_: &str) {}
 }
 
-/// A named moment a test may stop the process at.
-pub fn point(name: &str) {
-    let Ok(wanted) = std::env::var("XP_FAULT_PAUSE") else {
-        return;
-    };
-    let (wanted, run) = match wanted.split_once('@') {
-        Some((point, run)) => (point.to_owned(), Some(run.to_owned())),
-        None => (wanted, None),
-    };
-    if let Some(run) = run
-        && RUN.lock().ok().and_then(|r| r.clone()).as_deref() != Some(run.as_str())
-    {
-        return;
-    }
-    let (target, nth) = match wanted.split_once('#') {
-        Some((t, n)) => (t.to_owned(), n.parse().unwrap_or(1)),
-        None => (wanted, 1),
-    };
-    if target != name {
-        return;
-    }
-    let count = match REACHED.lock() {
-        Ok(mut map) => {
-            let c = map
-                .get_or_insert_with(HashMap::new)
-                .entry(target)
-                .or_default();
-            *c += 1;
-            *c
-        }
-        Err(_) => return,
-    };
-    if count == nth {
-        if let Some(dir) = std::env::var_os("XP_FAULT_DIR") {
-            let _ = std::fs::write(
-                std::path::Path::new(&dir).join(format!("{name}.reached")),
-                std::process::id().to_string(),
-            );
-        }
-        loop {
-            std::thread::sleep(Duration::from_secs(3600));
-        }
-    }
-}
+#[cfg(feature = "fault-injection")]
+mod imp {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::Duration;
 
-/// Panics for the run named in `XP_FAULT_PANIC`, to test that a panicking run is isolated.
-pub fn panic_for(run: &str) {
-    set_run(run);
-    if std::env::var("XP_FAULT_PANIC").is_ok_and(|r| r == run) {
-        panic!("injected panic for run `{run}` (XP_FAULT_PANIC)");
+    static REACHED: Mutex<Option<HashMap<String, usize>>> = Mutex::new(None);
+    static RUN: Mutex<Option<String>> = Mutex::new(None);
+
+    /// The run this process trains now, for points scoped to a run.
+    pub fn set_run(name: &str) {
+        if let Ok(mut run) = RUN.lock() {
+            *run = Some(name.to_owned());
+        }
     }
-    if std::env::var("XP_FAULT_ABORT").is_ok_and(|r| r == run) {
-        eprintln!("injected abort for run `{run}` (XP_FAULT_ABORT)");
-        std::process::abort();
+
+    /// A named moment a test may stop the process at.
+    pub fn point(name: &str) {
+        let Ok(wanted) = std::env::var("XP_FAULT_PAUSE") else {
+            return;
+        };
+        let (wanted, run) = match wanted.split_once('@') {
+            Some((point, run)) => (point.to_owned(), Some(run.to_owned())),
+            None => (wanted, None),
+        };
+        if let Some(run) = run
+            && RUN.lock().ok().and_then(|r| r.clone()).as_deref() != Some(run.as_str())
+        {
+            return;
+        }
+        let (target, nth) = match wanted.split_once('#') {
+            Some((t, n)) => (t.to_owned(), n.parse().unwrap_or(1)),
+            None => (wanted, 1),
+        };
+        if target != name {
+            return;
+        }
+        let count = match REACHED.lock() {
+            Ok(mut map) => {
+                let c = map
+                    .get_or_insert_with(HashMap::new)
+                    .entry(target)
+                    .or_default();
+                *c += 1;
+                *c
+            }
+            Err(_) => return,
+        };
+        if count == nth {
+            if let Some(dir) = std::env::var_os("XP_FAULT_DIR") {
+                let _ = std::fs::write(
+                    std::path::Path::new(&dir).join(format!("{name}.reached")),
+                    std::process::id().to_string(),
+                );
+            }
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+    }
+
+    /// Panics for the run named in `XP_FAULT_PANIC`, to test that a panicking run is isolated.
+    pub fn panic_for(run: &str) {
+        set_run(run);
+        if std::env::var("XP_FAULT_PANIC").is_ok_and(|r| r == run) {
+            panic!("injected panic for run `{run}` (XP_FAULT_PANIC)");
+        }
+        if std::env::var("XP_FAULT_ABORT").is_ok_and(|r| r == run) {
+            eprintln!("injected abort for run `{run}` (XP_FAULT_ABORT)");
+            std::process::abort();
+        }
     }
 }

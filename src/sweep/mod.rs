@@ -5,7 +5,9 @@
 pub mod executor;
 pub mod export;
 pub mod fault;
+pub mod options;
 pub mod preflight;
+pub mod prepare;
 pub mod processes;
 pub mod progress;
 pub mod record;

@@ -8,51 +8,16 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::front::plan::Plan;
-use crate::sweep::executor::{Options, SweepError, should_stop, stopped};
+pub use crate::sweep::options::Processes;
+use crate::sweep::options::{Options, SweepError, should_stop, stopped};
 use crate::sweep::progress::{Progress, Update};
 use crate::sweep::record::{self, Status, Summary, SweepDir, read_summary, results};
-
-/// How runs are started as processes.
-#[derive(Debug, Clone)]
-pub struct Processes {
-    /// The `xp` binary to run (`xp exec`).
-    pub exe: PathBuf,
-    /// At most this many runs at once.
-    pub jobs: usize,
-    /// CPU threads each run uses.
-    pub threads: usize,
-    /// GPUs to assign (`cuda:0`, …), one run each at a time; empty: the runs' own device.
-    pub gpus: Vec<String>,
-}
-
-impl Processes {
-    /// `jobs` runs at once on this machine: the cores ([`crate::train::threads::available`]: those
-    /// `RAYON_NUM_THREADS` says, when set) are split between them (or each run
-    /// gets `cpus` threads when the experiment's `resources` says so), and with GPUs the
-    /// concurrency is at most one run per GPU.
-    pub fn local(exe: PathBuf, jobs: usize, cpus: Option<usize>, gpus: Vec<String>) -> Self {
-        let cores = crate::train::threads::available();
-        let jobs = if gpus.is_empty() {
-            jobs.max(1)
-        } else {
-            jobs.clamp(1, gpus.len())
-        };
-        let threads = cpus.unwrap_or(cores / jobs).max(1);
-        Processes {
-            exe,
-            jobs,
-            threads,
-            gpus,
-        }
-    }
-}
 
 /// What the reader threads pass on.
 enum Message {
@@ -112,11 +77,10 @@ pub fn run(
                 }
                 Err(e) => {
                     let summary = &mut summaries[index];
-                    summary.status = Status::Failed;
-                    summary.reason = Some(format!("its process could not be started: {e}"));
+                    summary.fail(format!("its process could not be started: {e}"));
                     free_gpus.extend(gpu);
                     progress.run_finished(index, total, summary);
-                    results::write(&sweep.path, axes, summaries)?;
+                    results::write(sweep, axes, summaries)?;
                 }
             }
         }
@@ -159,7 +123,7 @@ pub fn run(
             interrupted |= summary.status == Status::Interrupted;
             summaries[index] = summary;
             progress.run_finished(index, total, &summaries[index]);
-            results::write(&sweep.path, axes, summaries)?;
+            results::write(sweep, axes, summaries)?;
         }
     }
     Ok(interrupted)
@@ -269,14 +233,12 @@ fn finished(
     status: ExitStatus,
     before: &Summary,
 ) -> Summary {
-    let dir = sweep.path.join(&plan.runs[index].name);
+    let dir = sweep.run(&plan.runs[index].name);
     match read_summary(&dir) {
         Some(s) if !matches!(s.status, Status::Running | Status::Pending) => s,
         written => {
             let mut summary = written.unwrap_or_else(|| before.clone());
-            summary.status = Status::Failed;
-            summary.reason = Some(format!("its process {}", describe(status)));
-            summary.finished_at = Some(chrono::Local::now().to_rfc3339());
+            summary.fail(format!("its process {}", describe(status)));
             // Best effort: the sweep's tables record the verdict either way.
             let _ = record::write_summary(&dir, &summary);
             summary

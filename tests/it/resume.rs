@@ -328,8 +328,10 @@ fn resume_refuses_a_changed_plan_and_a_locked_sweep() {
         err.contains("changed since the sweep") && err.contains("without --resume"),
         "{err}"
     );
-    // A live process holds the lock: this test's own pid.
+    // A live process holds the lock: this test, with its own pid in the file.
     let sweep = case.sweep("runs", "ck");
+    let held = std::fs::File::create(sweep.join(".lock")).unwrap();
+    held.try_lock().unwrap();
     std::fs::write(sweep.join(".lock"), std::process::id().to_string()).unwrap();
     let out = case.run("runs", &["--resume"]);
     assert_eq!(out.status.code(), Some(2));
@@ -338,10 +340,51 @@ fn resume_refuses_a_changed_plan_and_a_locked_sweep() {
         err.contains(&format!("pid {}", std::process::id())),
         "{err}"
     );
-    // A stale lock (no such process) is taken over.
+    drop(held);
+    // A stale lock (a file no process holds, naming no process) is taken over.
     std::fs::write(sweep.join(".lock"), "999999999").unwrap();
     assert_eq!(case.run("runs", &["--resume"]).status.code(), Some(0));
     assert!(!sweep.join(".lock").exists());
+}
+
+#[test]
+fn of_two_resumes_started_together_exactly_one_proceeds() {
+    let case = Case::new(EXPERIMENT);
+    assert_eq!(case.run("runs", &[]).status.code(), Some(0));
+    let marker = case.dir.path().join("fault").join("sweep-locked.reached");
+    for _ in 0..10 {
+        // Whoever takes the lock stops right after it, holding it.
+        let mut both: Vec<Child> = (0..2)
+            .map(|_| {
+                let mut cmd = case.command("runs", &["--resume"]);
+                cmd.env("XP_FAULT_PAUSE", "sweep-locked");
+                cmd.spawn().unwrap()
+            })
+            .collect();
+        let start = Instant::now();
+        let loser = loop {
+            if let Some(i) = (0..2).find(|&i| both[i].try_wait().unwrap().is_some()) {
+                break i;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "neither ended");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut winner = both.remove(1 - loser);
+        let out = both.remove(0).wait_with_output().unwrap();
+        wait_for(&mut winner, || marker.exists());
+        let pid = std::fs::read_to_string(&marker).unwrap();
+        assert_eq!(pid, winner.id().to_string());
+        assert_eq!(out.status.code(), Some(2));
+        let err = stderr(&out);
+        assert!(
+            err.contains("in use by another xp process") && err.contains(&format!("pid {pid}")),
+            "{err}"
+        );
+        // Killed while holding it: the lock is free again for the next round.
+        winner.kill().unwrap();
+        winner.wait().unwrap();
+        std::fs::remove_file(&marker).unwrap();
+    }
 }
 
 #[test]

@@ -12,33 +12,33 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 
 use super::atomic;
+use super::layout::{self, CheckpointDir, RunDir};
 use crate::model::Param;
 use crate::train::{Checkpoint, Resume, TrainerState, Why};
-
-pub const DIR: &str = "checkpoints";
 
 fn other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
 /// Writes a checkpoint of the run in `run_dir`; `keep` is how many step checkpoints to keep.
-pub fn write(run_dir: &Path, cp: &Checkpoint, keep: usize) -> io::Result<PathBuf> {
-    let root = run_dir.join(DIR);
+pub fn write(run_dir: &RunDir, cp: &Checkpoint, keep: usize) -> io::Result<CheckpointDir> {
+    let root = run_dir.checkpoints();
     fs::create_dir_all(&root)?;
-    let name = match cp.why {
-        Why::Best => "best".to_owned(),
-        Why::Interval | Why::Interrupt => format!("step-{}", cp.state.step),
+    let target = match cp.why {
+        Why::Best => run_dir.best_checkpoint(),
+        Why::Interval | Why::Interrupt => run_dir.checkpoint(cp.state.step),
     };
-    let temp = root.join(format!(".{name}.tmp-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&temp);
-    fs::create_dir(&temp)?;
+    let name = file_name(&target.path);
+    let temp = CheckpointDir::new(&root.join(format!(".{name}.tmp-{}", std::process::id())));
+    let _ = fs::remove_dir_all(&temp.path);
+    fs::create_dir(&temp.path)?;
     let trained: HashMap<String, Tensor> = cp
         .params
         .iter()
         .filter(|p| p.trainable)
         .map(|p| (p.name.clone(), p.var.as_tensor().clone()))
         .collect();
-    save(&temp.join("model.safetensors"), &trained)?;
+    save(&temp.model(), &trained)?;
     crate::sweep::fault::point("checkpoint-write");
     let buffers: HashMap<String, Tensor> = cp
         .optimizer
@@ -50,25 +50,30 @@ pub fn write(run_dir: &Path, cp: &Checkpoint, keep: usize) -> io::Result<PathBuf
             ))
         })
         .collect::<io::Result<_>>()?;
-    save(&temp.join("optimizer.safetensors"), &buffers)?;
+    save(&temp.optimizer(), &buffers)?;
     let json = serde_json::to_vec_pretty(cp.state).map_err(other)?;
     // trainer.json is written last: a directory without it is never taken for a checkpoint.
-    atomic::write(&temp.join("trainer.json"), &json)?;
-    atomic::sync_dir(&temp)?;
-    let target = root.join(&name);
-    if target.exists() {
+    atomic::write(&temp.trainer(), &json)?;
+    atomic::sync_dir(&temp.path)?;
+    if target.path.exists() {
         let old = root.join(format!(".{name}.old-{}", std::process::id()));
-        fs::rename(&target, &old)?;
-        fs::rename(&temp, &target)?;
+        fs::rename(&target.path, &old)?;
+        fs::rename(&temp.path, &target.path)?;
         let _ = fs::remove_dir_all(&old);
     } else {
-        fs::rename(&temp, &target)?;
+        fs::rename(&temp.path, &target.path)?;
     }
     atomic::sync_dir(&root)?;
     if cp.why != Why::Best {
-        prune(&root, keep.max(1))?;
+        prune(run_dir, keep.max(1))?;
     }
     Ok(target)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn save(path: &Path, tensors: &HashMap<String, Tensor>) -> io::Result<()> {
@@ -76,17 +81,16 @@ fn save(path: &Path, tensors: &HashMap<String, Tensor>) -> io::Result<()> {
     fs::File::open(path)?.sync_all()
 }
 
-/// The complete step checkpoints of a run, oldest first.
+/// The complete step checkpoints of the run in `run_dir`, oldest first.
 pub fn steps(run_dir: &Path) -> Vec<(usize, PathBuf)> {
-    let mut out: Vec<(usize, PathBuf)> = fs::read_dir(run_dir.join(DIR))
+    let mut out: Vec<(usize, PathBuf)> = fs::read_dir(RunDir::new(run_dir).checkpoints())
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let step = name.strip_prefix("step-")?.parse().ok()?;
-            e.path()
-                .join("trainer.json")
+            let step = layout::checkpoint_step(&e.file_name())?;
+            CheckpointDir::new(&e.path())
+                .trainer()
                 .is_file()
                 .then(|| (step, e.path()))
         })
@@ -96,14 +100,14 @@ pub fn steps(run_dir: &Path) -> Vec<(usize, PathBuf)> {
 }
 
 /// Removes all but the newest `keep` step checkpoints, and leftovers of interrupted writes.
-fn prune(root: &Path, keep: usize) -> io::Result<()> {
-    for entry in fs::read_dir(root)?.flatten() {
+fn prune(run_dir: &RunDir, keep: usize) -> io::Result<()> {
+    for entry in fs::read_dir(run_dir.checkpoints())?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') && !name.contains(&format!("-{}", std::process::id())) {
             let _ = fs::remove_dir_all(entry.path());
         }
     }
-    let all = steps(root.parent().unwrap_or(root));
+    let all = steps(&run_dir.path);
     for (_, path) in all.iter().take(all.len().saturating_sub(keep)) {
         fs::remove_dir_all(path)?;
     }
@@ -113,22 +117,27 @@ fn prune(root: &Path, keep: usize) -> io::Result<()> {
 /// Loads a checkpoint into the model's parameters and returns the loop's state and the
 /// optimizer's buffers, after checking they fit the model.
 pub fn read(dir: &Path, params: &[Param]) -> Result<Resume, String> {
-    let bad = |what: &str, e: &dyn std::fmt::Display| {
-        format!("checkpoint {}: {what}: {e}", dir.display())
+    let dir = CheckpointDir::new(dir);
+    let bad = |file: &Path, e: &dyn std::fmt::Display| {
+        format!(
+            "checkpoint {}: {}: {e}",
+            dir.path.display(),
+            file_name(file)
+        )
     };
-    let state: TrainerState = serde_json::from_slice(
-        &fs::read(dir.join("trainer.json")).map_err(|e| bad("trainer.json", &e))?,
-    )
-    .map_err(|e| bad("trainer.json", &e))?;
-    let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)
-        .map_err(|e| bad("model.safetensors", &e))?;
+    let (trainer, model, optimizer_file) = (dir.trainer(), dir.model(), dir.optimizer());
+    let state: TrainerState =
+        serde_json::from_slice(&fs::read(&trainer).map_err(|e| bad(&trainer, &e))?)
+            .map_err(|e| bad(&trainer, &e))?;
+    let tensors =
+        candle_core::safetensors::load(&model, &Device::Cpu).map_err(|e| bad(&model, &e))?;
     for p in params.iter().filter(|p| p.trainable) {
         let t = tensors
             .get(&p.name)
-            .ok_or_else(|| bad("model.safetensors", &format!("no tensor `{}`", p.name)))?;
+            .ok_or_else(|| bad(&model, &format!("no tensor `{}`", p.name)))?;
         if t.shape() != p.var.shape() {
             return Err(bad(
-                "model.safetensors",
+                &model,
                 &format!(
                     "`{}` has shape {:?}, the model needs {:?}",
                     p.name,
@@ -138,19 +147,14 @@ pub fn read(dir: &Path, params: &[Param]) -> Result<Resume, String> {
             ));
         }
         p.var
-            .set(
-                &t.to_device(p.var.device())
-                    .map_err(|e| bad("model.safetensors", &e))?,
-            )
-            .map_err(|e| bad("model.safetensors", &e))?;
+            .set(&t.to_device(p.var.device()).map_err(|e| bad(&model, &e))?)
+            .map_err(|e| bad(&model, &e))?;
     }
-    let buffers = candle_core::safetensors::load(dir.join("optimizer.safetensors"), &Device::Cpu)
-        .map_err(|e| bad("optimizer.safetensors", &e))?;
+    let buffers = candle_core::safetensors::load(&optimizer_file, &Device::Cpu)
+        .map_err(|e| bad(&optimizer_file, &e))?;
     let mut optimizer = Vec::with_capacity(buffers.len());
     for (name, t) in buffers {
-        let values = t
-            .to_vec1::<f32>()
-            .map_err(|e| bad("optimizer.safetensors", &e))?;
+        let values = t.to_vec1::<f32>().map_err(|e| bad(&optimizer_file, &e))?;
         // Buffers hold one value per parameter element (the step counter aside).
         let (index, buffer) = name.split_once('.').unwrap_or((&name, ""));
         if buffer != "step"
@@ -158,7 +162,7 @@ pub fn read(dir: &Path, params: &[Param]) -> Result<Resume, String> {
             && values.len() != p.var.elem_count()
         {
             return Err(bad(
-                "optimizer.safetensors",
+                &optimizer_file,
                 &format!(
                     "`{name}` has {} values, `{}` has {}",
                     values.len(),

@@ -4,9 +4,8 @@
 
 use std::collections::BTreeSet;
 use std::io;
-use std::path::Path;
 
-use super::{Summary, atomic};
+use super::{Lock, Summary, SweepDir, atomic};
 
 /// The column names: fixed ones, the axes in plan order, then `final:<metric>` and
 /// `best:<metric>` for every metric any run has.
@@ -62,29 +61,18 @@ fn cell(summary: &Summary, column: &str) -> String {
 }
 
 /// Rewrites both tables, under the sweep's results lock ([`lock`]).
-pub fn write(dir: &Path, axes: &[String], summaries: &[Summary]) -> io::Result<()> {
-    let _lock = lock(dir)?;
-    write_locked(dir, axes, summaries)
+pub fn write(sweep: &SweepDir, axes: &[String], summaries: &[Summary]) -> io::Result<()> {
+    let _lock = lock(sweep)?;
+    write_locked(sweep, axes, summaries)
 }
 
-/// An exclusive lock on `<sweep>/.results.lock`, held until the file is dropped: whoever
-/// rewrites the tables (`xp run`, run processes that finish at the same time, Slurm array
-/// tasks) does it alone.
-fn lock(sweep: &Path) -> io::Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(sweep.join(".results.lock"))?;
-    // SAFETY: flock on a descriptor this function owns; released when `lock` is closed.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(lock)
+/// The sweep's results lock, held while it lives: whoever rewrites the tables (`xp run`, run
+/// processes that finish at the same time, Slurm array tasks) does it alone.
+fn lock(sweep: &SweepDir) -> io::Result<Lock> {
+    Lock::acquire(&sweep.results_lock_file())
 }
 
-fn write_locked(dir: &Path, axes: &[String], summaries: &[Summary]) -> io::Result<()> {
+fn write_locked(sweep: &SweepDir, axes: &[String], summaries: &[Summary]) -> io::Result<()> {
     let cols = columns(axes, summaries);
     let mut csv = csv::Writer::from_writer(Vec::new());
     csv.write_record(&cols).map_err(io::Error::other)?;
@@ -95,7 +83,7 @@ fn write_locked(dir: &Path, axes: &[String], summaries: &[Summary]) -> io::Resul
     let bytes = csv
         .into_inner()
         .map_err(|e| io::Error::other(e.to_string()))?;
-    atomic::write(&dir.join("results.csv"), &bytes)?;
+    atomic::write(&sweep.results_csv(), &bytes)?;
     let rows: Vec<serde_json::Value> = summaries
         .iter()
         .map(|s| {
@@ -121,13 +109,13 @@ fn write_locked(dir: &Path, axes: &[String], summaries: &[Summary]) -> io::Resul
         })
         .collect();
     let json = serde_json::to_vec_pretty(&rows).map_err(io::Error::other)?;
-    atomic::write(&dir.join("results.json"), &json)
+    atomic::write(&sweep.results_json(), &json)
 }
 
 /// Rewrites both tables from the run directories' `summary.json` files, reading and writing
 /// under the results lock: run processes that finish at the same time (Slurm array tasks)
 /// each leave tables that include every finished run.
-pub fn refresh(sweep: &Path, plan: &crate::front::plan::Plan, device: &str) -> io::Result<()> {
+pub fn refresh(sweep: &SweepDir, plan: &crate::front::plan::Plan, device: &str) -> io::Result<()> {
     let _lock = lock(sweep)?;
     let axes: Vec<String> = plan
         .runs
@@ -138,9 +126,9 @@ pub fn refresh(sweep: &Path, plan: &crate::front::plan::Plan, device: &str) -> i
         .runs
         .iter()
         .map(|run| {
-            super::read_summary(&sweep.join(&run.name)).unwrap_or_else(|| {
+            super::read_summary(&sweep.run(&run.name)).unwrap_or_else(|| {
                 let precision = crate::train::precision::of_device(run.config.precision, device).0;
-                Summary::new(&plan.experiment, run, device, precision)
+                Summary::pending(&plan.experiment, run, device, precision)
             })
         })
         .collect();

@@ -6,47 +6,44 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cli::CliError;
-use crate::cli::run::Settings;
 use crate::front::plan::Plan;
-use crate::sweep::executor::{self, Options, Prepared, SweepReport, stopped};
+use crate::sweep::executor::SweepReport;
+use crate::sweep::options::{Options, SweepError, stopped};
+use crate::sweep::prepare::{Prepared, prepare};
 use crate::sweep::progress::{Progress, Update};
-use crate::sweep::record::{self, Status, Summary, read_summary, results};
-use crate::sweep::slurm::{self, SlurmError, Submission};
+use crate::sweep::record::{self, RunDir, Status, Summary, SweepDir, read_summary, results};
+use crate::sweep::slurm::{self, Submission};
 
-impl From<SlurmError> for CliError {
-    fn from(e: SlurmError) -> Self {
-        match e {
-            SlurmError::Io(e) => CliError::Io(e),
-            e => CliError::Usage(e.to_string()),
-        }
-    }
+/// How the job array runs and whether it is followed.
+pub struct Launch<'a> {
+    /// The `xp` binary the tasks run; must be reachable from the compute nodes.
+    pub exe: &'a Path,
+    /// At most this many tasks at once (`--jobs`).
+    pub throttle: Option<usize>,
+    /// Follow the job until every run has ended (`--wait`).
+    pub wait: bool,
 }
 
-/// Submits the plan's runs to train; with `--wait` returns the sweep once they have ended.
+/// Submits the plan's runs to train; with `wait` returns the sweep once they have ended.
 pub fn launch(
     plan: &Plan,
     source: &str,
     options: &Options,
-    exe: &Path,
-    args: &Settings,
+    how: &Launch,
     progress: &mut dyn Progress,
-) -> Result<Option<SweepReport>, CliError> {
+) -> Result<Option<SweepReport>, SweepError> {
     let Prepared {
         sweep,
         lock,
         axes,
         mut summaries,
         mut todo,
-    } = executor::prepare(plan, source, options).map_err(|e| match e {
-        executor::SweepError::Io(e) => CliError::Io(e),
-        e => CliError::Usage(e.to_string()),
-    })?;
+    } = prepare(plan, source, options)?;
     // The tasks run elsewhere, in another directory: every path they get is absolute.
-    let sweep = crate::sweep::record::SweepDir {
+    let sweep = SweepDir {
         path: std::fs::canonicalize(&sweep.path)?,
     };
-    let queued = slurm::queued(&sweep.path)?;
+    let queued = slurm::queued(&sweep)?;
     if options.resume {
         let before = todo.len();
         todo.retain(|i| !queued.contains_key(i));
@@ -68,7 +65,7 @@ pub fn launch(
         for &i in &todo {
             record::ready_run_dir(&sweep, &plan.runs[i], &summaries[i])?;
         }
-        results::write(&sweep.path, &axes, &summaries)?;
+        results::write(&sweep, &axes, &summaries)?;
         let resources = plan
             .runs
             .iter()
@@ -79,9 +76,9 @@ pub fn launch(
             &Submission {
                 experiment: &plan.experiment,
                 runs: &todo,
-                throttle: args.jobs,
+                throttle: how.throttle,
                 resources: &resources,
-                exe,
+                exe: how.exe,
                 device: options.device.as_deref(),
             },
         )?;
@@ -94,23 +91,16 @@ pub fn launch(
         );
     }
     drop(lock);
-    if !args.wait {
+    if !how.wait {
         println!(
             "`xp status {}` shows the runs' states",
             sweep.path.display()
         );
         return Ok(None);
     }
-    let interrupted = follow(
-        &sweep.path,
-        plan,
-        &following,
-        &mut summaries,
-        options,
-        progress,
-    )?;
+    let interrupted = follow(&sweep, plan, &following, &mut summaries, options, progress)?;
     results::refresh(
-        &sweep.path,
+        &sweep,
         plan,
         summaries.first().map_or("cpu", |s| s.device.as_str()),
     )?;
@@ -124,13 +114,13 @@ pub fn launch(
 /// Follows the runs `todo` through their directories until each has ended (or left Slurm's
 /// queue without ending); returns whether following was stopped by a signal.
 fn follow(
-    sweep: &Path,
+    sweep: &SweepDir,
     plan: &Plan,
     todo: &[usize],
     summaries: &mut [Summary],
     options: &Options,
     progress: &mut dyn Progress,
-) -> Result<bool, CliError> {
+) -> Result<bool, SweepError> {
     let total = plan.runs.len();
     progress.planned(todo.len(), total);
     let mut started = BTreeSet::new();
@@ -150,7 +140,7 @@ fn follow(
                 continue;
             }
             let run = &plan.runs[i];
-            let dir = sweep.join(&run.name);
+            let dir = sweep.run(&run.name);
             let summary = read_summary(&dir);
             let status = summary.as_ref().map(|s| s.status);
             if status.is_some_and(|s| s != Status::Pending) && started.insert(i) {
@@ -174,12 +164,10 @@ fn follow(
             if settled || (left && !gone_once.insert(i)) {
                 let mut s = summary.unwrap_or_else(|| summaries[i].clone());
                 if !settled {
-                    s.status = Status::Failed;
-                    s.reason = Some(format!(
+                    s.fail(format!(
                         "its Slurm task ended without recording how the run ended; see {}",
-                        sweep.join("slurm").display()
+                        sweep.slurm().display()
                     ));
-                    s.finished_at = Some(chrono::Local::now().to_rfc3339());
                     record::write_summary(&dir, &s)?;
                 }
                 if !started.contains(&i) {
@@ -195,8 +183,8 @@ fn follow(
 }
 
 /// The last line of a run's metrics.jsonl when the file grew since the last look.
-fn newest_metrics(dir: &Path, seen: &mut BTreeMap<usize, u64>, index: usize) -> Option<Update> {
-    let path = dir.join("metrics.jsonl");
+fn newest_metrics(dir: &RunDir, seen: &mut BTreeMap<usize, u64>, index: usize) -> Option<Update> {
+    let path = dir.metrics();
     let len = std::fs::metadata(&path).ok()?.len();
     if seen.insert(index, len) == Some(len) {
         return None;

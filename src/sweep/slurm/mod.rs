@@ -4,7 +4,6 @@
 //! the job in `slurm/jobs.json`. Each task runs `xp exec` for its run on the shared sweep
 //! directory. Slurm is the scheduler: xp only reads its queue (`squeue`).
 
-#[cfg(feature = "cli")]
 pub mod launch;
 
 use std::collections::BTreeMap;
@@ -14,7 +13,7 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 
 use crate::spec::Resources;
-use crate::sweep::record::{Summary, SweepDir, atomic};
+use crate::sweep::record::{Status, Summary, SweepDir, atomic, summary};
 
 /// One submitted array job, as `slurm/jobs.json` records it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,17 +56,14 @@ pub struct Submission<'a> {
 }
 
 /// The batch script of an array job over `runs`.
-pub fn script(sweep: &Path, s: &Submission) -> String {
+pub fn script(sweep: &SweepDir, s: &Submission) -> String {
     let mut lines = vec!["#!/bin/bash".to_owned()];
     let mut option = |o: String| lines.push(format!("#SBATCH {o}"));
     option(format!("--job-name=xp-{}", s.experiment));
     let array: Vec<String> = s.runs.iter().map(|i| i.to_string()).collect();
     let throttle = s.throttle.map_or(String::new(), |m| format!("%{m}"));
     option(format!("--array={}{throttle}", array.join(",")));
-    option(format!(
-        "--output={}",
-        sweep.join("slurm").join("%A_%a.out").display()
-    ));
+    option(format!("--output={}", sweep.slurm_output().display()));
     option("--open-mode=append".into());
     // Preemption and node failures requeue the task; it continues from its checkpoint.
     option("--requeue".into());
@@ -103,7 +99,7 @@ pub fn script(sweep: &Path, s: &Submission) -> String {
     lines.push(format!(
         "exec {} exec {} --index \"$SLURM_ARRAY_TASK_ID\" --update-results{device}",
         quote(&s.exe.display().to_string()),
-        quote(&sweep.display().to_string()),
+        quote(&sweep.path.display().to_string()),
     ));
     lines.join("\n") + "\n"
 }
@@ -115,10 +111,9 @@ pub fn quote(word: &str) -> String {
 
 /// Writes the script and submits it; returns the recorded job.
 pub fn submit(sweep: &SweepDir, s: &Submission) -> Result<Job, SlurmError> {
-    let dir = sweep.path.join("slurm");
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("submit.sbatch");
-    atomic::write(&path, script(&sweep.path, s).as_bytes())?;
+    std::fs::create_dir_all(sweep.slurm())?;
+    let path = sweep.slurm_script();
+    atomic::write(&path, script(sweep, s).as_bytes())?;
     let output = Command::new(program("sbatch"))
         .arg("--parsable")
         .arg(&path)
@@ -143,12 +138,12 @@ pub fn submit(sweep: &SweepDir, s: &Submission) -> Result<Job, SlurmError> {
     let job = Job {
         job_id,
         runs: s.runs.to_vec(),
-        submitted_at: chrono::Local::now().to_rfc3339(),
+        submitted_at: summary::now(),
     };
-    let mut jobs = jobs(&sweep.path)?;
+    let mut jobs = jobs(sweep)?;
     jobs.push(job.clone());
     atomic::write(
-        &dir.join("jobs.json"),
+        &sweep.slurm_jobs(),
         &serde_json::to_vec_pretty(&jobs).map_err(std::io::Error::other)?,
     )?;
     Ok(job)
@@ -156,8 +151,8 @@ pub fn submit(sweep: &SweepDir, s: &Submission) -> Result<Job, SlurmError> {
 
 /// The jobs submitted for a sweep, oldest first: none without `slurm/jobs.json`, an error when
 /// that file cannot be read.
-pub fn jobs(sweep: &Path) -> Result<Vec<Job>, SlurmError> {
-    let path = sweep.join("slurm").join("jobs.json");
+pub fn jobs(sweep: &SweepDir) -> Result<Vec<Job>, SlurmError> {
+    let path = sweep.slurm_jobs();
     match std::fs::read(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(e.into()),
@@ -172,7 +167,7 @@ pub fn jobs(sweep: &Path) -> Result<Vec<Job>, SlurmError> {
 /// by plan index; `Ok(empty)` when the sweep has no jobs. Only the tasks of the sweep's own
 /// jobs count; a `squeue` that fails (other than for jobs Slurm has forgotten) is an error,
 /// never an empty queue.
-pub fn queued(sweep: &Path) -> Result<BTreeMap<usize, String>, SlurmError> {
+pub fn queued(sweep: &SweepDir) -> Result<BTreeMap<usize, String>, SlurmError> {
     let mut states = BTreeMap::new();
     let jobs = jobs(sweep)?;
     if jobs.is_empty() {
@@ -255,8 +250,5 @@ fn missing(program: &str, e: std::io::Error) -> SlurmError {
 
 /// Whether a summary is final (no task will write it again).
 pub fn settled(summary: &Summary) -> bool {
-    !matches!(
-        summary.status,
-        crate::sweep::record::Status::Pending | crate::sweep::record::Status::Running
-    )
+    !matches!(summary.status, Status::Pending | Status::Running)
 }

@@ -1,0 +1,218 @@
+//! Getting a sweep ready to train: a new sweep directory, or the experiment's `current` one
+//! when it is continued (`--resume`, refused when the plan changed), locked; each run's
+//! summary as it stands (completed runs of earlier sweeps linked in with `--reuse`); and the
+//! runs that still need training.
+
+use std::path::PathBuf;
+
+use crate::front::plan::{Plan, PlannedRun};
+use crate::sweep::options::{Options, SweepError};
+use crate::sweep::preflight::device_of;
+use crate::sweep::record::{
+    ExperimentDir, Lock, LockError, RunDir, Status, Summary, SweepDir, read_summary, results,
+};
+use crate::train::precision;
+
+/// What to do with one run of the sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// Already done (completed, or failed without `retry_failed`).
+    Keep,
+    /// Train, from its newest checkpoint when it has one.
+    Train,
+}
+
+/// A sweep directory, locked, with each run's summary as it stands and the runs to train.
+pub struct Prepared {
+    pub sweep: SweepDir,
+    pub lock: Lock,
+    /// The axis names, in plan order (the results tables' columns).
+    pub axes: Vec<String>,
+    pub summaries: Vec<Summary>,
+    /// Indices of the runs to train (from their newest checkpoint when they have one).
+    pub todo: Vec<usize>,
+}
+
+/// Creates or reopens the sweep directory, takes its lock, and decides what each run needs.
+pub fn prepare(plan: &Plan, source: &str, options: &Options) -> Result<Prepared, SweepError> {
+    let sweep = if options.resume {
+        resume_sweep(plan, options)?
+    } else {
+        SweepDir::create(&options.runs_dir, plan, source)?
+    };
+    let lock = sweep.lock().map_err(|e| match e {
+        LockError::Held(pid) => SweepError::Locked {
+            dir: sweep.path.display().to_string(),
+            pid,
+        },
+        LockError::Io(e) => SweepError::Io(e),
+    })?;
+    crate::sweep::fault::point("sweep-locked");
+    let axes: Vec<String> = plan
+        .runs
+        .first()
+        .map(|r| r.axes.iter().map(|(k, _)| k.clone()).collect())
+        .unwrap_or_default();
+    let mut summaries: Vec<Summary> = Vec::with_capacity(plan.runs.len());
+    let mut actions = Vec::with_capacity(plan.runs.len());
+    for run in &plan.runs {
+        let device = device_of(&run.config, options.device.as_deref());
+        let fresh = Summary::pending(
+            &plan.experiment,
+            run,
+            &device,
+            precision::of_device(run.config.precision, &device).0,
+        );
+        let existing = if options.resume {
+            read_summary(&sweep.run(&run.name))
+        } else {
+            None
+        };
+        let reused = if options.reuse && existing.is_none() {
+            reuse(&sweep, run)?
+        } else {
+            None
+        };
+        let (summary, action) = match existing.or(reused) {
+            Some(s) if s.status == Status::Completed => (s, Action::Keep),
+            Some(s)
+                if matches!(s.status, Status::Failed | Status::Diverged)
+                    && !options.retry_failed =>
+            {
+                (s, Action::Keep)
+            }
+            // A run to train again starts over as pending: whatever its old summary said
+            // (interrupted, failed) is not how this attempt ended.
+            _ => (fresh, Action::Train),
+        };
+        summaries.push(summary);
+        actions.push(action);
+    }
+    results::write(&sweep, &axes, &summaries)?;
+    let todo = (0..plan.runs.len())
+        .filter(|&i| actions[i] == Action::Train)
+        .collect();
+    Ok(Prepared {
+        sweep,
+        lock,
+        axes,
+        summaries,
+        todo,
+    })
+}
+
+/// The `current` sweep of the experiment, when its plan is the one given.
+fn resume_sweep(plan: &Plan, options: &Options) -> Result<SweepDir, SweepError> {
+    let experiment = ExperimentDir::new(&options.runs_dir, &plan.experiment);
+    let Ok(target) = std::fs::read_link(experiment.current()) else {
+        return Err(SweepError::NothingToResume {
+            experiment: plan.experiment.clone(),
+            dir: experiment.path.display().to_string(),
+        });
+    };
+    let sweep = experiment.sweep(target);
+    let old: serde_json::Value = std::fs::read(sweep.plan())
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| SweepError::NothingToResume {
+            experiment: plan.experiment.clone(),
+            dir: sweep.path.display().to_string(),
+        })?;
+    let runs = |v: &serde_json::Value| -> Vec<(String, String)> {
+        v["runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                (
+                    r["name"].as_str().unwrap_or("").to_owned(),
+                    r["id"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    };
+    let before = runs(&old);
+    let now: Vec<(String, String)> = plan
+        .runs
+        .iter()
+        .map(|r| (r.name.clone(), r.id.clone()))
+        .collect();
+    if before != now {
+        let added: Vec<&str> = now
+            .iter()
+            .filter(|r| !before.contains(r))
+            .map(|r| r.0.as_str())
+            .collect();
+        let removed: Vec<&str> = before
+            .iter()
+            .filter(|r| !now.contains(r))
+            .map(|r| r.0.as_str())
+            .collect();
+        let list = |v: &[&str]| {
+            v.iter()
+                .take(5)
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+                + if v.len() > 5 { ", …" } else { "" }
+        };
+        let mut parts = Vec::new();
+        if !added.is_empty() {
+            parts.push(format!("{} new or changed ({})", added.len(), list(&added)));
+        }
+        if !removed.is_empty() {
+            parts.push(format!(
+                "{} gone or changed ({})",
+                removed.len(),
+                list(&removed)
+            ));
+        }
+        if parts.is_empty() {
+            parts.push("the runs are in another order".into());
+        }
+        return Err(SweepError::PlanChanged {
+            dir: sweep.path.display().to_string(),
+            changes: format!(
+                "{} runs; run without --resume to start a new sweep (with --reuse to keep the completed runs)",
+                parts.join(", ")
+            ),
+        });
+    }
+    Ok(sweep)
+}
+
+/// Links a completed run with the same id from an earlier sweep of the experiment.
+fn reuse(sweep: &SweepDir, run: &PlannedRun) -> std::io::Result<Option<Summary>> {
+    let Some(experiment) = sweep.experiment() else {
+        return Ok(None);
+    };
+    let mut earlier: Vec<PathBuf> = std::fs::read_dir(&experiment.path)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p != &sweep.path && p.is_dir())
+        .collect();
+    earlier.sort();
+    for dir in earlier.iter().rev() {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Some(summary) = read_summary(&RunDir::new(&entry.path())) else {
+                continue;
+            };
+            if summary.id == run.id && summary.status == Status::Completed {
+                let link = sweep.run(&run.name).path;
+                let target = std::fs::canonicalize(entry.path())?;
+                #[cfg(unix)]
+                std::os::unix::fs::symlink(&target, &link)?;
+                #[cfg(not(unix))]
+                return Ok(None);
+                return Ok(Some(Summary {
+                    name: run.name.clone(),
+                    ..summary
+                }));
+            }
+        }
+    }
+    Ok(None)
+}

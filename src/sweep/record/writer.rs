@@ -1,0 +1,140 @@
+//! A run's directory as its run writes it: the sink of the training loop's events, appending
+//! and flushing `metrics.jsonl` a line at a time, a timestamped `train.log`, and checkpoints.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+
+use super::layout::{RunDir, SweepDir};
+use super::{Summary, atomic, checkpoint, short, write_config, write_summary};
+use crate::front::plan::PlannedRun;
+use crate::train::{Event, Sink};
+
+/// One run's directory open for writing; also the sink that writes its metrics.jsonl,
+/// train.log and checkpoints.
+pub struct RunWriter {
+    pub dir: RunDir,
+    metrics: BufWriter<File>,
+    log: BufWriter<File>,
+    /// Lines in metrics.jsonl so far (checkpoints record it, so a resume can cut back to it).
+    metrics_lines: usize,
+    keep: usize,
+}
+
+impl RunWriter {
+    /// Creates `<sweep>/<run-name>/` with its resolved config, or opens it again to continue a
+    /// run, with metrics.jsonl cut back to its first `keep_lines` lines.
+    pub fn open(sweep: &SweepDir, run: &PlannedRun, keep_lines: usize) -> io::Result<RunWriter> {
+        let dir = sweep.run(&run.name);
+        if !run.config_kdl.is_empty() || !dir.config_kdl().exists() {
+            write_config(sweep, run)?;
+        }
+        let kept: Vec<String> = match fs::read_to_string(dir.metrics()) {
+            Ok(text) => text
+                .lines()
+                .take(keep_lines)
+                .map(|l| format!("{l}\n"))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        atomic::write(&dir.metrics(), kept.concat().as_bytes())?;
+        let append = |path: &Path| OpenOptions::new().create(true).append(true).open(path);
+        let keep = run.config.train.checkpoint.map_or(1, |c| c.keep);
+        Ok(RunWriter {
+            metrics: BufWriter::new(append(&dir.metrics())?),
+            log: BufWriter::new(append(&dir.log())?),
+            metrics_lines: kept.len(),
+            keep,
+            dir,
+        })
+    }
+
+    pub fn write_summary(&self, summary: &Summary) -> io::Result<()> {
+        write_summary(&self.dir, summary)
+    }
+
+    /// A timestamped line in train.log.
+    pub fn log(&mut self, line: &str) -> io::Result<()> {
+        let now = chrono::Local::now().format("%Y-%m-%dT%H:%M:%S%.3f%:z");
+        writeln!(self.log, "{now} {line}")?;
+        self.log.flush()
+    }
+
+    fn metrics_line(
+        &mut self,
+        step: usize,
+        epoch: f64,
+        time_s: f64,
+        metrics: &crate::train::Metrics,
+    ) -> io::Result<()> {
+        let mut line = serde_json::Map::new();
+        line.insert("step".into(), step.into());
+        line.insert("epoch".into(), serde_json::Value::from(epoch));
+        line.insert("time_s".into(), serde_json::Value::from(time_s));
+        for (k, v) in metrics.iter() {
+            line.insert(
+                k.clone(),
+                if v.is_finite() {
+                    serde_json::Value::from(*v)
+                } else {
+                    serde_json::Value::Null
+                },
+            );
+        }
+        serde_json::to_writer(&mut self.metrics, &line).map_err(io::Error::other)?;
+        self.metrics.write_all(b"\n")?;
+        self.metrics.flush()?;
+        self.metrics_lines += 1;
+        let text: Vec<String> = metrics
+            .iter()
+            .map(|(k, v)| format!("{k}={}", short(*v)))
+            .collect();
+        self.log(&format!("step {step} epoch {epoch:.2} {}", text.join(" ")))
+    }
+}
+
+impl Sink for RunWriter {
+    fn event(&mut self, event: &Event) -> io::Result<()> {
+        match event {
+            Event::Start {
+                total_steps,
+                steps_per_epoch,
+                params,
+                trainable,
+                resumed_from,
+            } => {
+                if let Some(step) = resumed_from {
+                    self.log(&format!("resumed from the checkpoint of step {step}"))?;
+                }
+                self.log(&format!("training: {total_steps} steps ({steps_per_epoch} per epoch), {params} parameters ({trainable} trainable)"))
+            }
+            Event::Metrics {
+                step,
+                epoch,
+                time_s,
+                metrics,
+            } => self.metrics_line(*step, *epoch, *time_s, metrics),
+            Event::EarlyStop { step, reason } => {
+                self.log(&format!("early stop at step {step}: {reason}"))
+            }
+            Event::Checkpoint(cp) => {
+                let mut state = cp.state.clone();
+                state.metrics_lines = self.metrics_lines;
+                let written = checkpoint::write(
+                    &self.dir,
+                    &crate::train::Checkpoint {
+                        state: &state,
+                        ..cp.clone()
+                    },
+                    self.keep,
+                )?;
+                let name = written
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                self.log(&format!("checkpoint {name} at step {}", state.step))
+            }
+        }
+    }
+}

@@ -598,7 +598,7 @@ impl InplaceOp2 for AdamwStep {
         l2: &Layout,
     ) -> candle_core::Result<()> {
         let s = self.rule().scalars(self.step, self.lr, self.decay);
-        let scalars = crate::ops::cuda::AdamwScalars {
+        let scalars = crate::ops::adamw::AdamwScalars {
             one_minus_beta1: s.one_minus_beta1,
             beta2: s.beta2,
             one_minus_beta2: s.one_minus_beta2,
@@ -607,7 +607,7 @@ impl InplaceOp2 for AdamwStep {
             neg_step_size: s.neg_step_size,
             shrink: if s.weight_decay != 0.0 { s.shrink } else { 1.0 },
         };
-        crate::ops::cuda::adamw(s1, l1, s2, l2, &scalars)
+        crate::ops::adamw::adamw(s1, l1, s2, l2, &scalars)
     }
 }
 

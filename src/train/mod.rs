@@ -21,7 +21,7 @@ use crate::data::{Batch, Dataset, Examples, Task};
 use crate::model::{Built, Mode, Param};
 use crate::ops;
 use crate::rng::Rng;
-use crate::spec::{Direction, RunSpec};
+use crate::spec::{Direction, RunSpec, direction_of, ranked};
 use optim::Optimizer;
 use schedule::LrSchedule;
 
@@ -213,16 +213,6 @@ pub struct Control<'a> {
     pub resume: Option<Resume>,
     /// Set when the run should stop: it checkpoints and ends `Interrupted`.
     pub stop: Option<&'a AtomicBool>,
-}
-
-/// Whether higher is better for a metric that is not the objective.
-pub fn direction_of(metric: &str) -> Direction {
-    let m = metric.rsplit('/').next().unwrap_or(metric);
-    if m.contains("accuracy") || m.contains("f1") || m.ends_with("_per_s") {
-        Direction::Maximize
-    } else {
-        Direction::Minimize
-    }
 }
 
 /// Trains a built model on its data from scratch.
@@ -568,16 +558,6 @@ fn checkpoint(
         optimizer: &buffers,
         why,
     }))
-}
-
-/// Whether a metric has a best value worth keeping (not the lr, gradient norm, throughput or
-/// f16's loss scale and skipped steps).
-pub fn ranked(metric: &str) -> bool {
-    !(metric.ends_with("/lr")
-        || metric.ends_with("grad_norm")
-        || metric.ends_with("_per_s")
-        || metric.ends_with("/loss_scale")
-        || metric.ends_with("/skipped_steps"))
 }
 
 /// `train/tokens_per_s` for sequence data, `train/samples_per_s` for tables.

@@ -45,6 +45,10 @@ pub enum Event<'a> {
         time_s: f64,
         metrics: &'a Metrics,
     },
+    /// The loop is about to evaluate at `step` (its metrics follow in the step's `Metrics`).
+    Evaluating {
+        step: usize,
+    },
     EarlyStop {
         step: usize,
         reason: &'a str,
@@ -381,7 +385,7 @@ pub fn train_in(
             .eval
             .filter(|e| step.is_multiple_of(e.every) || step == total)
         {
-            crate::sweep::fault::point("eval");
+            sink.event(&Event::Evaluating { step })?;
             metrics.extend(evaluate(built, data, micro, eval.batches, compute, device)?);
         }
         let (improved, stop) = judge(spec, &mut schedule, &mut s, &metrics);

@@ -333,6 +333,7 @@ impl Sink for RunDir {
                     .collect();
                 self.log(&format!("step {step} epoch {epoch:.2} {}", text.join(" ")))
             }
+            Event::Evaluating { .. } => Ok(()),
             Event::EarlyStop { step, reason } => {
                 self.log(&format!("early stop at step {step}: {reason}"))
             }

@@ -1,12 +1,11 @@
 //! The CUDA launch of the multi-tensor AdamW step (kernels/adamw.cu), the `cuda_fwd` of
 //! crate::train::optim's `AdamwStep`, whose CPU rule it matches bit for bit.
 
-use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
-use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
-use candle_core::{CudaStorage, Layout, Result};
+use candle_core::{Layout, Result};
 
-use super::cuda::f32s;
+use super::cuda::{
+    BackendStorage, CudaStorage, CudaStorageSlice, LaunchConfig, PushKernelArg, WrapErr, f32s,
+};
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/adamw.ptx"));
 

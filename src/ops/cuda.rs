@@ -3,9 +3,14 @@
 //! op family's file as the `cuda_fwd` of a custom op whose `cpu_fwd` is the CPU reference it is
 //! tested against (the tests below need a GPU).
 
-use candle_core::cuda_backend::CudaStorageSlice;
-use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig};
-use candle_core::{CudaDevice, CudaStorage, Layout, Result};
+use candle_core::cuda_backend::cudarc::driver::CudaView;
+use candle_core::{CudaDevice, Layout, Result};
+
+// What the launches in the op files use, imported there in one line.
+pub(super) use candle_core::CudaStorage;
+pub(super) use candle_core::backend::BackendStorage;
+pub(super) use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+pub(super) use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
 
 /// The float32 elements of a contiguous tensor.
 pub(super) fn f32s<'a>(s: &'a CudaStorage, l: &Layout, op: &str) -> Result<CudaView<'a, f32>> {

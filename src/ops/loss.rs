@@ -2,18 +2,13 @@
 //! its CPU kernel, CUDA launch of kernels/cross_entropy.cu and one-pass backward) and squared
 //! error.
 
-#[cfg(feature = "cuda")]
-use candle_core::CudaStorage;
-#[cfg(feature = "cuda")]
-use candle_core::backend::BackendStorage;
-#[cfg(feature = "cuda")]
-use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
-#[cfg(feature = "cuda")]
-use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
 #[cfg(feature = "cuda")]
-use super::cuda::{f32s, i64s as cuda_i64s, per_row, rows_of, storage};
+use super::cuda::{
+    BackendStorage, CudaStorage, CudaStorageSlice, PushKernelArg, WrapErr, f32s, i64s as cuda_i64s,
+    per_row, rows_of, storage,
+};
 use super::rows::{map_rows, row_len, slice};
 use super::softmax::log_softmax;
 

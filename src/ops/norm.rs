@@ -1,18 +1,13 @@
 //! RMSNorm (fused: CPU kernel, CUDA launch of kernels/rms_norm.cu, one-pass backward; and its
 //! composition) and LayerNorm (a composition).
 
-#[cfg(feature = "cuda")]
-use candle_core::CudaStorage;
-#[cfg(feature = "cuda")]
-use candle_core::backend::BackendStorage;
-#[cfg(feature = "cuda")]
-use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
-#[cfg(feature = "cuda")]
-use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, D, Layout, Result, Shape, Tensor};
 
 #[cfg(feature = "cuda")]
-use super::cuda::{f32s, per_row, rows_of, storage};
+use super::cuda::{
+    BackendStorage, CudaStorage, CudaStorageSlice, LaunchConfig, PushKernelArg, WrapErr, f32s,
+    per_row, rows_of, storage,
+};
 use super::rows::{applies, check_same, map_rows, row_len, slice};
 
 #[cfg(feature = "cuda")]

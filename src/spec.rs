@@ -63,6 +63,26 @@ impl Direction {
     }
 }
 
+/// Whether higher is better for a metric that is not the objective.
+pub fn direction_of(metric: &str) -> Direction {
+    let m = metric.rsplit('/').next().unwrap_or(metric);
+    if m.contains("accuracy") || m.contains("f1") || m.ends_with("_per_s") {
+        Direction::Maximize
+    } else {
+        Direction::Minimize
+    }
+}
+
+/// Whether a metric has a best value worth keeping (not the lr, gradient norm, throughput or
+/// f16's loss scale and skipped steps).
+pub fn ranked(metric: &str) -> bool {
+    !(metric.ends_with("/lr")
+        || metric.ends_with("grad_norm")
+        || metric.ends_with("_per_s")
+        || metric.ends_with("/loss_scale")
+        || metric.ends_with("/skipped_steps"))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind", content = "index")]
 pub enum Device {

@@ -11,9 +11,8 @@ use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use crate::spec::{Direction, Objective, Regression};
+use crate::spec::{Direction, Objective, Regression, direction_of, ranked};
 use crate::sweep::record::{Best, Status};
-use crate::train::{direction_of, ranked};
 
 /// What a comparison reads of `summary.json`. Every field but `name` and `status` may be
 /// absent, so runs recorded by other versions of xp still compare.

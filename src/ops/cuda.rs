@@ -1,18 +1,19 @@
-//! The CUDA side of xp's fused ops: launches of the kernels in `kernels/` (compiled to PTX by
-//! build.rs) on candle's CUDA storage. Each is the `cuda_fwd` of a custom op whose `cpu_fwd` is
-//! the CPU reference it is tested against (the tests below need a GPU).
+//! What the CUDA launches of xp's fused ops share (their kernels are in `kernels/`, compiled to
+//! PTX by build.rs): views of candle's CUDA storage, one block per row. Each launch sits in its
+//! op family's file as the `cuda_fwd` of a custom op whose `cpu_fwd` is the CPU reference it is
+//! tested against (the tests below need a GPU).
 
-use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig, PushKernelArg};
-use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
-use candle_core::{CudaDevice, CudaStorage, Layout, Result, Shape};
+use candle_core::cuda_backend::cudarc::driver::CudaView;
+use candle_core::{CudaDevice, Layout, Result};
 
-const ADAMW: &str = include_str!(concat!(env!("OUT_DIR"), "/adamw.ptx"));
-const CROSS_ENTROPY: &str = include_str!(concat!(env!("OUT_DIR"), "/cross_entropy.ptx"));
-const RMS_NORM: &str = include_str!(concat!(env!("OUT_DIR"), "/rms_norm.ptx"));
+// What the launches in the op files use, imported there in one line.
+pub(super) use candle_core::CudaStorage;
+pub(super) use candle_core::backend::BackendStorage;
+pub(super) use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+pub(super) use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
 
 /// The float32 elements of a contiguous tensor.
-fn f32s<'a>(s: &'a CudaStorage, l: &Layout, op: &str) -> Result<CudaView<'a, f32>> {
+pub(super) fn f32s<'a>(s: &'a CudaStorage, l: &Layout, op: &str) -> Result<CudaView<'a, f32>> {
     match (&s.slice, l.contiguous_offsets()) {
         (CudaStorageSlice::F32(data), Some((start, end))) => Ok(data.slice(start..end)),
         (CudaStorageSlice::F32(_), None) => {
@@ -23,7 +24,7 @@ fn f32s<'a>(s: &'a CudaStorage, l: &Layout, op: &str) -> Result<CudaView<'a, f32
 }
 
 /// The int64 elements of a contiguous tensor.
-fn i64s<'a>(s: &'a CudaStorage, l: &Layout, op: &str) -> Result<CudaView<'a, i64>> {
+pub(super) fn i64s<'a>(s: &'a CudaStorage, l: &Layout, op: &str) -> Result<CudaView<'a, i64>> {
     match (&s.slice, l.contiguous_offsets()) {
         (CudaStorageSlice::I64(data), Some((start, end))) => Ok(data.slice(start..end)),
         (CudaStorageSlice::I64(_), None) => {
@@ -34,7 +35,7 @@ fn i64s<'a>(s: &'a CudaStorage, l: &Layout, op: &str) -> Result<CudaView<'a, i64
 }
 
 /// (rows, last dimension) of a layout whose rows each get one block.
-fn rows_of(l: &Layout, op: &str) -> Result<(u32, i32)> {
+pub(super) fn rows_of(l: &Layout, op: &str) -> Result<(u32, i32)> {
     let d = match l.dims().last() {
         Some(&d) if d > 0 => d,
         _ => candle_core::bail!("{op}: needs a non-empty last dimension"),
@@ -51,7 +52,7 @@ fn rows_of(l: &Layout, op: &str) -> Result<(u32, i32)> {
 
 /// One block per row, with a whole number of warps (the block reductions need them), at most
 /// 1024 threads.
-fn per_row(rows: u32, d: i32) -> LaunchConfig {
+pub(super) fn per_row(rows: u32, d: i32) -> LaunchConfig {
     let threads = (d.clamp(1, 1024) as u32).div_ceil(32) * 32;
     LaunchConfig {
         grid_dim: (rows, 1, 1),
@@ -60,229 +61,11 @@ fn per_row(rows: u32, d: i32) -> LaunchConfig {
     }
 }
 
-fn storage(slice: CudaStorageSlice, dev: &CudaDevice) -> CudaStorage {
+pub(super) fn storage(slice: CudaStorageSlice, dev: &CudaDevice) -> CudaStorage {
     CudaStorage {
         slice,
         device: dev.clone(),
     }
-}
-
-/// RMSNorm's forward: x (…, d), weight (d) → y (…, d).
-pub fn rms_norm_fwd(
-    x: &CudaStorage,
-    lx: &Layout,
-    w: &CudaStorage,
-    lw: &Layout,
-    eps: f32,
-) -> Result<(CudaStorage, Shape)> {
-    const OP: &str = "xp-rms-norm";
-    let (rows, d) = rows_of(lx, OP)?;
-    let (xs, ws) = (f32s(x, lx, OP)?, f32s(w, lw, OP)?);
-    if ws.len() != d as usize {
-        candle_core::bail!("{OP}: weight of {} for rows of {d}", ws.len())
-    }
-    let dev = x.device();
-    let func = dev.get_or_load_custom_func("xp_rms_norm_fwd_f32", "xp_rms_norm", RMS_NORM)?;
-    // SAFETY: every element is written by the kernel.
-    let y = unsafe { dev.alloc::<f32>(xs.len())? };
-    let mut b = func.builder();
-    b.arg(&xs).arg(&ws).arg(&y).arg(&d).arg(&eps);
-    // SAFETY: the arguments match the kernel's signature; sizes were checked above.
-    unsafe { b.launch(per_row(rows, d)) }.w()?;
-    Ok((storage(CudaStorageSlice::F32(y), dev), lx.shape().clone()))
-}
-
-/// RMSNorm's backward from (x, weight, dy): (rows + 1, d), dx in the first rows and dweight in
-/// the last, as the CPU op returns them.
-pub fn rms_norm_bwd(
-    x: &CudaStorage,
-    lx: &Layout,
-    w: &CudaStorage,
-    lw: &Layout,
-    dy: &CudaStorage,
-    ldy: &Layout,
-    eps: f32,
-) -> Result<(CudaStorage, Shape)> {
-    const OP: &str = "xp-rms-norm-bwd";
-    if lx.dims() != ldy.dims() {
-        candle_core::bail!("{OP}: shapes differ, {:?} and {:?}", lx.dims(), ldy.dims())
-    }
-    let (rows, d) = rows_of(lx, OP)?;
-    let (xs, ws, dys) = (f32s(x, lx, OP)?, f32s(w, lw, OP)?, f32s(dy, ldy, OP)?);
-    if ws.len() != d as usize {
-        candle_core::bail!("{OP}: weight of {} for rows of {d}", ws.len())
-    }
-    let dev = x.device();
-    let n = xs.len();
-    // SAFETY: the kernels write every element of both.
-    let mut out = unsafe { dev.alloc::<f32>(n + d as usize)? };
-    let partial = unsafe { dev.alloc::<f32>(n)? };
-    {
-        let func = dev.get_or_load_custom_func("xp_rms_norm_bwd_f32", "xp_rms_norm", RMS_NORM)?;
-        let mut dx = out.slice_mut(0..n);
-        let mut b = func.builder();
-        b.arg(&xs)
-            .arg(&ws)
-            .arg(&dys)
-            .arg(&mut dx)
-            .arg(&partial)
-            .arg(&d)
-            .arg(&eps);
-        // SAFETY: the arguments match the kernel's signature; sizes were checked above.
-        unsafe { b.launch(per_row(rows, d)) }.w()?;
-    }
-    {
-        let func = dev.get_or_load_custom_func("xp_sum_rows_f32", "xp_rms_norm", RMS_NORM)?;
-        let mut dw = out.slice_mut(n..);
-        let rows = i64::from(rows);
-        let mut b = func.builder();
-        b.arg(&partial).arg(&mut dw).arg(&rows).arg(&d);
-        let cfg = LaunchConfig {
-            grid_dim: ((d as u32).div_ceil(256), 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: as above; one thread per column.
-        unsafe { b.launch(cfg) }.w()?;
-    }
-    let shape = Shape::from((rows as usize + 1, d as usize));
-    Ok((storage(CudaStorageSlice::F32(out), dev), shape))
-}
-
-/// Cross-entropy's forward: logits (rows, classes), targets (rows) int64 → loss (rows).
-pub fn cross_entropy_fwd(
-    logits: &CudaStorage,
-    ll: &Layout,
-    targets: &CudaStorage,
-    lt: &Layout,
-) -> Result<(CudaStorage, Shape)> {
-    const OP: &str = "xp-cross-entropy";
-    let (rows, classes) = rows_of(ll, OP)?;
-    let (xs, ts) = (f32s(logits, ll, OP)?, i64s(targets, lt, OP)?);
-    if ts.len() != rows as usize {
-        candle_core::bail!("{OP}: {} targets for {rows} rows", ts.len())
-    }
-    let dev = logits.device();
-    let func = dev.get_or_load_custom_func(
-        "xp_cross_entropy_fwd_f32",
-        "xp_cross_entropy",
-        CROSS_ENTROPY,
-    )?;
-    // SAFETY: one value per row, each written by its block.
-    let loss = unsafe { dev.alloc::<f32>(rows as usize)? };
-    let mut b = func.builder();
-    b.arg(&xs).arg(&ts).arg(&loss).arg(&classes);
-    // SAFETY: the arguments match the kernel's signature; sizes were checked above.
-    unsafe { b.launch(per_row(rows, classes)) }.w()?;
-    Ok((
-        storage(CudaStorageSlice::F32(loss), dev),
-        Shape::from(rows as usize),
-    ))
-}
-
-/// Cross-entropy's backward from (logits, targets, (loss; dloss) as (2, rows)) → dlogits.
-pub fn cross_entropy_bwd(
-    logits: &CudaStorage,
-    ll: &Layout,
-    targets: &CudaStorage,
-    lt: &Layout,
-    both: &CudaStorage,
-    lb: &Layout,
-) -> Result<(CudaStorage, Shape)> {
-    const OP: &str = "xp-cross-entropy-bwd";
-    let (rows, classes) = rows_of(ll, OP)?;
-    let (xs, ts, both) = (
-        f32s(logits, ll, OP)?,
-        i64s(targets, lt, OP)?,
-        f32s(both, lb, OP)?,
-    );
-    let r = rows as usize;
-    if ts.len() != r || both.len() != 2 * r {
-        candle_core::bail!(
-            "{OP}: {} targets and {} loss values for {rows} rows",
-            ts.len(),
-            both.len()
-        )
-    }
-    let (loss, dloss) = (both.slice(0..r), both.slice(r..));
-    let dev = logits.device();
-    let func = dev.get_or_load_custom_func(
-        "xp_cross_entropy_bwd_f32",
-        "xp_cross_entropy",
-        CROSS_ENTROPY,
-    )?;
-    // SAFETY: every element is written by its row's block.
-    let dx = unsafe { dev.alloc::<f32>(xs.len())? };
-    let mut b = func.builder();
-    b.arg(&xs)
-        .arg(&ts)
-        .arg(&loss)
-        .arg(&dloss)
-        .arg(&dx)
-        .arg(&classes);
-    // SAFETY: the arguments match the kernel's signature; sizes were checked above.
-    unsafe { b.launch(per_row(rows, classes)) }.w()?;
-    Ok((storage(CudaStorageSlice::F32(dx), dev), ll.shape().clone()))
-}
-
-/// AdamW's scalars for one step, as the CPU rule computes them in f32.
-#[derive(Debug, Clone, Copy)]
-pub struct AdamwScalars {
-    pub one_minus_beta1: f32,
-    pub beta2: f32,
-    pub one_minus_beta2: f32,
-    pub eps: f32,
-    pub bias_correction2_sqrt: f32,
-    pub neg_step_size: f32,
-    /// 1 - lr · weight decay, or 1 where no decay applies.
-    pub shrink: f32,
-}
-
-/// One AdamW step in place on state (3, n) = [params; exp_avg; exp_avg_sq] from grad (n).
-pub fn adamw(
-    state: &mut CudaStorage,
-    ls: &Layout,
-    grad: &CudaStorage,
-    lg: &Layout,
-    s: &AdamwScalars,
-) -> Result<()> {
-    const OP: &str = "xp-adamw";
-    let g = f32s(grad, lg, OP)?;
-    let n = g.len();
-    let dev = state.device().clone();
-    let (start, end) = match ls.contiguous_offsets() {
-        Some(offsets) => offsets,
-        None => candle_core::bail!("{OP}: the state must be contiguous"),
-    };
-    if end - start != 3 * n {
-        candle_core::bail!("{OP}: state of {} values for {n} parameters", end - start)
-    }
-    let CudaStorageSlice::F32(data) = &mut state.slice else {
-        candle_core::bail!("{OP}: float32 only")
-    };
-    let mut view = data.slice_mut(start..end);
-    let func = dev.get_or_load_custom_func("xp_adamw_f32", "xp_adamw", ADAMW)?;
-    let n64 = n as u64;
-    let mut b = func.builder();
-    b.arg(&mut view)
-        .arg(&g)
-        .arg(&n64)
-        .arg(&s.one_minus_beta1)
-        .arg(&s.beta2)
-        .arg(&s.one_minus_beta2)
-        .arg(&s.eps)
-        .arg(&s.bias_correction2_sqrt)
-        .arg(&s.neg_step_size)
-        .arg(&s.shrink);
-    let blocks = n.div_ceil(256).clamp(1, 1 << 16) as u32;
-    let cfg = LaunchConfig {
-        grid_dim: (blocks, 1, 1),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    // SAFETY: the arguments match the kernel's signature; a grid-stride loop covers n.
-    unsafe { b.launch(cfg) }.w()?;
-    Ok(())
 }
 
 #[cfg(test)]

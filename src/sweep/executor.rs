@@ -207,9 +207,14 @@ struct Tee<'a> {
 
 impl Sink for Tee<'_> {
     fn event(&mut self, event: &Event) -> std::io::Result<()> {
+        if let Event::Evaluating { .. } = event {
+            crate::sweep::fault::point("eval");
+        }
         // The directory first: a checkpoint is on disk before the display hears of it.
         self.dir.event(event)?;
-        self.progress.update(self.index, &Update::of(event));
+        if let Some(update) = Update::of(event) {
+            self.progress.update(self.index, &update);
+        }
         Ok(())
     }
 }

@@ -36,8 +36,9 @@ pub enum Update {
 }
 
 impl Update {
-    pub fn of(event: &Event) -> Update {
-        match event {
+    /// What the display shows of a loop event (nothing of some).
+    pub fn of(event: &Event) -> Option<Update> {
+        Some(match event {
             Event::Start {
                 total_steps,
                 resumed_from,
@@ -60,7 +61,8 @@ impl Update {
             Event::Checkpoint(cp) => Update::Checkpoint {
                 step: cp.state.step,
             },
-        }
+            Event::Evaluating { .. } => return None,
+        })
     }
 }
 

@@ -114,6 +114,7 @@ impl Sink for RunWriter {
                 time_s,
                 metrics,
             } => self.metrics_line(*step, *epoch, *time_s, metrics),
+            Event::Evaluating { .. } => Ok(()),
             Event::EarlyStop { step, reason } => {
                 self.log(&format!("early stop at step {step}: {reason}"))
             }

@@ -1,0 +1,89 @@
+//! Evaluation on the validation split: its loss, accuracy and perplexity.
+
+use candle_core::{D, DType, Device, Tensor};
+
+use crate::data::{Dataset, Examples, Task};
+use crate::model::{Built, Mode};
+use crate::ops;
+use crate::rng::Rng;
+
+use super::TrainError;
+use super::metrics::Metrics;
+use super::shards::{loss_sum, on_shards, shards_of};
+
+/// Validation metrics over the whole split (or its first `limit` batches), in order, without
+/// dropout.
+pub(super) fn evaluate(
+    built: &Built,
+    data: &Dataset,
+    micro: usize,
+    limit: Option<usize>,
+    compute: DType,
+    device: &Device,
+) -> Result<Metrics, TrainError> {
+    let n = data.validation.len();
+    let (mut loss, mut counted, mut correct) = (0.0, 0usize, 0usize);
+    let indices: Vec<usize> = (0..n).collect();
+    for (i, chunk) in indices.chunks(micro.max(1)).enumerate() {
+        if limit.is_some_and(|l| i >= l) {
+            break;
+        }
+        let batch = data.batch(&data.validation, chunk, device)?;
+        let ranges = shards_of(&batch, data.task)?;
+        let shard = |_, inputs: &Tensor, targets: &Tensor| {
+            let output = built
+                .model
+                .forward(
+                    inputs,
+                    &mut Mode {
+                        train: false,
+                        rng: &mut Rng::new(0),
+                        compute,
+                    },
+                )?
+                .to_dtype(DType::F32)?;
+            let loss = f64::from(loss_sum(data.task, &output, targets)?.to_scalar::<f32>()?);
+            let hit = match data.task {
+                Task::Regression { .. } => 0,
+                Task::Classification { .. } => hits(&output, targets)?,
+                Task::Language { vocab } => {
+                    hits(&output.reshape(((), vocab))?, &targets.flatten_all()?)?
+                }
+            };
+            Ok((loss, hit))
+        };
+        on_shards(&batch, ranges, shard, |(l, hit)| {
+            loss += l;
+            correct += hit;
+        })?;
+        counted += batch.counted;
+    }
+    let mut metrics = Metrics::new();
+    if counted == 0 || matches!(data.validation, Examples::Tabular { .. } if n == 0) {
+        return Ok(metrics);
+    }
+    let mean = loss / counted as f64;
+    metrics.insert("val/loss".into(), mean);
+    match data.task {
+        Task::Regression { .. } => {}
+        Task::Classification { .. } => {
+            metrics.insert("val/accuracy".into(), correct as f64 / counted as f64);
+        }
+        Task::Language { .. } => {
+            metrics.insert("val/accuracy".into(), correct as f64 / counted as f64);
+            metrics.insert("val/perplexity".into(), mean.exp());
+        }
+    }
+    Ok(metrics)
+}
+
+/// Targets the argmax of the logits hits (ignored targets never count).
+fn hits(logits: &Tensor, targets: &Tensor) -> candle_core::Result<usize> {
+    let predicted = logits.argmax(D::Minus1)?.to_dtype(DType::I64)?;
+    let keep = targets.ne(ops::IGNORE_INDEX)?;
+    let hit = predicted
+        .eq(targets)?
+        .to_dtype(DType::U32)?
+        .mul(&keep.to_dtype(DType::U32)?)?;
+    Ok(hit.sum_all()?.to_scalar::<u32>()? as usize)
+}

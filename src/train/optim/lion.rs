@@ -1,0 +1,46 @@
+//! Lion (Chen et al.), as lucidrains' lion-pytorch writes it.
+
+use super::Rule;
+use super::aten::{add, sign};
+
+pub(super) struct Lion {
+    pub(super) beta1: f64,
+    pub(super) beta2: f64,
+    pub(super) weight_decay: f64,
+}
+
+impl Rule for Lion {
+    fn buffers(&self) -> Vec<&'static str> {
+        vec!["exp_avg"]
+    }
+
+    fn counts_steps(&self) -> bool {
+        false
+    }
+
+    fn update(
+        &self,
+        _step: u64,
+        _fresh: bool,
+        buffers: &mut [Vec<f32>],
+        param: &mut [f32],
+        grad: &[f32],
+        lr: f64,
+        decay: bool,
+    ) {
+        let weight_decay = if decay { self.weight_decay } else { 0.0 };
+        let shrink = (1.0 - lr * weight_decay) as f32;
+        let (beta1, one_minus_beta1) = (self.beta1 as f32, (1.0 - self.beta1) as f32);
+        let (beta2, one_minus_beta2) = (self.beta2 as f32, (1.0 - self.beta2) as f32);
+        let neg_lr = (-lr) as f32;
+        let exp_avg = &mut buffers[0];
+        for ((p, &g), m) in param.iter_mut().zip(grad).zip(exp_avg.iter_mut()) {
+            if weight_decay != 0.0 {
+                *p *= shrink;
+            }
+            let update = sign(add(*m * beta1, g, one_minus_beta1));
+            *p = add(*p, update, neg_lr);
+            *m = add(*m * beta2, g, one_minus_beta2);
+        }
+    }
+}

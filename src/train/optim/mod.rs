@@ -1,0 +1,153 @@
+//! The optimizers: torch.optim's update rules (and Lion) on plain f32 slices, and their state
+//! for checkpoints.
+//!
+//! Each rule is torch's CPU single-tensor implementation (`_single_tensor_sgd`, `_adam`,
+//! `_rmsprop`, `_adagrad`; AdamW is Adam with decoupled decay) done element by element in
+//! float32, in torch's order of operations and with ATen's x86 rounding: hyperparameters become
+//! f32 where torch hands them to a kernel as scalars; bias corrections and decayed learning rates
+//! are f64, as Python floats are; `add(other, alpha)`, `lerp` and `addcmul` are fused
+//! multiply-adds, as ATen's CPU kernels compute them (`fmadd` in the vectorised ones, contracted
+//! by the compiler in the others); `addcdiv` is not. Lion is Chen et al.'s rule as lucidrains'
+//! lion-pytorch writes it. With a correctly rounded `sqrt` the results are PyTorch's bit for
+//! bit; PyTorch's own float32 `sqrt` on CPU is MKL's where MKL is built in, and is off by an ulp
+//! now and then, so against that build the parameters differ in the last place or two
+//! (tests/it/optimizers.rs checks both against tests/reference/optimizers.py).
+//!
+//! State follows torch's `optimizer.state[p]`, one entry per parameter index, created on its
+//! first update. Step counts are `u64`s, not torch's float32 (which stops counting at 2^24);
+//! `{index}.step` stores one as three float32 limbs of 24, 24 and 16 bits, low first, each an
+//! integer a float32 holds exactly, so the first limb alone is torch's `step` for any run
+//! shorter than 2^24 steps. `load_state` checks names and that an index's buffers agree in
+//! length; it cannot know the parameters' sizes, so whoever loads a checkpoint compares buffer
+//! lengths with the model's parameters first: `update` panics on a parameter whose length
+//! differs from its state's.
+
+mod adagrad;
+mod adam;
+mod aten;
+mod lion;
+mod rmsprop;
+mod sgd;
+mod stateful;
+
+use crate::spec::{self, OptimizerKind};
+
+use adagrad::Adagrad;
+use adam::Adam;
+pub use adam::AdamwStep;
+use lion::Lion;
+use rmsprop::Rmsprop;
+use sgd::Sgd;
+use stateful::stateful;
+
+pub trait Optimizer: Send {
+    /// Updates parameter `index` in place from its gradient with learning rate `lr`.
+    /// `decay` says whether weight decay applies to it (weight matrices yes; biases and norm weights no, unless decay-all).
+    fn update(&mut self, index: usize, param: &mut [f32], grad: &[f32], lr: f64, decay: bool);
+    /// Every state buffer, named `{index}.{buffer}` (e.g. `3.exp_avg`, `3.exp_avg_sq`, `3.step`, `0.momentum_buffer`), for checkpoints.
+    fn state(&self) -> Vec<(String, Vec<f32>)>;
+    /// Restores what `state` returned; an unknown or mis-sized buffer is an error naming it.
+    fn load_state(&mut self, state: &[(String, Vec<f32>)]) -> Result<(), String>;
+}
+
+pub fn build(spec: &spec::Optimizer) -> Box<dyn Optimizer> {
+    match spec.kind {
+        OptimizerKind::Sgd {
+            momentum,
+            dampening,
+            nesterov,
+            weight_decay,
+        } => stateful(Sgd {
+            momentum,
+            dampening,
+            nesterov,
+            weight_decay,
+        }),
+        OptimizerKind::Adam {
+            beta1,
+            beta2,
+            eps,
+            amsgrad,
+            weight_decay,
+        } => stateful(Adam {
+            beta1,
+            beta2,
+            eps,
+            amsgrad,
+            weight_decay,
+            decoupled: false,
+        }),
+        OptimizerKind::Adamw {
+            beta1,
+            beta2,
+            eps,
+            amsgrad,
+            weight_decay,
+        } => stateful(Adam {
+            beta1,
+            beta2,
+            eps,
+            amsgrad,
+            weight_decay,
+            decoupled: true,
+        }),
+        OptimizerKind::Rmsprop {
+            alpha,
+            eps,
+            momentum,
+            centered,
+            weight_decay,
+        } => stateful(Rmsprop {
+            alpha,
+            eps,
+            momentum,
+            centered,
+            weight_decay,
+        }),
+        OptimizerKind::Adagrad {
+            lr_decay,
+            eps,
+            initial_accumulator,
+            weight_decay,
+        } => stateful(Adagrad {
+            lr_decay,
+            eps,
+            initial_accumulator,
+            weight_decay,
+        }),
+        OptimizerKind::Lion {
+            beta1,
+            beta2,
+            weight_decay,
+        } => stateful(Lion {
+            beta1,
+            beta2,
+            weight_decay,
+        }),
+    }
+}
+
+/// One update rule; [`Stateful`] keeps its per-parameter state.
+trait Rule: Send {
+    /// The per-element buffers it keeps, in the order `update` receives them.
+    fn buffers(&self) -> Vec<&'static str>;
+    /// Whether it counts steps (torch keeps `step` for Adam, AdamW, RMSprop and Adagrad).
+    fn counts_steps(&self) -> bool;
+    /// What a new buffer holds.
+    fn initial(&self) -> f32 {
+        0.0
+    }
+    /// One step. `step` counts this one (from 1); `fresh` says the state was just created,
+    /// where torch's buffer would still be `None`.
+    #[allow(clippy::too_many_arguments)]
+    fn update(
+        &self,
+        step: u64,
+        fresh: bool,
+        buffers: &mut [Vec<f32>],
+        param: &mut [f32],
+        grad: &[f32],
+        lr: f64,
+        decay: bool,
+    );
+}

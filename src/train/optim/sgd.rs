@@ -1,0 +1,61 @@
+//! SGD with momentum, dampening, Nesterov and weight decay (torch's `_single_tensor_sgd`).
+
+use super::Rule;
+use super::aten::add;
+
+pub(super) struct Sgd {
+    pub(super) momentum: f64,
+    pub(super) dampening: f64,
+    pub(super) nesterov: bool,
+    pub(super) weight_decay: f64,
+}
+
+impl Rule for Sgd {
+    fn buffers(&self) -> Vec<&'static str> {
+        if self.momentum != 0.0 {
+            vec!["momentum_buffer"]
+        } else {
+            vec![]
+        }
+    }
+
+    fn counts_steps(&self) -> bool {
+        false
+    }
+
+    fn update(
+        &self,
+        _step: u64,
+        fresh: bool,
+        buffers: &mut [Vec<f32>],
+        param: &mut [f32],
+        grad: &[f32],
+        lr: f64,
+        decay: bool,
+    ) {
+        let weight_decay = if decay { self.weight_decay } else { 0.0 };
+        let (wd, momentum) = (weight_decay as f32, self.momentum as f32);
+        let damped = (1.0 - self.dampening) as f32;
+        let neg_lr = (-lr) as f32;
+        for (i, (p, &g)) in param.iter_mut().zip(grad).enumerate() {
+            let mut g = g;
+            if weight_decay != 0.0 {
+                g = add(g, *p, wd);
+            }
+            if let [buf] = buffers {
+                let b = &mut buf[i];
+                *b = if fresh {
+                    g
+                } else {
+                    add(*b * momentum, g, damped)
+                };
+                g = if self.nesterov {
+                    add(g, *b, momentum)
+                } else {
+                    *b
+                };
+            }
+            *p = add(*p, g, neg_lr);
+        }
+    }
+}

@@ -9,7 +9,7 @@ use super::cuda::{
     BackendStorage, CudaStorage, CudaStorageSlice, PushKernelArg, WrapErr, f32s, i64s as cuda_i64s,
     per_row, rows_of, storage,
 };
-use super::rows::{map_rows, row_len, slice};
+use super::rows::{self, map_rows, row_len, slice};
 use super::softmax::log_softmax;
 
 #[cfg(feature = "cuda")]
@@ -102,8 +102,9 @@ impl CustomOp2 for CrossEntropy {
                 Target::Invalid => f32::NAN,
                 Target::Class(t) => {
                     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let sum: f32 = x.iter().map(|x| (x - max).exp()).sum();
-                    (max + sum.ln()) - x[t]
+                    ((f64::from(max) - f64::from(x[t]))
+                        + rows::sum(x.iter().map(|v| (v - max).exp())).ln())
+                        as f32
                 }
             })
             .collect();
@@ -149,7 +150,7 @@ fn class(t: i64, classes: usize) -> Target {
     }
 }
 
-/// dx = (exp(x − lse) − onehot(t)) · dloss per row, lse = loss + x[t], from (logits, targets,
+/// dx = (exp(x − lse) − onehot(t)) · dloss per row, lse − x[t] = loss, from (logits, targets,
 /// (loss; dloss) stacked as (2, N)).
 struct CrossEntropyBwd;
 
@@ -185,9 +186,10 @@ impl CustomOp3 for CrossEntropyBwd {
             Target::Ignored => {}
             Target::Invalid => dx.fill(f32::NAN),
             Target::Class(t) => {
-                let lse = loss[r] + x[t];
+                // exp(x − lse) with lse − x[t] = loss: no rounding of lse itself.
+                let xt = x[t];
                 for (j, (dx, &x)) in dx.iter_mut().zip(x).enumerate() {
-                    let p = (x - lse).exp();
+                    let p = ((x - xt) - loss[r]).exp();
                     *dx = (p - if j == t { 1.0 } else { 0.0 }) * dloss[r];
                 }
             }

@@ -3,7 +3,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
-use super::rows::{applies, map_row_pairs, map_rows, row_len};
+use super::rows::{self, applies, map_row_pairs, map_rows, row_len};
 
 /// Softmax over the last dimension: exp(x - max) / sum.
 pub fn softmax(x: &Tensor) -> Result<Tensor> {
@@ -54,11 +54,10 @@ fn softmax_in_place(y: &mut [f32], keep: usize) {
     let (y, rest) = y.split_at_mut(keep);
     rest.fill(0.0);
     let max = y.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f32;
     for y in y.iter_mut() {
         *y = (*y - max).exp();
-        sum += *y;
     }
+    let sum = rows::sum(y.iter().copied()) as f32;
     for y in y.iter_mut() {
         *y /= sum;
     }
@@ -131,7 +130,7 @@ impl CustomOp2 for SoftmaxBwd {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         map_row_pairs((s1, l1), (s2, l2), self.name(), |y, dy, dx| {
-            let dot: f32 = y.iter().zip(dy).map(|(y, dy)| y * dy).sum();
+            let dot = rows::sum(y.iter().zip(dy).map(|(y, dy)| y * dy)) as f32;
             for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
                 *dx = y * (dy - dot);
             }
@@ -150,12 +149,10 @@ impl CustomOp1 for LogSoftmax {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         map_rows(s, l, self.name(), |_, x, y| {
             let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0f32;
             for (y, &x) in y.iter_mut().zip(x) {
                 *y = x - max;
-                sum += y.exp();
             }
-            let lse = sum.ln();
+            let lse = rows::sum(y.iter().map(|y| y.exp())).ln() as f32;
             for y in y.iter_mut() {
                 *y -= lse;
             }
@@ -183,7 +180,7 @@ impl CustomOp2 for LogSoftmaxBwd {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         map_row_pairs((s1, l1), (s2, l2), self.name(), |y, dy, dx| {
-            let sum: f32 = dy.iter().sum();
+            let sum = rows::sum(dy.iter().copied()) as f32;
             for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
                 *dx = dy - y.exp() * sum;
             }

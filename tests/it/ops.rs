@@ -506,3 +506,66 @@ fn rms_norm_fused_is_the_fused_op() {
         &|x| ops::composed::rms_norm(x[0], x[1], 1e-5),
     );
 }
+
+/// Cross-entropy over 50,000 and 150,000 classes against float64 values from
+/// tests/reference/cross_entropy_vocab.py (F.cross_entropy on float64 logits). Peaked rows put
+/// the mass off the target in tens of thousands of tiny terms, which a float32 running sum
+/// rounds away (such a loss came out ~1e-4 too low); torch's float32 is within ~2.4e-6.
+#[test]
+fn cross_entropy_matches_float64_on_large_vocabularies() {
+    let cases: [(usize, &[(usize, bool, f64)]); 2] = [
+        (
+            50_000,
+            &[
+                (123, true, 0.0015206508922761916),
+                (49_999, false, 10.412143236367333),
+                (7, true, 0.0015205482192646004),
+            ],
+        ),
+        (
+            150_000,
+            &[
+                (149_000, true, 0.004555033117979898),
+                (0, false, 12.320755944652129),
+            ],
+        ),
+    ];
+    for (vocab, rows) in cases {
+        let mut logits = Vec::with_capacity(vocab * rows.len());
+        for (r, &(t, peaked, _)) in rows.iter().enumerate() {
+            let row = (0..vocab).map(|j| ((j * 7919 + r * 104_729) % 1000) as f32 / 100.0 - 5.0);
+            let start = logits.len();
+            logits.extend(row);
+            if peaked {
+                logits[start + t] = 20.0;
+            }
+        }
+        let x = Var::from_vec(logits, (rows.len(), vocab), &Device::Cpu).unwrap();
+        let targets: Vec<i64> = rows.iter().map(|&(t, _, _)| t as i64).collect();
+        let targets = Tensor::new(targets, &Device::Cpu).unwrap();
+        let loss = ops::cross_entropy_rows(x.as_tensor(), &targets).unwrap();
+        let got: Vec<f32> = loss.to_vec1().unwrap();
+        for (&(t, _, want), got) in rows.iter().zip(&got) {
+            assert!(
+                (f64::from(*got) - want).abs() <= 2.5e-6 * want.max(1.0),
+                "vocab {vocab}, target {t}: {got} against float64 {want}"
+            );
+        }
+        // The gradient of the mean: softmax − onehot, each row summing to zero.
+        let grads = ops::cross_entropy(x.as_tensor(), &targets)
+            .unwrap()
+            .backward()
+            .unwrap();
+        let dx: Vec<Vec<f32>> = grads.get(&x).unwrap().to_vec2().unwrap();
+        for (row, &(t, peaked, want)) in dx.iter().zip(rows.iter()) {
+            let off: f64 = row.iter().map(|&v| f64::from(v)).sum();
+            assert!(off.abs() < 1e-6, "row sum {off}");
+            if peaked {
+                // d/dx[t] = (p_t − 1)/rows with p_t = exp(−loss), to float32's resolution of p_t.
+                let expect = ((-want).exp() - 1.0) / rows.len() as f64;
+                let g = f64::from(row[t]);
+                assert!((g - expect).abs() <= 6e-8, "{g} vs {expect}");
+            }
+        }
+    }
+}

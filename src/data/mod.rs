@@ -277,6 +277,26 @@ pub enum DataError {
     )]
     Unreadable { path: String, reason: String },
 
+    /// Bytes that are not UTF-8, shown where the first one is (the text around it as it reads
+    /// with the bad bytes replaced).
+    #[error("{path}:{line}: not UTF-8 text: byte {byte} is 0x{value:02x}")]
+    #[diagnostic(
+        code("xp::data::not-utf8"),
+        help(
+            "data files are read as UTF-8; convert this one, e.g. `iconv -f latin1 -t utf-8 FILE > NEW`"
+        )
+    )]
+    NotUtf8 {
+        path: String,
+        line: usize,
+        byte: usize,
+        value: u8,
+        #[source_code]
+        source_code: Source,
+        #[label("this byte")]
+        span: SourceSpan,
+    },
+
     #[error("{path}:{line}: {message}")]
     #[diagnostic(code("xp::data::bad-row"))]
     BadRow {
@@ -521,12 +541,26 @@ pub fn read_text(path: &Path) -> Result<Arc<String>, DataError> {
             _ => e.to_string(),
         })
     })?;
-    String::from_utf8(bytes).map(Arc::new).map_err(|e| {
-        unreadable(format!(
-            "not UTF-8 text (byte {})",
-            e.utf8_error().valid_up_to()
-        ))
-    })
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(Arc::new(text)),
+        Err(e) => {
+            let bytes = e.as_bytes();
+            let at = e.utf8_error().valid_up_to();
+            let line = 1 + bytes[..at].iter().filter(|&&b| b == b'\n').count();
+            // Up to the first bad byte the lossy text has the file's offsets; the bad bytes
+            // become one U+FFFD there.
+            let text = String::from_utf8_lossy(bytes).into_owned();
+            let path = path.display().to_string();
+            Err(DataError::NotUtf8 {
+                source_code: Arc::new(NamedSource::new(&path, Arc::new(text))),
+                path,
+                line,
+                byte: at,
+                value: bytes.get(at).copied().unwrap_or(0),
+                span: (at, '\u{fffd}'.len_utf8()).into(),
+            })
+        }
+    }
 }
 
 /// A file's text as diagnostics show it; shared, so that an error stays small.

@@ -287,12 +287,31 @@ fn csv_unreadable_files() {
         "xp::data::unreadable",
         "nope.csv`: no such file",
     );
-    let path = write(&dir, "t.csv", b"x,y\n1,\xff\n");
-    let message = "t.csv`: not UTF-8 text (byte 6)";
-    err(
+}
+
+#[test]
+fn bytes_that_are_not_utf8_are_pointed_at() {
+    let dir = TempDir::new().unwrap();
+    let path = write(&dir, "t.csv", b"x,y\n1,2\n3,\xe9t\xe9\n");
+    let e = err(
         csv(&path, Kind::Regression, Validation::Fraction(0.2)),
-        "xp::data::unreadable",
-        message,
+        "xp::data::not-utf8",
+        "t.csv:3: not UTF-8 text: byte 10 is 0xe9",
+    );
+    assert_rendered(
+        &e,
+        " 3 │ 3,\u{fffd}t\u{fffd}\n   ·   ┬\n   ·   ╰── this byte",
+    );
+    assert!(help(&e).contains("UTF-8"), "{}", help(&e));
+    let path = write(
+        &dir,
+        "t.jsonl",
+        b"{\"prompt\": \"a\xff\", \"response\": \"b\"}\n",
+    );
+    err(
+        jsonl(&path, Validation::Fraction(0.0), None),
+        "xp::data::not-utf8",
+        "t.jsonl:1: not UTF-8 text: byte 13 is 0xff",
     );
 }
 
@@ -588,8 +607,8 @@ fn text_errors() {
     let path = write(&dir, "t.txt", b"ab\xc3");
     err(
         text(&path, None, Validation::Fraction(0.1), None),
-        "xp::data::unreadable",
-        "not UTF-8 text (byte 2)",
+        "xp::data::not-utf8",
+        "t.txt:1: not UTF-8 text: byte 2 is 0xc3",
     );
     let path = write(&dir, "t.txt", "abcdef");
     let message = "has no validation windows: 0.1 of 2 windows rounds to none";

@@ -1,6 +1,9 @@
 //! CSV tables: a header row naming the columns, numeric feature columns and a target column,
 //! for regression or classification.
 //!
+//! Cells are separated by commas; a file whose first line has no comma but semicolons, tabs or
+//! `|` (as spreadsheets export in many locales, and `.tsv` files) is read with that separator.
+//!
 //! Class labels are the target cells' text, trimmed. The classes are the distinct labels of
 //! the training file, sorted numerically when every label is a number (`2` before `10`) and
 //! lexically (by bytes) otherwise, and numbered 0..C in that order; a validation file may use
@@ -84,14 +87,17 @@ struct Record {
     cells: csv::StringRecord,
     start: usize,
     line: usize,
+    delimiter: u8,
 }
 
 impl Table {
     fn read(file: &SourceFile) -> Result<Table, DataError> {
-        let (_, bom) = file.body();
+        let (body, bom) = file.body();
+        let delimiter = delimiter(body);
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
+            .delimiter(delimiter)
             .from_reader(file.text.as_bytes());
         let mut records = Vec::new();
         // Lines are counted here rather than taken from csv, whose positions count blank lines
@@ -132,6 +138,7 @@ impl Table {
                 cells,
                 start,
                 line: counted,
+                delimiter,
             });
         }
         let mut records = records.into_iter();
@@ -161,7 +168,7 @@ impl Record {
     /// The byte range of a cell's value in the file, spaces around it left out (of the whole
     /// row when there is no such cell).
     fn span(&self, file: &SourceFile, column: Option<usize>) -> Range<usize> {
-        let cells = cell_spans(&file.text, self.start);
+        let cells = cell_spans(&file.text, self.start, self.delimiter);
         let row = self.start..cells.last().map_or(self.start, |c| c.end);
         let Some(cell) = column.and_then(|c| cells.get(c).cloned()) else {
             return row;
@@ -177,10 +184,30 @@ impl Record {
     }
 }
 
+/// The separator of a table: a comma, unless its first line has none and has semicolons, tabs
+/// or `|` (the most of them wins). A table of one column cannot be used for training, so
+/// reading such a line by another separator loses nothing.
+fn delimiter(body: &str) -> u8 {
+    let first = body
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    let count = |d: u8| first.bytes().filter(|&b| b == d).count();
+    if count(b',') > 0 {
+        return b',';
+    }
+    [b';', b'\t', b'|']
+        .into_iter()
+        .map(|d| (count(d), d))
+        .filter(|&(n, _)| n > 0)
+        .max_by_key(|&(n, d)| (n, std::cmp::Reverse(d)))
+        .map_or(b',', |(_, d)| d)
+}
+
 /// The byte ranges of the cells of the record that starts at `start`. The csv crate reads the
-/// data but gives no cell positions, so this scanner of the same dialect (comma, double
+/// data but gives no cell positions, so this scanner of the same dialect (`delimiter`, double
 /// quotes doubled inside quoted cells, any line ending) finds them for diagnostics.
-fn cell_spans(text: &str, start: usize) -> Vec<Range<usize>> {
+fn cell_spans(text: &str, start: usize, delimiter: u8) -> Vec<Range<usize>> {
     let bytes = text.as_bytes();
     let mut spans = Vec::new();
     let mut i = start;
@@ -200,11 +227,11 @@ fn cell_spans(text: &str, start: usize) -> Vec<Range<usize>> {
                 i += 1;
             }
         }
-        while i < bytes.len() && !matches!(bytes[i], b',' | b'\n' | b'\r') {
+        while i < bytes.len() && bytes[i] != delimiter && !matches!(bytes[i], b'\n' | b'\r') {
             i += 1;
         }
         spans.push(begin..i);
-        if bytes.get(i) == Some(&b',') {
+        if bytes.get(i) == Some(&delimiter) {
             i += 1;
         } else {
             return spans;

@@ -278,6 +278,35 @@ fn csv_reads_bom_crlf_quotes_and_blank_lines() {
     assert_eq!(tabular(&d.validation), (&[3.0][..], 1, &[4.0][..], &[][..]));
 }
 
+/// Spreadsheets export semicolons in many locales, and `.tsv` files tabs: a first line with no
+/// comma but one of these is read with it (a table of one column could not be trained on).
+#[test]
+fn csv_separated_by_semicolons_tabs_or_bars_is_read_so() {
+    let dir = TempDir::new().unwrap();
+    for sep in [";", "\t", "|"] {
+        let text = "a,b,y\n1,2,3\n4,5,6\n".replace(',', sep);
+        let path = write(&dir, "t.csv", text);
+        let d = ok(csv(&path, Kind::Regression, Validation::Fraction(0.0)));
+        assert_eq!(
+            tabular(&d.train),
+            (&[1.0, 2.0, 4.0, 5.0][..], 2, &[3.0, 6.0][..], &[][..]),
+            "separator {sep:?}"
+        );
+    }
+    // Cells are found by the same separator: the label is on the bad cell.
+    let path = write(&dir, "t.csv", "a;b;y\n1;2;3\n4;x,5;6\n");
+    let e = err(
+        csv(&path, Kind::Regression, Validation::Fraction(0.0)),
+        "xp::data::bad-row",
+        "t.csv:3: `x,5` in column `b` is not a number",
+    );
+    assert_rendered(&e, " 3 │ 4;x,5;6\n   ·   ─┬─\n");
+    // A comma in the first line keeps the comma.
+    let path = write(&dir, "t.csv", "a;b,y\n1,2\n");
+    let d = ok(csv(&path, Kind::Regression, Validation::Fraction(0.0)));
+    assert_eq!(tabular(&d.train).1, 1);
+}
+
 #[test]
 fn csv_unreadable_files() {
     let dir = TempDir::new().unwrap();

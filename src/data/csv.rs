@@ -50,8 +50,13 @@ pub fn load(
             let other = SourceFile::read(other)?;
             let other_table = Table::read(&other)?;
             let names: Vec<&str> = columns.features.iter().map(|&i| table.name(i)).collect();
-            let other_columns =
-                Columns::find(&other, &other_table, table.name(columns.target), &names)?;
+            let other_columns = Columns::find(
+                &other,
+                &other_table,
+                &file.path,
+                table.name(columns.target),
+                &names,
+            )?;
             let other_rows = Rows::parse(&other, &other_table, &other_columns, task)?;
             let ids = match &classes {
                 Some(classes) => {
@@ -294,13 +299,47 @@ impl Columns {
         })
     }
 
-    /// The same columns in another file with the same header names (in any order).
+    /// The same columns in another file with the same header names (in any order); `trained_on`
+    /// names the training file. Columns it lacks are said to be missing from this file: a
+    /// close name is suggested only among its columns that no other needed column takes.
     fn find(
         file: &SourceFile,
         table: &Table,
+        trained_on: &str,
         target: &str,
         features: &[&str],
     ) -> Result<Columns, DataError> {
+        let needed: Vec<&str> = std::iter::once(target)
+            .chain(features.iter().copied())
+            .collect();
+        let names = table.names();
+        let missing: Vec<&str> = needed
+            .iter()
+            .copied()
+            .filter(|n| !names.contains(n))
+            .collect();
+        if let Some(&first) = missing.first() {
+            let spare = names.iter().copied().filter(|n| !needed.contains(n));
+            let mut help = match suggest(first, spare) {
+                Some(close) => format!("did you mean `{close}`? "),
+                None => String::new(),
+            };
+            if missing.len() > 1 {
+                help += &format!("it also lacks {}; ", list(missing[1..].iter().copied()));
+            }
+            help += &format!(
+                "a validation file needs the columns the model trains on; its columns are {}",
+                list(names.iter().copied())
+            );
+            return Err(DataError::UnknownColumn {
+                path: file.path.clone(),
+                column: first.to_owned(),
+                context: format!(", which the training file `{trained_on}` has"),
+                source_code: file.named(),
+                span: table.header.span(file, None).into(),
+                help,
+            });
+        }
         Ok(Columns {
             target: column(file, table, target)?,
             features: features
@@ -331,6 +370,7 @@ fn column(file: &SourceFile, table: &Table, name: &str) -> Result<usize, DataErr
         return Err(DataError::UnknownColumn {
             path: file.path.clone(),
             column: name.to_owned(),
+            context: String::new(),
             source_code: file.named(),
             span: table.header.span(file, None).into(),
             help,

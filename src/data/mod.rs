@@ -311,11 +311,13 @@ pub enum DataError {
         help: Option<String>,
     },
 
-    #[error("`{path}` has no column `{column}`")]
+    #[error("`{path}` has no column `{column}`{context}")]
     #[diagnostic(code("xp::data::unknown-column"))]
     UnknownColumn {
         path: String,
         column: String,
+        /// Why the column is looked for there, when it is not plain (", which … has").
+        context: String,
         #[source_code]
         source_code: Source,
         #[label("the header")]

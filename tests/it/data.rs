@@ -414,11 +414,45 @@ fn csv_unknown_feature_and_a_validation_file_without_the_column() {
     );
 
     let val = write(&dir, "v.csv", "alpha,y\n1,3\n");
-    err(
+    let e = err(
         csv(&path, Kind::Regression, Validation::File(val)),
         "xp::data::unknown-column",
-        "v.csv` has no column `beta`",
+        &format!(
+            "v.csv` has no column `beta`, which the training file `{}` has",
+            path.display()
+        ),
     );
+    assert_eq!(
+        help(&e),
+        "a validation file needs the columns the model trains on; its columns are `alpha`, `y`"
+    );
+}
+
+#[test]
+fn a_column_missing_from_the_validation_file_suggests_no_column_in_use() {
+    let dir = TempDir::new().unwrap();
+    let path = write(&dir, "t.csv", "feat1,feat2,feat3,y\n1,2,3,4\n");
+    let missing = format!(
+        "has no column `feat2`, which the training file `{}` has",
+        path.display()
+    );
+    let validate_with = |header: &str| {
+        let val = write(&dir, "v.csv", format!("{header}\n1,2,3,4\n"));
+        let e = err(
+            csv(&path, Kind::Regression, Validation::File(val)),
+            "xp::data::unknown-column",
+            &missing,
+        );
+        help(&e)
+    };
+    // `feat1` is close to `feat2`, but is a column of its own: no "did you mean".
+    assert_eq!(
+        validate_with("feat1,y"),
+        "it also lacks `feat3`; a validation file needs the columns the model trains on; its columns are `feat1`, `y`"
+    );
+    // A column the training file does not use is a plausible renaming.
+    let e = validate_with("feat1,Feat_2,feat3,y");
+    assert!(e.starts_with("did you mean `Feat_2`?"), "{e}");
 }
 
 #[test]

@@ -14,6 +14,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use super::{DataError, Dataset, Examples, Problems, SourceFile, Task, split_checked};
+use crate::diagnostic::plural;
 use crate::diagnostic::suggest::{list, suggest};
 use crate::rng::Rng;
 use crate::spec::{self, Validation};
@@ -427,49 +428,54 @@ impl Rows {
             targets: Vec::new(),
         };
         let mut problems = Problems::new(&file.path);
+        let mut cells = Repeated::default();
         let expected = table.header.cells.len();
         for record in &table.records {
-            if record.cells.len() != expected {
-                let message = format!(
-                    "this row has {} cells, but the header has {expected}",
-                    record.cells.len()
-                );
-                problems.push(file.bad_row(record.line, record.span(file, None), message, None));
+            let width = record.cells.len();
+            if width != expected {
+                cells.add(Issue::Width(width), || Problem {
+                    line: record.line,
+                    span: record.span(file, None),
+                    message: format!("this row has {width} cells, but the header has {expected}"),
+                    help: None,
+                });
                 continue;
             }
             for &i in &columns.features {
-                let value = number(file, table, record, i, false).unwrap_or_else(|e| {
-                    problems.push(e);
+                let value = number(record, i).unwrap_or_else(|kind| {
+                    cells.add(Issue::Cell(i, kind), || {
+                        cell_problem(file, table, record, i, kind, false)
+                    });
                     0.0
                 });
                 rows.features.push(value);
             }
+            let target = columns.target;
             match task {
                 spec::Task::Regression => {
-                    let value =
-                        number(file, table, record, columns.target, true).unwrap_or_else(|e| {
-                            problems.push(e);
-                            0.0
+                    let value = number(record, target).unwrap_or_else(|kind| {
+                        cells.add(Issue::Cell(target, kind), || {
+                            cell_problem(file, table, record, target, kind, true)
                         });
+                        0.0
+                    });
                     rows.targets.push(value);
                 }
                 spec::Task::Classification => {
-                    if record.cells[columns.target].trim().is_empty() {
-                        let message = format!(
-                            "empty cell in the target column `{}`",
-                            table.name(columns.target)
-                        );
-                        let span = record.span(file, Some(columns.target));
-                        problems.push(file.bad_row(
-                            record.line,
-                            span,
-                            message,
-                            Some("every row needs a class".into()),
-                        ));
+                    if record.cells[target].trim().is_empty() {
+                        let kind = CellKind::Empty;
+                        cells.add(Issue::Cell(target, kind), || {
+                            let mut problem = cell_problem(file, table, record, target, kind, true);
+                            problem.message =
+                                format!("empty cell in the target column `{}`", table.name(target));
+                            problem.help = Some("every row needs a class".into());
+                            problem
+                        });
                     }
                 }
             }
         }
+        cells.report(file, &mut problems);
         problems.finish()?;
         Ok(rows)
     }
@@ -485,46 +491,74 @@ impl Rows {
     }
 }
 
+/// A problem rows can share: a number of cells other than the header's, or a cell of a column
+/// that is not a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Issue {
+    Width(usize),
+    Cell(usize, CellKind),
+}
+
+/// What is wrong with a cell that should hold a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum CellKind {
+    Empty,
+    NotFinite,
+    NotNumber,
+}
+
 /// The finite number in a cell.
-fn number(
+fn number(record: &Record, column: usize) -> Result<f32, CellKind> {
+    let cell = record.cells.get(column).unwrap_or("").trim();
+    if cell.is_empty() {
+        return Err(CellKind::Empty);
+    }
+    match cell.parse::<f32>() {
+        Ok(value) if value.is_finite() => Ok(value),
+        Ok(_) => Err(CellKind::NotFinite),
+        Err(_) => Err(CellKind::NotNumber),
+    }
+}
+
+/// The problem of one cell, as reported for the first row that has it.
+fn cell_problem(
     file: &SourceFile,
     table: &Table,
     record: &Record,
     column: usize,
+    kind: CellKind,
     target: bool,
-) -> Result<f32, DataError> {
+) -> Problem {
     let cell = record.cells.get(column).unwrap_or("").trim();
     let name = table.name(column);
-    let (message, help) = if cell.is_empty() {
-        let help = if target {
-            "every row needs a target"
-        } else {
-            "fill in missing values, or leave the column out with `features`"
-        };
-        (format!("empty cell in column `{name}`"), help)
-    } else {
-        match cell.parse::<f32>() {
-            Ok(value) if value.is_finite() => return Ok(value),
-            Ok(_) => (
-                format!("`{cell}` in column `{name}` is not a finite number"),
-                "fill in missing values before training",
-            ),
-            Err(_) if target => (
-                format!("`{cell}` in the target column `{name}` is not a number"),
-                "regression targets are numbers; for class labels use task=\"classification\"",
-            ),
-            Err(_) => (
-                format!("`{cell}` in column `{name}` is not a number"),
-                "features must be numbers; leave the column out with `features`",
-            ),
-        }
+    let (message, help) = match (kind, target) {
+        (CellKind::Empty, true) => (
+            format!("empty cell in column `{name}`"),
+            "every row needs a target",
+        ),
+        (CellKind::Empty, false) => (
+            format!("empty cell in column `{name}`"),
+            "fill in missing values, or leave the column out with `features`",
+        ),
+        (CellKind::NotFinite, _) => (
+            format!("`{cell}` in column `{name}` is not a finite number"),
+            "fill in missing values before training",
+        ),
+        (CellKind::NotNumber, true) => (
+            format!("`{cell}` in the target column `{name}` is not a number"),
+            "regression targets are numbers; for class labels use task=\"classification\"",
+        ),
+        (CellKind::NotNumber, false) => (
+            format!("`{cell}` in column `{name}` is not a number"),
+            "features must be numbers; leave the column out with `features`",
+        ),
     };
-    Err(file.bad_row(
-        record.line,
-        record.span(file, Some(column)),
+    Problem {
+        line: record.line,
+        span: record.span(file, Some(column)),
         message,
-        Some(help.into()),
-    ))
+        help: Some(help.into()),
+    }
 }
 
 /// The class labels of the training file, in class-id order.
@@ -572,33 +606,33 @@ impl Classes {
             .map(|(i, n)| (n.as_str(), i as u32))
             .collect();
         let mut problems = Problems::new(&file.path);
+        let mut unseen = Repeated::default();
         let mut ids = Vec::with_capacity(table.records.len());
         for record in &table.records {
             let text = label(record, columns);
             match index.get(text) {
                 Some(&id) => ids.push(id),
-                None => {
+                None => unseen.add(text, || {
                     let shown: Vec<&str> = self.names.iter().take(10).map(String::as_str).collect();
                     let more = if self.names.len() > shown.len() {
                         ", …"
                     } else {
                         ""
                     };
-                    let help = format!(
-                        "the classes of `{}` are {}{more}",
-                        trained_on.unwrap_or(&file.path),
-                        list(shown)
-                    );
-                    let message = format!("the class `{text}` does not occur in the training data");
-                    problems.push(file.bad_row(
-                        record.line,
-                        record.span(file, Some(columns.target)),
-                        message,
-                        Some(help),
-                    ));
-                }
+                    Problem {
+                        line: record.line,
+                        span: record.span(file, Some(columns.target)),
+                        message: format!("the class `{text}` does not occur in the training data"),
+                        help: Some(format!(
+                            "the classes of `{}` are {}{more}",
+                            trained_on.unwrap_or(&file.path),
+                            list(shown)
+                        )),
+                    }
+                }),
             }
         }
+        unseen.report(file, &mut problems);
         problems.finish()?;
         Ok(ids)
     }
@@ -606,4 +640,56 @@ impl Classes {
 
 fn label<'a>(record: &'a Record, columns: &Columns) -> &'a str {
     record.cells.get(columns.target).unwrap_or("").trim()
+}
+
+/// A problem found in a row, before it is known how many rows have it.
+struct Problem {
+    line: usize,
+    span: Range<usize>,
+    message: String,
+    help: Option<String>,
+}
+
+/// Problems that many rows share (text in a number column, an unknown class, a missing cell),
+/// each reported once: where it first occurs, with the number of rows that have it. They are
+/// reported in the order they first occur, which is the order of the rows.
+struct Repeated<K> {
+    index: HashMap<K, usize>,
+    found: Vec<(Problem, usize)>,
+}
+
+impl<K> Default for Repeated<K> {
+    fn default() -> Self {
+        Repeated {
+            index: HashMap::new(),
+            found: Vec::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Repeated<K> {
+    /// Counts a row with the problem `key`; `first` describes it for the first such row.
+    fn add(&mut self, key: K, first: impl FnOnce() -> Problem) {
+        match self.index.get(&key) {
+            Some(&i) => self.found[i].1 += 1,
+            None => {
+                self.index.insert(key, self.found.len());
+                self.found.push((first(), 1));
+            }
+        }
+    }
+
+    fn report(self, file: &SourceFile, problems: &mut Problems) {
+        for (problem, rows) in self.found {
+            let message = match rows {
+                1 => problem.message,
+                _ => format!(
+                    "{} (and in {})",
+                    problem.message,
+                    plural(rows - 1, "more row")
+                ),
+            };
+            problems.push(file.bad_row(problem.line, problem.span, message, problem.help));
+        }
+    }
 }

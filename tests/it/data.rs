@@ -533,7 +533,10 @@ fn csv_empty_and_non_finite_cells() {
 #[test]
 fn csv_every_bad_row_is_reported() {
     let dir = TempDir::new().unwrap();
-    let rows: String = (0..30).map(|i| format!("{i},x\n")).collect();
+    // Rows of 3, 4, … cells: thirty different problems.
+    let rows: String = (0..30)
+        .map(|i| format!("{i},1,2{}\n", ",0".repeat(i)))
+        .collect();
     let path = write(&dir, "t.csv", format!("a,y\n1,2\n{rows}"));
     let e = err(
         csv(&path, Kind::Regression, Validation::Fraction(0.2)),
@@ -544,19 +547,60 @@ fn csv_every_bad_row_is_reported() {
     let related: Vec<String> = e.related().unwrap().map(|r| r.to_string()).collect();
     assert_eq!(related.len(), 20);
     assert!(
-        related[0].ends_with("t.csv:3: `x` in the target column `y` is not a number"),
+        related[0].ends_with("t.csv:3: this row has 3 cells, but the header has 2"),
         "{}",
         related[0]
     );
     assert!(related[19].contains("t.csv:22:"), "{}", related[19]);
 }
 
+/// Text labels with the default task, or a text column, are one problem, not one per row.
+#[test]
+fn csv_text_in_a_number_column_is_said_once_with_the_rows_counted() {
+    let dir = TempDir::new().unwrap();
+    let rows: String = (0..30).map(|i| format!("{i},cat\n")).collect();
+    let path = write(&dir, "t.csv", format!("a,y\n1,2\n{rows}3,\n4,5,6\n7,8,9\n"));
+    let e = err(
+        csv(&path, Kind::Regression, Validation::Fraction(0.2)),
+        "xp::data::many",
+        "t.csv` has 3 problems",
+    );
+    let related: Vec<&dyn Diagnostic> = e.related().unwrap().collect();
+    assert_eq!(related.len(), 3);
+    assert!(
+        related[0].to_string().ends_with(
+            "t.csv:3: `cat` in the target column `y` is not a number (and in 29 more rows)"
+        ),
+        "{}",
+        related[0]
+    );
+    let help = related[0].help().map(|h| h.to_string()).unwrap_or_default();
+    assert!(help.contains("task=\"classification\""), "{help}");
+    assert!(
+        related[1]
+            .to_string()
+            .ends_with("t.csv:33: empty cell in column `y`")
+    );
+    assert!(
+        related[2]
+            .to_string()
+            .ends_with("t.csv:34: this row has 3 cells, but the header has 2 (and in 1 more row)")
+    );
+
+    let path = write(&dir, "t.csv", "a,b,y\n1,red,2\n2,blue,3\n3,4,5\n");
+    err(
+        csv(&path, Kind::Regression, Validation::Fraction(0.2)),
+        "xp::data::bad-row",
+        "t.csv:2: `red` in column `b` is not a number (and in 1 more row)",
+    );
+}
+
 #[test]
 fn csv_unseen_class_in_the_validation_file() {
     let dir = TempDir::new().unwrap();
     let path = write(&dir, "t.csv", "x,y\n1,a\n2,b\n");
-    let val = write(&dir, "v.csv", "x,y\n1,a\n2,c\n");
-    let message = "v.csv:3: the class `c` does not occur in the training data";
+    let val = write(&dir, "v.csv", "x,y\n1,a\n2,c\n3,c\n");
+    let message = "v.csv:3: the class `c` does not occur in the training data (and in 1 more row)";
     let e = err(
         csv(&path, Kind::Classification, Validation::File(val)),
         "xp::data::bad-row",

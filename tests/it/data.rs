@@ -774,6 +774,41 @@ fn text_with_a_tokenizer() {
     );
 }
 
+/// The end-of-text token is the one the model's files declare, whatever its spelling.
+#[test]
+fn text_ends_with_the_end_token_the_tokenizer_files_declare() {
+    let eot = TOKENIZER
+        .replace("<|endoftext|>", "<EOT>")
+        .replace("\"[UNK]\": 1", "\"[UNK]\": 1, \"</s>\": 7");
+    let end = |extra: &[(&str, &str)]| {
+        let dir = TempDir::new().unwrap();
+        let tokenizer = write(&dir, "tokenizer.json", &eot);
+        for (name, text) in extra {
+            write(&dir, name, text);
+        }
+        let path = write(&dir, "t.txt", "the cat");
+        let d = ok(text(
+            &path,
+            Some(&tokenizer),
+            Validation::Fraction(0.0),
+            None,
+        ));
+        tokens(&d.train).1[0].last().copied()
+    };
+    // The tokenizer's configs, in transformers' order; `</s>` is an ordinary word here.
+    let config = [(
+        "tokenizer_config.json",
+        r#"{"eos_token": {"content": "<EOT>"}}"#,
+    )];
+    assert_eq!(end(&config), Some(0));
+    let map = [("special_tokens_map.json", r#"{"eos_token": "[UNK]"}"#)];
+    assert_eq!(end(&map), Some(1));
+    let model = [("config.json", r#"{"eos_token_id": [3, 0]}"#)];
+    assert_eq!(end(&model), Some(3));
+    // Without them, the special token of tokenizer.json that names an end.
+    assert_eq!(end(&[]), Some(0));
+}
+
 #[test]
 fn text_with_a_broken_tokenizer() {
     let dir = TempDir::new().unwrap();

@@ -1193,3 +1193,105 @@ fn no_panics_on_odd_bytes() {
         }
     }
 }
+
+// ---- the model's vocabulary ----
+
+/// Runs `xp COMMAND e.kdl ARGS` on an experiment of `model` on byte text; what it printed, and
+/// the losses of the run when it trained.
+fn byte_run(command: &str, model: &str, args: &[&str]) -> (std::process::Output, Vec<f64>) {
+    let dir = TempDir::new().unwrap();
+    let text: String = (0..40)
+        .map(|i| format!("line {i}: the cat sat on the mat.\n"))
+        .collect();
+    write(&dir, "t.txt", text);
+    let experiment = format!(
+        r#"experiment "vocab" {{
+    model "llama" {{
+        {model}
+    }}
+    data "text" path="t.txt" validation-fraction=0.1
+    train {{
+        steps 12
+        batch-size 4
+        optimizer "adamw" lr=1e-2
+        log every=1
+    }}
+}}
+"#
+    );
+    write(&dir, "e.kdl", experiment);
+    let runs = dir.path().join("runs");
+    let runs_dir = runs.to_str().unwrap();
+    let mut all = vec![command, "e.kdl"];
+    if command == "run" {
+        all.extend(["--runs-dir", runs_dir]);
+    }
+    all.extend(args);
+    let out = super::support::xp(dir.path(), &all);
+    if !runs.join("vocab/current").exists() {
+        return (out, Vec::new());
+    }
+    let sweep = super::support::current_sweep(dir.path(), "runs", "vocab");
+    let losses = std::fs::read_dir(&sweep)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("metrics.jsonl"))
+        .filter(|p| p.is_file())
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .filter_map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).ok()?["train/loss"].as_f64()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    (out, losses)
+}
+
+/// A vocabulary larger than the data's (as HF models pad theirs) trains: byte tokens index the
+/// larger embedding and the loss is over all 300 outputs.
+#[test]
+fn a_model_vocabulary_larger_than_the_datas_trains() {
+    let model = "layers 1\n heads 2\n dim 16\n hidden 32\n context 32\n vocab 300";
+    let (out, losses) = byte_run("run", model, &["-q"]);
+    super::support::succeeded(&out);
+    assert_eq!(losses.len(), 12, "{losses:?}");
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    // ln 300 at the start (uniform over the larger vocabulary, not ln 257), lower at the end.
+    assert!((losses[0] - 300f64.ln()).abs() < 0.05, "{losses:?}");
+    assert!(losses[11] < losses[0] - 1.0, "{losses:?}");
+}
+
+/// One smaller than the data's tokens is an error before training, with the size to use.
+#[test]
+fn a_model_vocabulary_smaller_than_the_datas_is_refused() {
+    let model = "layers 1\n heads 2\n dim 16\n hidden 32\n context 32\n vocab 200";
+    let (out, losses) = byte_run("run", model, &["-q"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        super::support::stderr(&out)
+    );
+    assert!(losses.is_empty());
+    let (out, _) = byte_run("validate", model, &["--format", "json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        super::support::stderr(&out)
+    );
+    let json = super::support::json(&out);
+    let text = json.to_string();
+    assert!(text.contains("xp::model::vocab"), "{text}");
+    assert!(
+        text.contains(
+            "the data's tokens go up to 256, beyond the vocabulary of the model (200 tokens)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("set `vocab` to at least 257"), "{text}");
+}

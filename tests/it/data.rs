@@ -1295,3 +1295,47 @@ fn a_model_vocabulary_smaller_than_the_datas_is_refused() {
     );
     assert!(text.contains("set `vocab` to at least 257"), "{text}");
 }
+
+/// `xp validate --format json` keeps every row problem of a file with its file and line, and
+/// names the file on the group too.
+#[test]
+fn json_diagnostics_keep_the_file_and_line_of_every_row() {
+    let dir = TempDir::new().unwrap();
+    write(&dir, "t.csv", "a,b,y\n1,2,3\n4,x,6\n7,8\n");
+    let experiment = r#"experiment "x" {
+    model "mlp" { hidden 8 }
+    data "csv" path="t.csv" target="y"
+    train {
+        steps 10
+        batch-size 2
+        optimizer "adamw" lr=1e-3
+    }
+}
+"#;
+    write(&dir, "e.kdl", experiment);
+    let out = super::support::xp(dir.path(), &["validate", "--format", "json", "e.kdl"]);
+    let json = super::support::json(&out);
+    let group = &json[0];
+    assert_eq!(group["code"], "xp::data::many", "{json}");
+    assert_eq!(group["file"], "t.csv", "{json}");
+    let rows: Vec<(String, String, u64)> = group["related"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["code"].as_str().unwrap().to_owned(),
+                r["file"].as_str().unwrap().to_owned(),
+                r["labels"][0]["line"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let bad_row = || "xp::data::bad-row".to_owned();
+    assert_eq!(
+        rows,
+        [
+            (bad_row(), "t.csv".to_owned(), 3),
+            (bad_row(), "t.csv".to_owned(), 4)
+        ]
+    );
+}

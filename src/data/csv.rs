@@ -80,6 +80,7 @@ pub fn load(
         validation,
         pad: 0,
         truncated: 0,
+        skipped: 0,
     })
 }
 

@@ -122,6 +122,9 @@ pub struct Dataset {
     /// Examples cut to fit the model's context (jsonl); those cut so far that no target is
     /// left are dropped, and counted here too. The training loop should report a nonzero count.
     pub truncated: usize,
+    /// Conversations left out because the model's chat template does not render them turn by
+    /// turn (jsonl), so their assistant turns cannot be found. To be reported when nonzero.
+    pub skipped: usize,
 }
 
 /// One batch as tensors: inputs (B, F) f32 or (B, T) u32, targets (B, O) f32, (B,) i64 or

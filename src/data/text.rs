@@ -50,6 +50,7 @@ pub fn load(
         validation,
         pad: tokens.pad(),
         truncated: 0,
+        skipped: 0,
     })
 }
 

@@ -112,6 +112,18 @@ pub struct Truncated {
     context: usize,
 }
 
+/// Conversations left out because the chat template hides where their turns are.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error(
+    "`{path}`: {conversations} left out, whose turns the model's chat template does not render one by one, so their assistant turns cannot be found"
+)]
+#[diagnostic(code("xp::data::skipped"), severity(Warning), help("{help}"))]
+pub struct Skipped {
+    path: String,
+    conversations: String,
+    help: &'static str,
+}
+
 /// Loads every distinct dataset of the plans (reading their HF model directories); one
 /// diagnostic per distinct failure, and LoRA targets that match no layer of their model.
 pub fn load_data(plans: &[Plan]) -> (Datasets, Vec<Diag>) {
@@ -190,6 +202,13 @@ pub fn load_data(plans: &[Plan]) -> (Datasets, Vec<Diag>) {
                         path: path.display().to_string(),
                         count: dataset.truncated,
                         context,
+                    }));
+                }
+                if let (true, Some(path)) = (dataset.skipped > 0, data_path(spec)) {
+                    diags.push(diag(Skipped {
+                        path: path.display().to_string(),
+                        conversations: crate::diagnostic::plural(dataset.skipped, "conversation"),
+                        help: data::jsonl::SPLIT_HELP,
                     }));
                 }
                 out.by_key.insert(key, Arc::new(dataset));

@@ -120,6 +120,7 @@ fn xp_tokens_per_s(s: Shape) -> f64 {
         train,
         pad: 0,
         truncated: 0,
+        skipped: 0,
     };
     let device = Device::Cpu;
     let built =

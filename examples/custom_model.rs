@@ -68,6 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         validation,
         pad: 0,
         truncated: 0,
+        skipped: 0,
     };
 
     let device = Device::Cpu;

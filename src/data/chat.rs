@@ -2,9 +2,11 @@
 //! template in minijinja with HF's settings (trim_blocks, lstrip_blocks, loop controls,
 //! `raise_exception`, `strftime_now`, a Python-style `tojson`, Python string methods), given
 //! `messages`, `add_generation_prompt` and the tokenizer's special tokens (`bos_token`, …).
-//! The assistant turns are found as HF's prefix renderings find them: turn i spans from the
-//! end of the conversation before it (with the generation prompt) to the end of the
-//! conversation through it.
+//! The assistant turns are what the template's `{% generation %}` blocks write, where it has
+//! them (as transformers' `return_assistant_tokens_mask`, which TRL's assistant-only loss
+//! uses); otherwise they are found by prefix renderings: turn i spans from the end of the
+//! conversation before it (with the generation prompt) to the end of the conversation
+//! through it.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -19,7 +21,14 @@ const NAME: &str = "chat_template";
 pub struct ChatTemplate {
     env: Environment<'static>,
     special: BTreeMap<String, String>,
+    /// The template marks assistant text with `{% generation %}` blocks.
+    marks: bool,
 }
+
+/// What a `{% generation %}` block's output is wrapped in while rendering (private-use
+/// characters), and taken out of the text again.
+const OPEN: char = '\u{10fffd}';
+const CLOSE: char = '\u{10fffc}';
 
 impl std::fmt::Debug for ChatTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -27,6 +36,17 @@ impl std::fmt::Debug for ChatTemplate {
             .field("special", &self.special)
             .finish_non_exhaustive()
     }
+}
+
+/// Why a conversation has no assistant turns to learn.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TurnError {
+    /// The template fails on the messages (`raise_exception`, an undefined field).
+    Render(String),
+    /// The template renders the conversation up to message `message` (1-based) differently from
+    /// the start of the whole one (it drops earlier reasoning, or ends every rendering with an
+    /// end token), so prefix renderings cannot find where the turns are.
+    Unsplit { message: usize },
 }
 
 /// A template that does not compile: the message and where in the template.
@@ -54,16 +74,33 @@ impl ChatTemplate {
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", tojson);
-        env.add_template_owned(NAME, without_generation_tags(source))
+        env.add_filter(GENERATION, |body: String| format!("{OPEN}{body}{CLOSE}"));
+        let (rewritten, marks) = generation_as_filter(source);
+        env.add_template_owned(NAME, rewritten)
             .map_err(|e| TemplateSyntax {
                 message: describe(&e),
                 span: e.range(),
             })?;
-        Ok(ChatTemplate { env, special })
+        Ok(ChatTemplate {
+            env,
+            special,
+            marks,
+        })
     }
 
     /// The text of a conversation (each message a JSON object with at least role and content).
     pub fn render(
+        &self,
+        messages: &[Value],
+        add_generation_prompt: bool,
+    ) -> Result<String, String> {
+        let marked = self.render_marked(messages, add_generation_prompt)?;
+        Ok(marked.replace([OPEN, CLOSE], ""))
+    }
+
+    /// The text of a conversation with the output of `{% generation %}` blocks between
+    /// [`OPEN`] and [`CLOSE`].
+    fn render_marked(
         &self,
         messages: &[Value],
         add_generation_prompt: bool,
@@ -88,8 +125,17 @@ impl ChatTemplate {
 
     /// The rendered conversation and the byte ranges of its assistant turns (their content
     /// and what the template writes after it up to the next turn, such as `<|im_end|>`).
-    pub fn render_turns(&self, messages: &[Value]) -> Result<(String, Vec<Range<usize>>), String> {
-        let full = self.render(messages, false)?;
+    pub fn render_turns(
+        &self,
+        messages: &[Value],
+    ) -> Result<(String, Vec<Range<usize>>), TurnError> {
+        if self.marks {
+            let marked = self
+                .render_marked(messages, false)
+                .map_err(TurnError::Render)?;
+            return Ok(marked_ranges(&marked));
+        }
+        let full = self.render(messages, false).map_err(TurnError::Render)?;
         let mut turns = Vec::new();
         for (i, message) in messages.iter().enumerate() {
             if message.get("role").and_then(Value::as_str) != Some("assistant") {
@@ -99,17 +145,18 @@ impl ChatTemplate {
             // start (templates read messages[0]): the turn starts at the beginning.
             let before = match i {
                 0 => self.render(&[], true).unwrap_or_default(),
-                _ => self.render(&messages[..i], true)?,
+                _ => self
+                    .render(&messages[..i], true)
+                    .map_err(TurnError::Render)?,
             };
-            let through = self.render(&messages[..=i], false)?;
+            let through = self
+                .render(&messages[..=i], false)
+                .map_err(TurnError::Render)?;
             if !full.starts_with(&before)
                 || !full.starts_with(&through)
                 || through.len() < before.len()
             {
-                return Err(format!(
-                    "the template does not render the conversation up to message {} as the start of the whole one, so its assistant turns cannot be told apart",
-                    i + 1
-                ));
+                return Err(TurnError::Unsplit { message: i + 1 });
             }
             turns.push(before.len()..through.len());
         }
@@ -117,29 +164,35 @@ impl ChatTemplate {
     }
 }
 
-/// HF's `{% generation %}` blocks (which mark assistant text for its own masks) as blocks
-/// minijinja knows and that render their body unchanged, whitespace control included.
-fn without_generation_tags(source: &str) -> String {
+/// The filter that `{% generation %}` blocks become.
+const GENERATION: &str = "xp_generation";
+
+/// HF's `{% generation %}` blocks (which mark assistant text for its masks) as filter blocks
+/// that wrap their output in marks, whitespace control included (a block tag stays a block
+/// tag, so trim_blocks and lstrip_blocks treat it alike); and whether there were any.
+fn generation_as_filter(source: &str) -> (String, bool) {
     let mut out = String::with_capacity(source.len());
+    let mut found = false;
     let mut rest = source;
     while let Some(i) = rest.find("{%") {
         out.push_str(&rest[..i]);
         let tag = &rest[i..];
         let Some(end) = tag.find("%}") else {
             out.push_str(tag);
-            return out;
+            return (out, found);
         };
         let inner = tag[2..end].trim_matches('-').trim();
         let (open, close) = (tag[2..].starts_with('-'), tag[..end].ends_with('-'));
         let replaced = match inner {
-            "generation" => Some("if true"),
-            "endgeneration" => Some("endif"),
+            "generation" => Some(format!("filter {GENERATION}")),
+            "endgeneration" => Some("endfilter".to_owned()),
             _ => None,
         };
         match replaced {
             Some(r) => {
+                found = true;
                 out.push_str(if open { "{%- " } else { "{% " });
-                out.push_str(r);
+                out.push_str(&r);
                 out.push_str(if close { " -%}" } else { " %}" });
             }
             None => out.push_str(&tag[..end + 2]),
@@ -147,7 +200,28 @@ fn without_generation_tags(source: &str) -> String {
         rest = &tag[end + 2..];
     }
     out.push_str(rest);
-    out
+    (out, found)
+}
+
+/// The text without its marks, and the byte ranges that were marked (empty ones left out).
+fn marked_ranges(marked: &str) -> (String, Vec<Range<usize>>) {
+    let mut text = String::with_capacity(marked.len());
+    let mut ranges = Vec::new();
+    let mut start = None;
+    for c in marked.chars() {
+        match c {
+            OPEN => start = Some(text.len()),
+            CLOSE => {
+                if let Some(s) = start.take()
+                    && s < text.len()
+                {
+                    ranges.push(s..text.len());
+                }
+            }
+            c => text.push(c),
+        }
+    }
+    (text, ranges)
 }
 
 fn describe(e: &Error) -> String {
@@ -325,10 +399,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn generation_tags_become_plain_blocks() {
+    fn generation_tags_become_filter_blocks() {
         assert_eq!(
-            without_generation_tags("a{% generation %}b{%- endgeneration -%}c{{ x }}"),
-            "a{% if true %}b{%- endif -%}c{{ x }}"
+            generation_as_filter("a{% generation %}b{%- endgeneration -%}c{{ x }}"),
+            (
+                "a{% filter xp_generation %}b{%- endfilter -%}c{{ x }}".to_owned(),
+                true
+            )
+        );
+        assert!(!generation_as_filter("{{ x }}").1);
+    }
+
+    #[test]
+    fn marked_ranges_are_byte_ranges_of_the_text() {
+        let marked = format!("é{OPEN}ab{CLOSE}c{OPEN}{CLOSE}{OPEN}d{CLOSE}");
+        assert_eq!(
+            marked_ranges(&marked),
+            ("éabcd".to_owned(), vec![2..4, 5..6])
         );
     }
 

@@ -1,6 +1,9 @@
 //! CSV tables: a header row naming the columns, numeric feature columns and a target column,
 //! for regression or classification.
 //!
+//! Cells are separated by commas; a file whose first line has no comma but semicolons, tabs or
+//! `|` (as spreadsheets export in many locales, and `.tsv` files) is read with that separator.
+//!
 //! Class labels are the target cells' text, trimmed. The classes are the distinct labels of
 //! the training file, sorted numerically when every label is a number (`2` before `10`) and
 //! lexically (by bytes) otherwise, and numbered 0..C in that order; a validation file may use
@@ -11,6 +14,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use super::{DataError, Dataset, Examples, Problems, SourceFile, Task, split_checked};
+use crate::diagnostic::plural;
 use crate::diagnostic::suggest::{list, suggest};
 use crate::rng::Rng;
 use crate::spec::{self, Validation};
@@ -47,8 +51,13 @@ pub fn load(
             let other = SourceFile::read(other)?;
             let other_table = Table::read(&other)?;
             let names: Vec<&str> = columns.features.iter().map(|&i| table.name(i)).collect();
-            let other_columns =
-                Columns::find(&other, &other_table, table.name(columns.target), &names)?;
+            let other_columns = Columns::find(
+                &other,
+                &other_table,
+                &file.path,
+                table.name(columns.target),
+                &names,
+            )?;
             let other_rows = Rows::parse(&other, &other_table, &other_columns, task)?;
             let ids = match &classes {
                 Some(classes) => {
@@ -71,6 +80,7 @@ pub fn load(
         validation,
         pad: 0,
         truncated: 0,
+        skipped: 0,
     })
 }
 
@@ -84,14 +94,17 @@ struct Record {
     cells: csv::StringRecord,
     start: usize,
     line: usize,
+    delimiter: u8,
 }
 
 impl Table {
     fn read(file: &SourceFile) -> Result<Table, DataError> {
-        let (_, bom) = file.body();
+        let (body, bom) = file.body();
+        let delimiter = delimiter(body);
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
+            .delimiter(delimiter)
             .from_reader(file.text.as_bytes());
         let mut records = Vec::new();
         // Lines are counted here rather than taken from csv, whose positions count blank lines
@@ -132,6 +145,7 @@ impl Table {
                 cells,
                 start,
                 line: counted,
+                delimiter,
             });
         }
         let mut records = records.into_iter();
@@ -161,7 +175,7 @@ impl Record {
     /// The byte range of a cell's value in the file, spaces around it left out (of the whole
     /// row when there is no such cell).
     fn span(&self, file: &SourceFile, column: Option<usize>) -> Range<usize> {
-        let cells = cell_spans(&file.text, self.start);
+        let cells = cell_spans(&file.text, self.start, self.delimiter);
         let row = self.start..cells.last().map_or(self.start, |c| c.end);
         let Some(cell) = column.and_then(|c| cells.get(c).cloned()) else {
             return row;
@@ -177,10 +191,30 @@ impl Record {
     }
 }
 
+/// The separator of a table: a comma, unless its first line has none and has semicolons, tabs
+/// or `|` (the most of them wins). A table of one column cannot be used for training, so
+/// reading such a line by another separator loses nothing.
+fn delimiter(body: &str) -> u8 {
+    let first = body
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    let count = |d: u8| first.bytes().filter(|&b| b == d).count();
+    if count(b',') > 0 {
+        return b',';
+    }
+    [b';', b'\t', b'|']
+        .into_iter()
+        .map(|d| (count(d), d))
+        .filter(|&(n, _)| n > 0)
+        .max_by_key(|&(n, d)| (n, std::cmp::Reverse(d)))
+        .map_or(b',', |(_, d)| d)
+}
+
 /// The byte ranges of the cells of the record that starts at `start`. The csv crate reads the
-/// data but gives no cell positions, so this scanner of the same dialect (comma, double
+/// data but gives no cell positions, so this scanner of the same dialect (`delimiter`, double
 /// quotes doubled inside quoted cells, any line ending) finds them for diagnostics.
-fn cell_spans(text: &str, start: usize) -> Vec<Range<usize>> {
+fn cell_spans(text: &str, start: usize, delimiter: u8) -> Vec<Range<usize>> {
     let bytes = text.as_bytes();
     let mut spans = Vec::new();
     let mut i = start;
@@ -200,11 +234,11 @@ fn cell_spans(text: &str, start: usize) -> Vec<Range<usize>> {
                 i += 1;
             }
         }
-        while i < bytes.len() && !matches!(bytes[i], b',' | b'\n' | b'\r') {
+        while i < bytes.len() && bytes[i] != delimiter && !matches!(bytes[i], b'\n' | b'\r') {
             i += 1;
         }
         spans.push(begin..i);
-        if bytes.get(i) == Some(&b',') {
+        if bytes.get(i) == Some(&delimiter) {
             i += 1;
         } else {
             return spans;
@@ -267,13 +301,47 @@ impl Columns {
         })
     }
 
-    /// The same columns in another file with the same header names (in any order).
+    /// The same columns in another file with the same header names (in any order); `trained_on`
+    /// names the training file. Columns it lacks are said to be missing from this file: a
+    /// close name is suggested only among its columns that no other needed column takes.
     fn find(
         file: &SourceFile,
         table: &Table,
+        trained_on: &str,
         target: &str,
         features: &[&str],
     ) -> Result<Columns, DataError> {
+        let needed: Vec<&str> = std::iter::once(target)
+            .chain(features.iter().copied())
+            .collect();
+        let names = table.names();
+        let missing: Vec<&str> = needed
+            .iter()
+            .copied()
+            .filter(|n| !names.contains(n))
+            .collect();
+        if let Some(&first) = missing.first() {
+            let spare = names.iter().copied().filter(|n| !needed.contains(n));
+            let mut help = match suggest(first, spare) {
+                Some(close) => format!("did you mean `{close}`? "),
+                None => String::new(),
+            };
+            if missing.len() > 1 {
+                help += &format!("it also lacks {}; ", list(missing[1..].iter().copied()));
+            }
+            help += &format!(
+                "a validation file needs the columns the model trains on; its columns are {}",
+                list(names.iter().copied())
+            );
+            return Err(DataError::UnknownColumn {
+                path: file.path.clone(),
+                column: first.to_owned(),
+                context: format!(", which the training file `{trained_on}` has"),
+                source_code: file.named(),
+                span: table.header.span(file, None).into(),
+                help,
+            });
+        }
         Ok(Columns {
             target: column(file, table, target)?,
             features: features
@@ -304,6 +372,7 @@ fn column(file: &SourceFile, table: &Table, name: &str) -> Result<usize, DataErr
         return Err(DataError::UnknownColumn {
             path: file.path.clone(),
             column: name.to_owned(),
+            context: String::new(),
             source_code: file.named(),
             span: table.header.span(file, None).into(),
             help,
@@ -360,49 +429,54 @@ impl Rows {
             targets: Vec::new(),
         };
         let mut problems = Problems::new(&file.path);
+        let mut cells = Repeated::default();
         let expected = table.header.cells.len();
         for record in &table.records {
-            if record.cells.len() != expected {
-                let message = format!(
-                    "this row has {} cells, but the header has {expected}",
-                    record.cells.len()
-                );
-                problems.push(file.bad_row(record.line, record.span(file, None), message, None));
+            let width = record.cells.len();
+            if width != expected {
+                cells.add(Issue::Width(width), || Problem {
+                    line: record.line,
+                    span: record.span(file, None),
+                    message: format!("this row has {width} cells, but the header has {expected}"),
+                    help: None,
+                });
                 continue;
             }
             for &i in &columns.features {
-                let value = number(file, table, record, i, false).unwrap_or_else(|e| {
-                    problems.push(e);
+                let value = number(record, i).unwrap_or_else(|kind| {
+                    cells.add(Issue::Cell(i, kind), || {
+                        cell_problem(file, table, record, i, kind, false)
+                    });
                     0.0
                 });
                 rows.features.push(value);
             }
+            let target = columns.target;
             match task {
                 spec::Task::Regression => {
-                    let value =
-                        number(file, table, record, columns.target, true).unwrap_or_else(|e| {
-                            problems.push(e);
-                            0.0
+                    let value = number(record, target).unwrap_or_else(|kind| {
+                        cells.add(Issue::Cell(target, kind), || {
+                            cell_problem(file, table, record, target, kind, true)
                         });
+                        0.0
+                    });
                     rows.targets.push(value);
                 }
                 spec::Task::Classification => {
-                    if record.cells[columns.target].trim().is_empty() {
-                        let message = format!(
-                            "empty cell in the target column `{}`",
-                            table.name(columns.target)
-                        );
-                        let span = record.span(file, Some(columns.target));
-                        problems.push(file.bad_row(
-                            record.line,
-                            span,
-                            message,
-                            Some("every row needs a class".into()),
-                        ));
+                    if record.cells[target].trim().is_empty() {
+                        let kind = CellKind::Empty;
+                        cells.add(Issue::Cell(target, kind), || {
+                            let mut problem = cell_problem(file, table, record, target, kind, true);
+                            problem.message =
+                                format!("empty cell in the target column `{}`", table.name(target));
+                            problem.help = Some("every row needs a class".into());
+                            problem
+                        });
                     }
                 }
             }
         }
+        cells.report(file, &mut problems);
         problems.finish()?;
         Ok(rows)
     }
@@ -418,46 +492,74 @@ impl Rows {
     }
 }
 
+/// A problem rows can share: a number of cells other than the header's, or a cell of a column
+/// that is not a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Issue {
+    Width(usize),
+    Cell(usize, CellKind),
+}
+
+/// What is wrong with a cell that should hold a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum CellKind {
+    Empty,
+    NotFinite,
+    NotNumber,
+}
+
 /// The finite number in a cell.
-fn number(
+fn number(record: &Record, column: usize) -> Result<f32, CellKind> {
+    let cell = record.cells.get(column).unwrap_or("").trim();
+    if cell.is_empty() {
+        return Err(CellKind::Empty);
+    }
+    match cell.parse::<f32>() {
+        Ok(value) if value.is_finite() => Ok(value),
+        Ok(_) => Err(CellKind::NotFinite),
+        Err(_) => Err(CellKind::NotNumber),
+    }
+}
+
+/// The problem of one cell, as reported for the first row that has it.
+fn cell_problem(
     file: &SourceFile,
     table: &Table,
     record: &Record,
     column: usize,
+    kind: CellKind,
     target: bool,
-) -> Result<f32, DataError> {
+) -> Problem {
     let cell = record.cells.get(column).unwrap_or("").trim();
     let name = table.name(column);
-    let (message, help) = if cell.is_empty() {
-        let help = if target {
-            "every row needs a target"
-        } else {
-            "fill in missing values, or leave the column out with `features`"
-        };
-        (format!("empty cell in column `{name}`"), help)
-    } else {
-        match cell.parse::<f32>() {
-            Ok(value) if value.is_finite() => return Ok(value),
-            Ok(_) => (
-                format!("`{cell}` in column `{name}` is not a finite number"),
-                "fill in missing values before training",
-            ),
-            Err(_) if target => (
-                format!("`{cell}` in the target column `{name}` is not a number"),
-                "regression targets are numbers; for class labels use task=\"classification\"",
-            ),
-            Err(_) => (
-                format!("`{cell}` in column `{name}` is not a number"),
-                "features must be numbers; leave the column out with `features`",
-            ),
-        }
+    let (message, help) = match (kind, target) {
+        (CellKind::Empty, true) => (
+            format!("empty cell in column `{name}`"),
+            "every row needs a target",
+        ),
+        (CellKind::Empty, false) => (
+            format!("empty cell in column `{name}`"),
+            "fill in missing values, or leave the column out with `features`",
+        ),
+        (CellKind::NotFinite, _) => (
+            format!("`{cell}` in column `{name}` is not a finite number"),
+            "fill in missing values before training",
+        ),
+        (CellKind::NotNumber, true) => (
+            format!("`{cell}` in the target column `{name}` is not a number"),
+            "regression targets are numbers; for class labels use task=\"classification\"",
+        ),
+        (CellKind::NotNumber, false) => (
+            format!("`{cell}` in column `{name}` is not a number"),
+            "features must be numbers; leave the column out with `features`",
+        ),
     };
-    Err(file.bad_row(
-        record.line,
-        record.span(file, Some(column)),
+    Problem {
+        line: record.line,
+        span: record.span(file, Some(column)),
         message,
-        Some(help.into()),
-    ))
+        help: Some(help.into()),
+    }
 }
 
 /// The class labels of the training file, in class-id order.
@@ -505,33 +607,33 @@ impl Classes {
             .map(|(i, n)| (n.as_str(), i as u32))
             .collect();
         let mut problems = Problems::new(&file.path);
+        let mut unseen = Repeated::default();
         let mut ids = Vec::with_capacity(table.records.len());
         for record in &table.records {
             let text = label(record, columns);
             match index.get(text) {
                 Some(&id) => ids.push(id),
-                None => {
+                None => unseen.add(text, || {
                     let shown: Vec<&str> = self.names.iter().take(10).map(String::as_str).collect();
                     let more = if self.names.len() > shown.len() {
                         ", …"
                     } else {
                         ""
                     };
-                    let help = format!(
-                        "the classes of `{}` are {}{more}",
-                        trained_on.unwrap_or(&file.path),
-                        list(shown)
-                    );
-                    let message = format!("the class `{text}` does not occur in the training data");
-                    problems.push(file.bad_row(
-                        record.line,
-                        record.span(file, Some(columns.target)),
-                        message,
-                        Some(help),
-                    ));
-                }
+                    Problem {
+                        line: record.line,
+                        span: record.span(file, Some(columns.target)),
+                        message: format!("the class `{text}` does not occur in the training data"),
+                        help: Some(format!(
+                            "the classes of `{}` are {}{more}",
+                            trained_on.unwrap_or(&file.path),
+                            list(shown)
+                        )),
+                    }
+                }),
             }
         }
+        unseen.report(file, &mut problems);
         problems.finish()?;
         Ok(ids)
     }
@@ -539,4 +641,56 @@ impl Classes {
 
 fn label<'a>(record: &'a Record, columns: &Columns) -> &'a str {
     record.cells.get(columns.target).unwrap_or("").trim()
+}
+
+/// A problem found in a row, before it is known how many rows have it.
+struct Problem {
+    line: usize,
+    span: Range<usize>,
+    message: String,
+    help: Option<String>,
+}
+
+/// Problems that many rows share (text in a number column, an unknown class, a missing cell),
+/// each reported once: where it first occurs, with the number of rows that have it. They are
+/// reported in the order they first occur, which is the order of the rows.
+struct Repeated<K> {
+    index: HashMap<K, usize>,
+    found: Vec<(Problem, usize)>,
+}
+
+impl<K> Default for Repeated<K> {
+    fn default() -> Self {
+        Repeated {
+            index: HashMap::new(),
+            found: Vec::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Repeated<K> {
+    /// Counts a row with the problem `key`; `first` describes it for the first such row.
+    fn add(&mut self, key: K, first: impl FnOnce() -> Problem) {
+        match self.index.get(&key) {
+            Some(&i) => self.found[i].1 += 1,
+            None => {
+                self.index.insert(key, self.found.len());
+                self.found.push((first(), 1));
+            }
+        }
+    }
+
+    fn report(self, file: &SourceFile, problems: &mut Problems) {
+        for (problem, rows) in self.found {
+            let message = match rows {
+                1 => problem.message,
+                _ => format!(
+                    "{} (and in {})",
+                    problem.message,
+                    plural(rows - 1, "more row")
+                ),
+            };
+            problems.push(file.bad_row(problem.line, problem.span, message, problem.help));
+        }
+    }
 }

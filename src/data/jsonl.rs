@@ -8,18 +8,22 @@
 //! messages and the end. With an HF tokenizer, the text is tokenized as `tokenizer(text)` does
 //! (a BOS where the tokenizer adds one) and a token is learned when it overlaps learned text;
 //! `messages` are rendered by the model's chat template where it has one (as
-//! `apply_chat_template`, no end token added), learning each assistant turn through the end of
-//! its turn (super::chat). Inputs are the sequence without its last token, targets without its
-//! first, with [`IGNORE_INDEX`] where the target is not learned.
+//! `apply_chat_template`, no end token added), learning what its `{% generation %}` blocks
+//! write, or without them each assistant turn through the end of its turn (super::chat); a
+//! conversation the template cannot split into turns is left out and counted
+//! ([`Dataset::skipped`]). Inputs are the sequence without its last token, targets without
+//! its first, with [`IGNORE_INDEX`] where the target is not learned.
 
 use std::ops::Range;
 use std::path::Path;
 
 use serde_json::{Map, Value};
 
+use super::chat::TurnError;
 use super::text::{BYTE_VOCAB, END_OF_TEXT};
 use super::tokenizer::HfTokenizer;
 use super::{DataError, Dataset, Examples, Problems, SourceFile, Task, split_checked};
+use crate::diagnostic::plural;
 use crate::diagnostic::suggest::{list, suggest};
 use crate::ops::IGNORE_INDEX;
 use crate::rng::Rng;
@@ -63,7 +67,8 @@ pub fn load(
     }
     let context = options.context.map(|c| c.max(1));
     let tokenizer = options.tokenizer;
-    let all = read(&SourceFile::read(path)?, fields, tokenizer)?;
+    let mut skipped = 0;
+    let all = read(&SourceFile::read(path)?, fields, tokenizer, &mut skipped)?;
     let (train, validation) = match validation {
         Validation::Fraction(fraction) => {
             let mut rng = options
@@ -71,7 +76,10 @@ pub fn load(
                 .then(|| Rng::stream(options.seed, "data/jsonl"));
             split_checked(path, all, *fraction, rng.as_mut(), "examples")?
         }
-        Validation::File(other) => (all, read(&SourceFile::read(other)?, fields, tokenizer)?),
+        Validation::File(other) => (
+            all,
+            read(&SourceFile::read(other)?, fields, tokenizer, &mut skipped)?,
+        ),
     };
     let mut truncated = 0;
     let had_validation = !validation.is_empty();
@@ -102,15 +110,19 @@ pub fn load(
         validation,
         pad: tokenizer.map_or(END_OF_TEXT, |t| t.pad),
         truncated,
+        skipped,
     })
 }
 
-/// Every line's example, or every problem of the file.
+/// Every line's example, or every problem of the file. Conversations whose assistant turns
+/// the chat template cannot tell apart are left out and counted in `skipped`.
 fn read(
     file: &SourceFile,
     fields: Fields<'_>,
     tokenizer: Option<&HfTokenizer>,
+    skipped: &mut usize,
 ) -> Result<Examples, DataError> {
+    let mut unsplit = 0;
     let (body, bom) = file.body();
     let mut problems = Problems::new(&file.path);
     let (mut inputs, mut targets) = (Vec::new(), Vec::new());
@@ -125,10 +137,15 @@ fn read(
         if line.text.trim().is_empty() {
             continue;
         }
-        match line
-            .sequence(file, fields, tokenizer)
-            .and_then(|text| line.tokens(file, &text, tokenizer))
-        {
+        let example = match line.sequence(file, fields, tokenizer) {
+            Ok(Some(text)) => line.tokens(file, &text, tokenizer),
+            Ok(None) => {
+                unsplit += 1;
+                continue;
+            }
+            Err(e) => Err(e),
+        };
+        match example {
             Ok((tokens, learn)) => {
                 inputs.push(tokens[..tokens.len() - 1].to_vec());
                 targets.push(
@@ -144,6 +161,16 @@ fn read(
         }
     }
     problems.finish()?;
+    *skipped += unsplit;
+    if inputs.is_empty() && unsplit > 0 {
+        return Err(file.empty(
+            &format!(
+                "examples its chat template can split into turns ({} left out)",
+                plural(unsplit, "conversation")
+            ),
+            Some(SPLIT_HELP.into()),
+        ));
+    }
     if inputs.is_empty() {
         let help = format!(
             "one JSON object a line, e.g. {{\"{}\": \"2+2=\", \"{}\": \"4\"}}",
@@ -153,6 +180,9 @@ fn read(
     }
     Ok(Examples::Tokens { inputs, targets })
 }
+
+/// How to give xp conversations whose turns a template hides.
+pub const SPLIT_HELP: &str = "a chat template with `{% generation %}` blocks marks the assistant turns itself (as TRL's training templates do); or write the conversations as prompt/response lines";
 
 /// The text of one example and the byte ranges of it that are learned.
 struct Text {
@@ -210,13 +240,13 @@ impl Line<'_> {
     }
 
     /// The line's text and what of it is learned: a nonempty response, or at least one
-    /// assistant message.
+    /// assistant message; `None` for a conversation the chat template cannot split into turns.
     fn sequence(
         &self,
         file: &SourceFile,
         fields: Fields<'_>,
         tokenizer: Option<&HfTokenizer>,
-    ) -> Result<Text, DataError> {
+    ) -> Result<Option<Text>, DataError> {
         let value: Value = serde_json::from_str(self.text).map_err(|e| {
             let mut at = e.column().saturating_sub(1).min(self.text.len());
             while !self.text.is_char_boundary(at) {
@@ -282,21 +312,22 @@ impl Line<'_> {
             return Err(self.error(file, self.key(fields.response), message, None));
         }
         let response_bytes = prompt.len()..prompt.len() + response.len();
-        Ok(Text {
+        Ok(Some(Text {
             text: format!("{prompt}{response}"),
             learn: vec![response_bytes],
             templated: false,
-        })
+        }))
     }
 
-    /// A `messages` list rendered by the chat template, or as `{role}: {content}\n` lines.
+    /// A `messages` list rendered by the chat template, or as `{role}: {content}\n` lines;
+    /// `None` when the template cannot split it into turns.
     fn messages(
         &self,
         file: &SourceFile,
         name: &str,
         value: &Value,
         tokenizer: Option<&HfTokenizer>,
-    ) -> Result<Text, DataError> {
+    ) -> Result<Option<Text>, DataError> {
         let span = self.key(name);
         let Value::Array(items) = value else {
             let message = format!(
@@ -360,25 +391,26 @@ impl Line<'_> {
             ));
         }
         if let Some(chat) = tokenizer.and_then(|t| t.chat.as_ref()) {
-            let (text, learn) = chat.render_turns(items).map_err(|message| {
-                self.error(
+            return match chat.render_turns(items) {
+                Ok((text, learn)) => Ok(Some(Text {
+                    text,
+                    learn,
+                    templated: true,
+                })),
+                Err(TurnError::Unsplit { .. }) => Ok(None),
+                Err(TurnError::Render(message)) => Err(self.error(
                     file,
-                    span.clone(),
+                    span,
                     format!("the chat template fails on these messages: {message}"),
                     None,
-                )
-            })?;
-            return Ok(Text {
-                text,
-                learn,
-                templated: true,
-            });
+                )),
+            };
         }
-        Ok(Text {
+        Ok(Some(Text {
             text,
             learn,
             templated: false,
-        })
+        }))
     }
 
     fn string<'v>(

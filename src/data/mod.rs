@@ -122,6 +122,9 @@ pub struct Dataset {
     /// Examples cut to fit the model's context (jsonl); those cut so far that no target is
     /// left are dropped, and counted here too. The training loop should report a nonzero count.
     pub truncated: usize,
+    /// Conversations left out because the model's chat template does not render them turn by
+    /// turn (jsonl), so their assistant turns cannot be found. To be reported when nonzero.
+    pub skipped: usize,
 }
 
 /// One batch as tensors: inputs (B, F) f32 or (B, T) u32, targets (B, O) f32, (B,) i64 or
@@ -277,6 +280,26 @@ pub enum DataError {
     )]
     Unreadable { path: String, reason: String },
 
+    /// Bytes that are not UTF-8, shown where the first one is (the text around it as it reads
+    /// with the bad bytes replaced).
+    #[error("{path}:{line}: not UTF-8 text: byte {byte} is 0x{value:02x}")]
+    #[diagnostic(
+        code("xp::data::not-utf8"),
+        help(
+            "data files are read as UTF-8; convert this one, e.g. `iconv -f latin1 -t utf-8 FILE > NEW`"
+        )
+    )]
+    NotUtf8 {
+        path: String,
+        line: usize,
+        byte: usize,
+        value: u8,
+        #[source_code]
+        source_code: Source,
+        #[label("this byte")]
+        span: SourceSpan,
+    },
+
     #[error("{path}:{line}: {message}")]
     #[diagnostic(code("xp::data::bad-row"))]
     BadRow {
@@ -291,11 +314,13 @@ pub enum DataError {
         help: Option<String>,
     },
 
-    #[error("`{path}` has no column `{column}`")]
+    #[error("`{path}` has no column `{column}`{context}")]
     #[diagnostic(code("xp::data::unknown-column"))]
     UnknownColumn {
         path: String,
         column: String,
+        /// Why the column is looked for there, when it is not plain (", which … has").
+        context: String,
         #[source_code]
         source_code: Source,
         #[label("the header")]
@@ -521,12 +546,26 @@ pub fn read_text(path: &Path) -> Result<Arc<String>, DataError> {
             _ => e.to_string(),
         })
     })?;
-    String::from_utf8(bytes).map(Arc::new).map_err(|e| {
-        unreadable(format!(
-            "not UTF-8 text (byte {})",
-            e.utf8_error().valid_up_to()
-        ))
-    })
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(Arc::new(text)),
+        Err(e) => {
+            let bytes = e.as_bytes();
+            let at = e.utf8_error().valid_up_to();
+            let line = 1 + bytes[..at].iter().filter(|&&b| b == b'\n').count();
+            // Up to the first bad byte the lossy text has the file's offsets; the bad bytes
+            // become one U+FFFD there.
+            let text = String::from_utf8_lossy(bytes).into_owned();
+            let path = path.display().to_string();
+            Err(DataError::NotUtf8 {
+                source_code: Arc::new(NamedSource::new(&path, Arc::new(text))),
+                path,
+                line,
+                byte: at,
+                value: bytes.get(at).copied().unwrap_or(0),
+                span: (at, '\u{fffd}'.len_utf8()).into(),
+            })
+        }
+    }
 }
 
 /// A file's text as diagnostics show it; shared, so that an error stays small.

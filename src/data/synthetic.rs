@@ -37,6 +37,7 @@ pub fn regression(
         validation,
         pad: 0,
         truncated: 0,
+        skipped: 0,
     }
 }
 
@@ -72,6 +73,7 @@ pub fn classification(
         validation,
         pad: 0,
         truncated: 0,
+        skipped: 0,
     }
 }
 
@@ -101,6 +103,7 @@ pub fn modular_addition(modulus: usize, train_fraction: f64, seed: u64) -> Datas
         validation,
         pad: p,
         truncated: 0,
+        skipped: 0,
     }
 }
 
@@ -149,5 +152,6 @@ pub fn copy(
         validation,
         pad: sep,
         truncated: 0,
+        skipped: 0,
     }
 }

@@ -50,6 +50,7 @@ pub fn load(
         validation,
         pad: tokens.pad(),
         truncated: 0,
+        skipped: 0,
     })
 }
 
@@ -87,7 +88,11 @@ enum Tokens {
 impl Tokens {
     fn hf(path: &Path) -> Result<Tokens, DataError> {
         let tokenizer = parse_tokenizer(path)?;
-        let end = end_of_text(&tokenizer);
+        // Pretrained models were trained with their own end-of-text token, which the files
+        // beside tokenizer.json declare.
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let special = super::tokenizer::special_tokens(dir)?;
+        let end = super::tokenizer::end_of_text(dir, &tokenizer, &special)?;
         let vocab = tokenizer.get_vocab_size(true);
         Ok(Tokens::Hf {
             tokenizer: Box::new(tokenizer),
@@ -188,20 +193,6 @@ pub(crate) fn parse_tokenizer(path: &Path) -> Result<Tokenizer, DataError> {
             span,
         }
     })
-}
-
-/// The tokenizer's own end-of-text token, where it has one of the usual names; pretrained
-/// models were trained with it.
-pub(crate) fn end_of_text(tokenizer: &Tokenizer) -> Option<u32> {
-    [
-        "<|endoftext|>",
-        "<|end_of_text|>",
-        "</s>",
-        "<eos>",
-        "<|im_end|>",
-    ]
-    .iter()
-    .find_map(|t| tokenizer.token_to_id(t))
 }
 
 /// `text` in pieces of at least `size` bytes, each (but the last) ending with a newline.

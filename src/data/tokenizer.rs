@@ -37,28 +37,9 @@ impl HfTokenizer {
         }
         let tokenizer = text::parse_tokenizer(&file)?;
         let config = read_json(&dir.join("tokenizer_config.json"))?;
-        let map = read_json(&dir.join("special_tokens_map.json"))?;
-        let mut special = BTreeMap::new();
-        for key in [
-            "bos_token",
-            "eos_token",
-            "unk_token",
-            "sep_token",
-            "pad_token",
-            "cls_token",
-            "mask_token",
-        ] {
-            let value = config
-                .as_ref()
-                .and_then(|c| c.get(key))
-                .and_then(token_text)
-                .or_else(|| map.as_ref().and_then(|m| m.get(key)).and_then(token_text));
-            if let Some(v) = value {
-                special.insert(key.to_owned(), v);
-            }
-        }
+        let special = special_tokens(dir)?;
         let id = |key: &str| special.get(key).and_then(|t| tokenizer.token_to_id(t));
-        let eos = id("eos_token").or_else(|| text::end_of_text(&tokenizer));
+        let eos = end_of_text(dir, &tokenizer, &special)?;
         let pad = id("pad_token").or(eos).unwrap_or(0);
         let jinja = dir.join("chat_template.jinja");
         let (source, origin) = if jinja.is_file() {
@@ -139,6 +120,96 @@ impl HfTokenizer {
             .collect();
         Ok((ids, learned))
     }
+}
+
+/// The special tokens a model directory names (`bos_token`, `eos_token`, …), from
+/// tokenizer_config.json, else special_tokens_map.json.
+pub(crate) fn special_tokens(dir: &Path) -> Result<BTreeMap<String, String>, DataError> {
+    let config = read_json(&dir.join("tokenizer_config.json"))?;
+    let map = read_json(&dir.join("special_tokens_map.json"))?;
+    let mut special = BTreeMap::new();
+    for key in [
+        "bos_token",
+        "eos_token",
+        "unk_token",
+        "sep_token",
+        "pad_token",
+        "cls_token",
+        "mask_token",
+    ] {
+        let value = config
+            .as_ref()
+            .and_then(|c| c.get(key))
+            .and_then(token_text)
+            .or_else(|| map.as_ref().and_then(|m| m.get(key)).and_then(token_text));
+        if let Some(v) = value {
+            special.insert(key.to_owned(), v);
+        }
+    }
+    Ok(special)
+}
+
+/// The token that ends a text, as the model directory declares it: the `eos_token` of its
+/// tokenizer config, else the `eos_token_id` of config.json or generation_config.json (the
+/// first, where it lists several), else the one special token of tokenizer.json whose name
+/// says it ends something (`</s>`, `<|endoftext|>`, `<EOT>`, `<|im_end|>`, …).
+pub(crate) fn end_of_text(
+    dir: &Path,
+    tokenizer: &Tokenizer,
+    special: &BTreeMap<String, String>,
+) -> Result<Option<u32>, DataError> {
+    if let Some(id) = special
+        .get("eos_token")
+        .and_then(|t| tokenizer.token_to_id(t))
+    {
+        return Ok(Some(id));
+    }
+    for name in ["config.json", "generation_config.json"] {
+        let id = read_json(&dir.join(name))?
+            .and_then(|c| c.get("eos_token_id").cloned())
+            .and_then(|v| match v {
+                Value::Array(ids) => ids.first().and_then(Value::as_u64),
+                other => other.as_u64(),
+            })
+            .and_then(|id| u32::try_from(id).ok());
+        if id.is_some() {
+            return Ok(id);
+        }
+    }
+    Ok(ending_special_token(tokenizer))
+}
+
+/// Among the special tokens of a tokenizer.json, the one that most plainly ends a text: a name
+/// with `endoftext`/`end_of_text`, then `eos`, then `eot`, then `</s>`, then any other `end`
+/// (not a header's); the lowest id among equals.
+fn ending_special_token(tokenizer: &Tokenizer) -> Option<u32> {
+    let rank = |content: &str| {
+        let name: String = content
+            .to_ascii_lowercase()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '/')
+            .collect();
+        if name.contains("endoftext") {
+            Some(0)
+        } else if name.contains("eos") {
+            Some(1)
+        } else if name.contains("eot") {
+            Some(2)
+        } else if name == "/s" {
+            Some(3)
+        } else if name.contains("end") && !name.contains("header") && !name.contains("start") {
+            Some(4)
+        } else {
+            None
+        }
+    };
+    tokenizer
+        .get_added_tokens_decoder()
+        .into_iter()
+        .filter(|(_, t)| t.special)
+        .filter_map(|(id, t)| rank(&t.content).map(|r| (r, id)))
+        .min()
+        .map(|(_, id)| id)
 }
 
 fn read_json(path: &Path) -> Result<Option<Value>, DataError> {

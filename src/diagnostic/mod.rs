@@ -197,10 +197,15 @@ impl JsonDiagnostic {
                     .collect()
             })
             .unwrap_or_default();
-        let related = d
+        let related: Vec<JsonDiagnostic> = d
             .related()
             .map(|r| r.map(|inner| Self::of(inner, source)).collect())
             .unwrap_or_default();
+        // A group (every problem of one data file) is about the file its problems are in.
+        let group_file = related
+            .first()
+            .and_then(|r| r.file.clone())
+            .filter(|f| related.iter().all(|r| r.file.as_ref() == Some(f)));
         JsonDiagnostic {
             code: d.code().map(|c| c.to_string()).unwrap_or_default(),
             severity: match d.severity().unwrap_or(Severity::Error) {
@@ -210,7 +215,7 @@ impl JsonDiagnostic {
             },
             message: d.to_string(),
             help: d.help().map(|h| h.to_string()),
-            file: source.map(|s| s.name.clone()).or(own_name),
+            file: source.map(|s| s.name.clone()).or(own_name).or(group_file),
             labels,
             related,
         }

@@ -58,9 +58,11 @@ pub enum RopeScaling {
 }
 
 impl Config {
+    /// The model of `d`, predicting over `d.vocab` tokens, or the data's `data_vocab` when it
+    /// gives none (a smaller `vocab` than the data's is refused before this, by preflight).
     pub fn from_dims(d: &LlamaDims, data_vocab: usize) -> Self {
         Config {
-            vocab: d.vocab.unwrap_or(data_vocab).max(data_vocab),
+            vocab: d.vocab.unwrap_or(data_vocab),
             dim: d.dim,
             hidden: d.hidden,
             layers: d.layers,

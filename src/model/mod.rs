@@ -289,6 +289,11 @@ pub fn build(
             Box::new(mlp::Mlp::new(vb, m, data.input_width(), classes).map_err(fail)?)
         }
         (spec::Model::Llama(spec::Llama::Dims(dims)), Task::Language { vocab }) => {
+            if let Some(smaller) = dims.vocab.filter(|&v| v < vocab) {
+                return Err(ModelError::Build(format!(
+                    "the model's vocabulary ({smaller}) is smaller than the data's ({vocab})"
+                )));
+            }
             let config = llama::Config::from_dims(dims, vocab);
             Box::new(llama::Llama::with_lora(vb, &config, targets.as_ref()).map_err(fail)?)
         }

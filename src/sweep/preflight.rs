@@ -37,7 +37,7 @@ impl Datasets {
 pub fn data_key(spec: &RunSpec) -> String {
     let seed = spec.data.seed.unwrap_or(spec.seed);
     let model = match &spec.model {
-        Model::Llama(Llama::Dims(d)) => format!("context {}", d.context),
+        Model::Llama(Llama::Dims(d)) => format!("context {} vocab {:?}", d.context, d.vocab),
         Model::Llama(Llama::Dir(dir)) => format!("dir {}", dir.display()),
         Model::Mlp(_) => String::new(),
     };
@@ -112,6 +112,18 @@ pub struct Truncated {
     context: usize,
 }
 
+/// Conversations left out because the chat template hides where their turns are.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error(
+    "`{path}`: {conversations} left out, whose turns the model's chat template does not render one by one, so their assistant turns cannot be found"
+)]
+#[diagnostic(code("xp::data::skipped"), severity(Warning), help("{help}"))]
+pub struct Skipped {
+    path: String,
+    conversations: String,
+    help: &'static str,
+}
+
 /// Loads every distinct dataset of the plans (reading their HF model directories); one
 /// diagnostic per distinct failure, and LoRA targets that match no layer of their model.
 pub fn load_data(plans: &[Plan]) -> (Datasets, Vec<Diag>) {
@@ -162,9 +174,24 @@ pub fn load_data(plans: &[Plan]) -> (Datasets, Vec<Diag>) {
         let seed = spec.data.seed.unwrap_or(spec.seed);
         let loaded = data::load_for(&spec.data, seed, &model_text)
             .map_err(diag)
-            .and_then(|d| match opened {
-                Some(o) => fit_vocab(d, &o.dir),
-                None => Ok(d),
+            .and_then(|d| match (opened, &spec.model) {
+                (Some(o), _) => fit_vocab(
+                    d,
+                    o.dir.config.vocab,
+                    &o.dir.path.display().to_string(),
+                    "data for an HF model uses its tokenizer.json; give the model directory one, or use data within its vocabulary".into(),
+                ),
+                (None, Model::Llama(Llama::Dims(dims))) => match dims.vocab {
+                    Some(vocab) => {
+                        let help = format!(
+                            "set `vocab` to at least {}, or leave it out to use the data's",
+                            vocab_of(&d)
+                        );
+                        fit_vocab(d, vocab, "the model", help)
+                    }
+                    None => Ok(d),
+                },
+                _ => Ok(d),
             });
         match loaded {
             Ok(dataset) => {
@@ -175,6 +202,13 @@ pub fn load_data(plans: &[Plan]) -> (Datasets, Vec<Diag>) {
                         path: path.display().to_string(),
                         count: dataset.truncated,
                         context,
+                    }));
+                }
+                if let (true, Some(path)) = (dataset.skipped > 0, data_path(spec)) {
+                    diags.push(diag(Skipped {
+                        path: path.display().to_string(),
+                        conversations: crate::diagnostic::plural(dataset.skipped, "conversation"),
+                        help: data::jsonl::SPLIT_HELP,
                     }));
                 }
                 out.by_key.insert(key, Arc::new(dataset));
@@ -199,9 +233,10 @@ fn data_path(spec: &RunSpec) -> Option<&Path> {
     }
 }
 
-/// Data for an HF model predicts over the model's vocabulary, which its tokens must fit.
-fn fit_vocab(mut data: Dataset, dir: &hf::ModelDir) -> Result<Dataset, Diag> {
-    let model = dir.config.vocab;
+/// Language data predicts over the model's vocabulary (an HF model's, or a `vocab` given to
+/// a model from dimensions), which may be larger than the data's (padded vocabularies) but
+/// must hold every token of it.
+fn fit_vocab(mut data: Dataset, model: usize, name: &str, help: String) -> Result<Dataset, Diag> {
     match data.task {
         Task::Language { vocab } if vocab <= model => {
             data.task = Task::Language { vocab: model };
@@ -209,26 +244,30 @@ fn fit_vocab(mut data: Dataset, dir: &hf::ModelDir) -> Result<Dataset, Diag> {
         }
         Task::Language { vocab } => Err(diag(ModelData {
             message: format!(
-                "the data's tokens go up to {}, beyond the vocabulary of {} ({model} tokens)",
+                "the data's tokens go up to {}, beyond the vocabulary of {name} ({model} tokens)",
                 vocab - 1,
-                dir.path.display()
             ),
+            help,
         })),
         _ => Ok(data),
     }
 }
 
-/// Data that the HF model cannot read.
+fn vocab_of(data: &Dataset) -> usize {
+    match data.task {
+        Task::Language { vocab } => vocab,
+        _ => 0,
+    }
+}
+
+/// Data that the model cannot read.
 #[derive(Debug, thiserror::Error, Diagnostic)]
 #[error("{message}")]
-#[diagnostic(
-    code("xp::model::vocab"),
-    help(
-        "data for an HF model uses its tokenizer.json; give the model directory one, or use data within its vocabulary"
-    )
-)]
+#[diagnostic(code("xp::model::vocab"))]
 pub struct ModelData {
     message: String,
+    #[help]
+    help: String,
 }
 
 /// LoRA targets that are no glob or match no linear layer of the model.

@@ -278,6 +278,35 @@ fn csv_reads_bom_crlf_quotes_and_blank_lines() {
     assert_eq!(tabular(&d.validation), (&[3.0][..], 1, &[4.0][..], &[][..]));
 }
 
+/// Spreadsheets export semicolons in many locales, and `.tsv` files tabs: a first line with no
+/// comma but one of these is read with it (a table of one column could not be trained on).
+#[test]
+fn csv_separated_by_semicolons_tabs_or_bars_is_read_so() {
+    let dir = TempDir::new().unwrap();
+    for sep in [";", "\t", "|"] {
+        let text = "a,b,y\n1,2,3\n4,5,6\n".replace(',', sep);
+        let path = write(&dir, "t.csv", text);
+        let d = ok(csv(&path, Kind::Regression, Validation::Fraction(0.0)));
+        assert_eq!(
+            tabular(&d.train),
+            (&[1.0, 2.0, 4.0, 5.0][..], 2, &[3.0, 6.0][..], &[][..]),
+            "separator {sep:?}"
+        );
+    }
+    // Cells are found by the same separator: the label is on the bad cell.
+    let path = write(&dir, "t.csv", "a;b;y\n1;2;3\n4;x,5;6\n");
+    let e = err(
+        csv(&path, Kind::Regression, Validation::Fraction(0.0)),
+        "xp::data::bad-row",
+        "t.csv:3: `x,5` in column `b` is not a number",
+    );
+    assert_rendered(&e, " 3 │ 4;x,5;6\n   ·   ─┬─\n");
+    // A comma in the first line keeps the comma.
+    let path = write(&dir, "t.csv", "a;b,y\n1,2\n");
+    let d = ok(csv(&path, Kind::Regression, Validation::Fraction(0.0)));
+    assert_eq!(tabular(&d.train).1, 1);
+}
+
 #[test]
 fn csv_unreadable_files() {
     let dir = TempDir::new().unwrap();
@@ -287,12 +316,31 @@ fn csv_unreadable_files() {
         "xp::data::unreadable",
         "nope.csv`: no such file",
     );
-    let path = write(&dir, "t.csv", b"x,y\n1,\xff\n");
-    let message = "t.csv`: not UTF-8 text (byte 6)";
-    err(
+}
+
+#[test]
+fn bytes_that_are_not_utf8_are_pointed_at() {
+    let dir = TempDir::new().unwrap();
+    let path = write(&dir, "t.csv", b"x,y\n1,2\n3,\xe9t\xe9\n");
+    let e = err(
         csv(&path, Kind::Regression, Validation::Fraction(0.2)),
-        "xp::data::unreadable",
-        message,
+        "xp::data::not-utf8",
+        "t.csv:3: not UTF-8 text: byte 10 is 0xe9",
+    );
+    assert_rendered(
+        &e,
+        " 3 │ 3,\u{fffd}t\u{fffd}\n   ·   ┬\n   ·   ╰── this byte",
+    );
+    assert!(help(&e).contains("UTF-8"), "{}", help(&e));
+    let path = write(
+        &dir,
+        "t.jsonl",
+        b"{\"prompt\": \"a\xff\", \"response\": \"b\"}\n",
+    );
+    err(
+        jsonl(&path, Validation::Fraction(0.0), None),
+        "xp::data::not-utf8",
+        "t.jsonl:1: not UTF-8 text: byte 13 is 0xff",
     );
 }
 
@@ -366,11 +414,45 @@ fn csv_unknown_feature_and_a_validation_file_without_the_column() {
     );
 
     let val = write(&dir, "v.csv", "alpha,y\n1,3\n");
-    err(
+    let e = err(
         csv(&path, Kind::Regression, Validation::File(val)),
         "xp::data::unknown-column",
-        "v.csv` has no column `beta`",
+        &format!(
+            "v.csv` has no column `beta`, which the training file `{}` has",
+            path.display()
+        ),
     );
+    assert_eq!(
+        help(&e),
+        "a validation file needs the columns the model trains on; its columns are `alpha`, `y`"
+    );
+}
+
+#[test]
+fn a_column_missing_from_the_validation_file_suggests_no_column_in_use() {
+    let dir = TempDir::new().unwrap();
+    let path = write(&dir, "t.csv", "feat1,feat2,feat3,y\n1,2,3,4\n");
+    let missing = format!(
+        "has no column `feat2`, which the training file `{}` has",
+        path.display()
+    );
+    let validate_with = |header: &str| {
+        let val = write(&dir, "v.csv", format!("{header}\n1,2,3,4\n"));
+        let e = err(
+            csv(&path, Kind::Regression, Validation::File(val)),
+            "xp::data::unknown-column",
+            &missing,
+        );
+        help(&e)
+    };
+    // `feat1` is close to `feat2`, but is a column of its own: no "did you mean".
+    assert_eq!(
+        validate_with("feat1,y"),
+        "it also lacks `feat3`; a validation file needs the columns the model trains on; its columns are `feat1`, `y`"
+    );
+    // A column the training file does not use is a plausible renaming.
+    let e = validate_with("feat1,Feat_2,feat3,y");
+    assert!(e.starts_with("did you mean `Feat_2`?"), "{e}");
 }
 
 #[test]
@@ -451,7 +533,10 @@ fn csv_empty_and_non_finite_cells() {
 #[test]
 fn csv_every_bad_row_is_reported() {
     let dir = TempDir::new().unwrap();
-    let rows: String = (0..30).map(|i| format!("{i},x\n")).collect();
+    // Rows of 3, 4, … cells: thirty different problems.
+    let rows: String = (0..30)
+        .map(|i| format!("{i},1,2{}\n", ",0".repeat(i)))
+        .collect();
     let path = write(&dir, "t.csv", format!("a,y\n1,2\n{rows}"));
     let e = err(
         csv(&path, Kind::Regression, Validation::Fraction(0.2)),
@@ -462,19 +547,60 @@ fn csv_every_bad_row_is_reported() {
     let related: Vec<String> = e.related().unwrap().map(|r| r.to_string()).collect();
     assert_eq!(related.len(), 20);
     assert!(
-        related[0].ends_with("t.csv:3: `x` in the target column `y` is not a number"),
+        related[0].ends_with("t.csv:3: this row has 3 cells, but the header has 2"),
         "{}",
         related[0]
     );
     assert!(related[19].contains("t.csv:22:"), "{}", related[19]);
 }
 
+/// Text labels with the default task, or a text column, are one problem, not one per row.
+#[test]
+fn csv_text_in_a_number_column_is_said_once_with_the_rows_counted() {
+    let dir = TempDir::new().unwrap();
+    let rows: String = (0..30).map(|i| format!("{i},cat\n")).collect();
+    let path = write(&dir, "t.csv", format!("a,y\n1,2\n{rows}3,\n4,5,6\n7,8,9\n"));
+    let e = err(
+        csv(&path, Kind::Regression, Validation::Fraction(0.2)),
+        "xp::data::many",
+        "t.csv` has 3 problems",
+    );
+    let related: Vec<&dyn Diagnostic> = e.related().unwrap().collect();
+    assert_eq!(related.len(), 3);
+    assert!(
+        related[0].to_string().ends_with(
+            "t.csv:3: `cat` in the target column `y` is not a number (and in 29 more rows)"
+        ),
+        "{}",
+        related[0]
+    );
+    let help = related[0].help().map(|h| h.to_string()).unwrap_or_default();
+    assert!(help.contains("task=\"classification\""), "{help}");
+    assert!(
+        related[1]
+            .to_string()
+            .ends_with("t.csv:33: empty cell in column `y`")
+    );
+    assert!(
+        related[2]
+            .to_string()
+            .ends_with("t.csv:34: this row has 3 cells, but the header has 2 (and in 1 more row)")
+    );
+
+    let path = write(&dir, "t.csv", "a,b,y\n1,red,2\n2,blue,3\n3,4,5\n");
+    err(
+        csv(&path, Kind::Regression, Validation::Fraction(0.2)),
+        "xp::data::bad-row",
+        "t.csv:2: `red` in column `b` is not a number (and in 1 more row)",
+    );
+}
+
 #[test]
 fn csv_unseen_class_in_the_validation_file() {
     let dir = TempDir::new().unwrap();
     let path = write(&dir, "t.csv", "x,y\n1,a\n2,b\n");
-    let val = write(&dir, "v.csv", "x,y\n1,a\n2,c\n");
-    let message = "v.csv:3: the class `c` does not occur in the training data";
+    let val = write(&dir, "v.csv", "x,y\n1,a\n2,c\n3,c\n");
+    let message = "v.csv:3: the class `c` does not occur in the training data (and in 1 more row)";
     let e = err(
         csv(&path, Kind::Classification, Validation::File(val)),
         "xp::data::bad-row",
@@ -588,8 +714,8 @@ fn text_errors() {
     let path = write(&dir, "t.txt", b"ab\xc3");
     err(
         text(&path, None, Validation::Fraction(0.1), None),
-        "xp::data::unreadable",
-        "not UTF-8 text (byte 2)",
+        "xp::data::not-utf8",
+        "t.txt:1: not UTF-8 text: byte 2 is 0xc3",
     );
     let path = write(&dir, "t.txt", "abcdef");
     let message = "has no validation windows: 0.1 of 2 windows rounds to none";
@@ -646,6 +772,41 @@ fn text_with_a_tokenizer() {
         tokens(&d.validation),
         (&[vec![2, 1, 4]][..], &[vec![1, 4, 0]][..])
     );
+}
+
+/// The end-of-text token is the one the model's files declare, whatever its spelling.
+#[test]
+fn text_ends_with_the_end_token_the_tokenizer_files_declare() {
+    let eot = TOKENIZER
+        .replace("<|endoftext|>", "<EOT>")
+        .replace("\"[UNK]\": 1", "\"[UNK]\": 1, \"</s>\": 7");
+    let end = |extra: &[(&str, &str)]| {
+        let dir = TempDir::new().unwrap();
+        let tokenizer = write(&dir, "tokenizer.json", &eot);
+        for (name, text) in extra {
+            write(&dir, name, text);
+        }
+        let path = write(&dir, "t.txt", "the cat");
+        let d = ok(text(
+            &path,
+            Some(&tokenizer),
+            Validation::Fraction(0.0),
+            None,
+        ));
+        tokens(&d.train).1[0].last().copied()
+    };
+    // The tokenizer's configs, in transformers' order; `</s>` is an ordinary word here.
+    let config = [(
+        "tokenizer_config.json",
+        r#"{"eos_token": {"content": "<EOT>"}}"#,
+    )];
+    assert_eq!(end(&config), Some(0));
+    let map = [("special_tokens_map.json", r#"{"eos_token": "[UNK]"}"#)];
+    assert_eq!(end(&map), Some(1));
+    let model = [("config.json", r#"{"eos_token_id": [3, 0]}"#)];
+    assert_eq!(end(&model), Some(3));
+    // Without them, the special token of tokenizer.json that names an end.
+    assert_eq!(end(&[]), Some(0));
 }
 
 #[test]
@@ -1031,4 +1192,150 @@ fn no_panics_on_odd_bytes() {
             let _ = jsonl(&path, Validation::Fraction(0.5), context);
         }
     }
+}
+
+// ---- the model's vocabulary ----
+
+/// Runs `xp COMMAND e.kdl ARGS` on an experiment of `model` on byte text; what it printed, and
+/// the losses of the run when it trained.
+fn byte_run(command: &str, model: &str, args: &[&str]) -> (std::process::Output, Vec<f64>) {
+    let dir = TempDir::new().unwrap();
+    let text: String = (0..40)
+        .map(|i| format!("line {i}: the cat sat on the mat.\n"))
+        .collect();
+    write(&dir, "t.txt", text);
+    let experiment = format!(
+        r#"experiment "vocab" {{
+    model "llama" {{
+        {model}
+    }}
+    data "text" path="t.txt" validation-fraction=0.1
+    train {{
+        steps 12
+        batch-size 4
+        optimizer "adamw" lr=1e-2
+        log every=1
+    }}
+}}
+"#
+    );
+    write(&dir, "e.kdl", experiment);
+    let runs = dir.path().join("runs");
+    let runs_dir = runs.to_str().unwrap();
+    let mut all = vec![command, "e.kdl"];
+    if command == "run" {
+        all.extend(["--runs-dir", runs_dir]);
+    }
+    all.extend(args);
+    let out = super::support::xp(dir.path(), &all);
+    if !runs.join("vocab/current").exists() {
+        return (out, Vec::new());
+    }
+    let sweep = super::support::current_sweep(dir.path(), "runs", "vocab");
+    let losses = std::fs::read_dir(&sweep)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("metrics.jsonl"))
+        .filter(|p| p.is_file())
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .filter_map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).ok()?["train/loss"].as_f64()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    (out, losses)
+}
+
+/// A vocabulary larger than the data's (as HF models pad theirs) trains: byte tokens index the
+/// larger embedding and the loss is over all 300 outputs.
+#[test]
+fn a_model_vocabulary_larger_than_the_datas_trains() {
+    let model = "layers 1\n heads 2\n dim 16\n hidden 32\n context 32\n vocab 300";
+    let (out, losses) = byte_run("run", model, &["-q"]);
+    super::support::succeeded(&out);
+    assert_eq!(losses.len(), 12, "{losses:?}");
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    // ln 300 at the start (uniform over the larger vocabulary, not ln 257), lower at the end.
+    assert!((losses[0] - 300f64.ln()).abs() < 0.05, "{losses:?}");
+    assert!(losses[11] < losses[0] - 1.0, "{losses:?}");
+}
+
+/// One smaller than the data's tokens is an error before training, with the size to use.
+#[test]
+fn a_model_vocabulary_smaller_than_the_datas_is_refused() {
+    let model = "layers 1\n heads 2\n dim 16\n hidden 32\n context 32\n vocab 200";
+    let (out, losses) = byte_run("run", model, &["-q"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        super::support::stderr(&out)
+    );
+    assert!(losses.is_empty());
+    let (out, _) = byte_run("validate", model, &["--format", "json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        super::support::stderr(&out)
+    );
+    let json = super::support::json(&out);
+    let text = json.to_string();
+    assert!(text.contains("xp::model::vocab"), "{text}");
+    assert!(
+        text.contains(
+            "the data's tokens go up to 256, beyond the vocabulary of the model (200 tokens)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("set `vocab` to at least 257"), "{text}");
+}
+
+/// `xp validate --format json` keeps every row problem of a file with its file and line, and
+/// names the file on the group too.
+#[test]
+fn json_diagnostics_keep_the_file_and_line_of_every_row() {
+    let dir = TempDir::new().unwrap();
+    write(&dir, "t.csv", "a,b,y\n1,2,3\n4,x,6\n7,8\n");
+    let experiment = r#"experiment "x" {
+    model "mlp" { hidden 8 }
+    data "csv" path="t.csv" target="y"
+    train {
+        steps 10
+        batch-size 2
+        optimizer "adamw" lr=1e-3
+    }
+}
+"#;
+    write(&dir, "e.kdl", experiment);
+    let out = super::support::xp(dir.path(), &["validate", "--format", "json", "e.kdl"]);
+    let json = super::support::json(&out);
+    let group = &json[0];
+    assert_eq!(group["code"], "xp::data::many", "{json}");
+    assert_eq!(group["file"], "t.csv", "{json}");
+    let rows: Vec<(String, String, u64)> = group["related"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["code"].as_str().unwrap().to_owned(),
+                r["file"].as_str().unwrap().to_owned(),
+                r["labels"][0]["line"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let bad_row = || "xp::data::bad-row".to_owned();
+    assert_eq!(
+        rows,
+        [
+            (bad_row(), "t.csv".to_owned(), 3),
+            (bad_row(), "t.csv".to_owned(), 4)
+        ]
+    );
 }

@@ -649,3 +649,105 @@ impl candle_nn::var_builder::SimpleBackend for Recorder {
         false
     }
 }
+
+/// A model directory with the tiny Qwen2's tokenizer and the chat template `template`.
+fn chat_dir(template: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let from = models().join("tiny-qwen2-hf");
+    for name in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(from.join(name), dir.path().join(name)).unwrap();
+    }
+    std::fs::write(dir.path().join("chat_template.jinja"), template).unwrap();
+    dir
+}
+
+/// The chat data of `lines` as the model of `dir` reads it.
+fn chat_data(dir: &Path, lines: &str) -> Result<data::Dataset, data::DataError> {
+    let tokenizer = HfTokenizer::open(dir, 320)
+        .expect("opens")
+        .expect("has one");
+    let path = dir.join("t.jsonl");
+    std::fs::write(&path, lines).unwrap();
+    let spec = Data {
+        seed: None,
+        source: DataSource::Jsonl {
+            path,
+            prompt_field: "prompt".into(),
+            response_field: "response".into(),
+            messages_field: "messages".into(),
+            validation: Validation::Fraction(0.0),
+            shuffle: false,
+            packing: false,
+        },
+    };
+    let model = ModelText {
+        context: Some(128),
+        tokenizer: Some(std::sync::Arc::new(tokenizer)),
+    };
+    data::load_for(&spec, 0, &model)
+}
+
+const TWO_TURNS: &str = r#"{"messages": [{"role": "user", "content": "Add 2 and 3."}, {"role": "assistant", "content": "5"}, {"role": "user", "content": "And 4?"}, {"role": "assistant", "content": "7"}]}"#;
+
+/// With `{% generation %}` blocks, the assistant turns are what they write, as transformers'
+/// assistant mask (TRL's assistant-only loss) has them: here, as in TRL's Qwen2.5 training
+/// template, the newline after `<|im_start|>assistant` is learned.
+#[test]
+fn generation_blocks_mark_the_learned_text_as_transformers_masks_it() {
+    let dir = chat_dir(
+        r#"{%- for message in messages %}
+    {%- if message['role'] == 'assistant' %}
+        {{- '<|im_start|>assistant' }}
+        {%- generation %}
+        {{- '\n' + message['content'] + '<|im_end|>\n' }}
+        {%- endgeneration %}
+    {%- else %}
+        {{- '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+{%- endif %}
+"#,
+    );
+    let d = chat_data(dir.path(), TWO_TURNS).expect("loads");
+    let Examples::Tokens { inputs, targets } = &d.train else {
+        panic!("token data");
+    };
+    // transformers 5 `apply_chat_template(..., return_assistant_tokens_mask=True)`, in the
+    // format of tests/reference/hf.py's `marked` (203 is the newline, 4 <|im_end|>).
+    let want_inputs: Vec<u32> = vec![
+        3, 89, 87, 263, 203, 37, 296, 225, 22, 298, 225, 23, 18, 4, 203, 3, 69, 304, 315, 203, 25,
+        4, 203, 3, 89, 87, 263, 203, 37, 278, 225, 24, 35, 4, 203, 3, 69, 304, 315, 203, 27, 4,
+    ];
+    let n = -100;
+    let want_targets: Vec<i64> = vec![
+        n, n, n, n, n, n, n, n, n, n, n, n, n, n, n, n, n, n, 203, 25, 4, 203, n, n, n, n, n, n, n,
+        n, n, n, n, n, n, n, n, n, 203, 27, 4, 203,
+    ];
+    assert_eq!(inputs[0], want_inputs);
+    assert_eq!(targets[0], want_targets);
+}
+
+/// A template that renders earlier turns differently once the conversation goes on (phi-3's
+/// end token, Qwen3 dropping earlier reasoning) hides where the turns are: those conversations
+/// are left out and counted, the others are kept.
+#[test]
+fn conversations_a_template_cannot_split_are_skipped_and_counted() {
+    let dir = chat_dir(
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}\
+         {% if add_generation_prompt %}<|im_start|>assistant\n{% else %}</s>{% endif %}",
+    );
+    let one = r#"{"messages": [{"role": "user", "content": "Add 2 and 3."}, {"role": "assistant", "content": "5"}]}"#;
+    let d = chat_data(dir.path(), &format!("{one}\n{TWO_TURNS}\n{one}\n")).expect("loads");
+    assert_eq!(d.skipped, 1);
+    assert_eq!(d.train.len(), 2);
+
+    let e = chat_data(dir.path(), TWO_TURNS).expect_err("nothing is left");
+    assert!(
+        e.to_string().ends_with(
+            "has no examples its chat template can split into turns (1 conversation left out)"
+        ),
+        "{e}"
+    );
+}

@@ -24,7 +24,9 @@ adapter, the logits, the mean cross-entropy against fixed targets (three ignored
 adapter gradient; PEFT's trainable and total parameter counts; and every line of
 tests/fixtures/chat/valid.jsonl as xp must tokenize it for that model (inputs and targets,
 -100 where nothing is learned), with messages rendered by `apply_chat_template` and assistant
-turns found by prefix renderings. For the llama model also three AdamW steps of PEFT training
+turns as transformers' assistant mask gives them where the template has `{% generation %}`
+blocks (the qwen2 one: the content and <|im_end|>, not the newline after it), else found by
+prefix renderings. For the llama model also three AdamW steps of PEFT training
 on tests/fixtures/chat/train.jsonl as one batch (tests/fixtures/hf/lora-llama.kdl asks xp for
 the same): the loss and gradient norm of each step and the adapter after them.
 
@@ -245,8 +247,20 @@ def ranges(tok, messages):
     return full, out
 
 
+def marked(tok, messages):
+    """Inputs and targets of a chat whose template marks assistant text with `{% generation %}`:
+    the tokens of transformers' assistant mask (what TRL's assistant-only loss learns)."""
+    out = tok.apply_chat_template(
+        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
+    ids, learned = list(out["input_ids"]), [bool(m) for m in out["assistant_masks"]]
+    return ids[:-1], [t if l else -100 for t, l in zip(ids[1:], learned[1:])]
+
+
 def example(tok, row):
     """What xp must make of a jsonl line: inputs and targets."""
+    if "messages" in row and tok.chat_template and "generation %}" in tok.chat_template:
+        return marked(tok, row["messages"])
     if "messages" in row and tok.chat_template:
         text, learn = ranges(tok, row["messages"])
         special, templated = False, True

@@ -513,7 +513,9 @@ fn rms_norm_fused_is_the_fused_op() {
 /// rounds away (such a loss came out ~1e-4 too low); torch's float32 is within ~2.4e-6.
 #[test]
 fn cross_entropy_matches_float64_on_large_vocabularies() {
-    let cases: [(usize, &[(usize, bool, f64)]); 2] = [
+    // (target, peaked, the float64 loss)
+    type Row = (usize, bool, f64);
+    let cases: [(usize, &[Row]); 2] = [
         (
             50_000,
             &[

@@ -2,11 +2,11 @@
 
 pub mod compare;
 pub mod data;
-pub mod diagnostic;
+pub(crate) mod diagnostic;
 pub mod front;
 pub mod model;
 pub mod ops;
-pub mod report;
+pub(crate) mod report;
 pub mod rng;
 pub mod spec;
 pub mod sweep;

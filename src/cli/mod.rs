@@ -1,17 +1,17 @@
 //! The command line: clap's definitions ([`args`]), one file per subcommand, and dispatch; the
 //! exit codes are decided in one place ([`exit`]).
 
-pub mod args;
-pub mod compare;
-pub mod exec;
-pub mod exit;
-pub mod plan;
-pub mod report;
-pub mod run;
-pub mod schema;
-pub mod status;
-pub mod table;
-pub mod validate;
+pub(crate) mod args;
+pub(crate) mod compare;
+pub(crate) mod exec;
+pub(crate) mod exit;
+pub(crate) mod plan;
+pub(crate) mod report;
+pub(crate) mod run;
+pub(crate) mod schema;
+pub(crate) mod status;
+pub(crate) mod table;
+pub(crate) mod validate;
 
 use std::io::Write;
 use std::process::ExitCode;

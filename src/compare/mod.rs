@@ -3,15 +3,15 @@
 //! gate. [`discover`] is the edge that reads run directories; everything after it is a function
 //! of what was read, so `xp compare` and the gate of `xp run` judge runs the same way.
 
-pub mod baseline;
+pub(crate) mod baseline;
 mod columns;
 pub mod discover;
-pub mod filter;
+pub(crate) mod filter;
 pub mod format;
-pub mod gate;
-pub mod junit;
-pub mod runs;
-pub mod table;
+pub(crate) mod gate;
+pub(crate) mod junit;
+pub(crate) mod runs;
+pub(crate) mod table;
 
 use crate::diagnostic::suggest::list;
 

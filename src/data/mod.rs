@@ -3,10 +3,10 @@
 //! by their loaders, which report bad input as diagnostics naming file and line.
 
 pub mod chat;
-pub mod csv;
-pub mod jsonl;
-pub mod synthetic;
-pub mod text;
+pub(crate) mod csv;
+pub(crate) mod jsonl;
+pub(crate) mod synthetic;
+pub(crate) mod text;
 pub mod tokenizer;
 
 use std::ops::Range;

@@ -2,8 +2,8 @@
 //! turned into the stable JSON form of `xp validate --format json`.
 
 #[cfg(feature = "cli")]
-pub mod render;
-pub mod suggest;
+pub(crate) mod render;
+pub(crate) mod suggest;
 
 use std::fmt;
 

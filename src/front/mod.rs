@@ -2,18 +2,18 @@
 //! every file, collecting all diagnostics of all files. `xp validate` prints what this finds;
 //! `xp plan` and `xp run` continue with the plans.
 
-pub mod check;
-pub mod compose;
-pub mod expand;
-pub mod load;
-pub mod parse;
+pub(crate) mod check;
+pub(crate) mod compose;
+pub(crate) mod expand;
+pub(crate) mod load;
+pub(crate) mod parse;
 pub mod plan;
-pub mod points;
-pub mod resolve;
+pub(crate) mod points;
+pub(crate) mod resolve;
 pub mod schema;
-pub mod source;
-pub mod template;
-pub mod tree;
+pub(crate) mod source;
+pub(crate) mod template;
+pub(crate) mod tree;
 pub mod user_config;
 
 use std::path::PathBuf;

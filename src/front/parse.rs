@@ -121,11 +121,6 @@ pub fn value_span(entry: &KdlEntry) -> SourceSpan {
     (span.offset() + span.len() - repr_len, repr_len).into()
 }
 
-/// The span of an entry's key, or of its value for an argument.
-pub fn key_span(entry: &KdlEntry) -> SourceSpan {
-    entry.name().map_or_else(|| value_span(entry), |k| k.span())
-}
-
 /// Where the text of a string value starts in the file, when the written form is a plain
 /// single-line quoted string without escapes (offsets inside it map one to one).
 pub fn string_content_offset(entry: &KdlEntry) -> Option<usize> {

@@ -37,10 +37,6 @@ impl Point {
         }
         parts.join(", ")
     }
-
-    pub fn get(&self, axis: &str) -> Option<&KdlValue> {
-        self.axes.iter().find(|(k, _)| k == axis).map(|(_, v)| v)
-    }
 }
 
 /// The points of an experiment's sweep, in the documented order: blocks as written combine by

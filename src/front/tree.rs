@@ -169,7 +169,7 @@ impl Entry {
         self.value.as_string()
     }
 
-    pub fn from_template(&self) -> bool {
+    pub fn is_templated(&self) -> bool {
         matches!(self.origin, Origin::Template(_) | Origin::Rendered(_))
     }
 }

@@ -8,7 +8,7 @@
 pub mod hf;
 pub mod llama;
 pub mod lora;
-pub mod mlp;
+pub(crate) mod mlp;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

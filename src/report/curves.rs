@@ -19,16 +19,6 @@ pub struct Curve {
     pub values: Vec<f64>,
 }
 
-impl Curve {
-    pub fn len(&self) -> usize {
-        self.steps.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.steps.is_empty()
-    }
-}
-
 /// The curves of `metrics` in the text of a `metrics.jsonl`. Lines that are not JSON objects
 /// (one still being written, a torn write) and values that are null or not finite are skipped;
 /// a step logged twice (a run resumed from a checkpoint) keeps its last value.
@@ -133,11 +123,11 @@ mod tests {
             .map(|i| (i, if i == 500 { 100.0 } else { (i % 7) as f64 }))
             .collect();
         let c = downsample(&points, 400);
-        assert!(c.len() <= 400, "{}", c.len());
+        assert!(c.steps.len() <= 400, "{}", c.steps.len());
         assert_eq!(c.steps.first(), Some(&0));
         assert_eq!(c.steps.last(), Some(&999));
         assert!(c.values.contains(&100.0));
         assert!(c.steps.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(downsample(&points[..10], 400).len(), 10);
+        assert_eq!(downsample(&points[..10], 400).steps.len(), 10);
     }
 }

@@ -2,8 +2,8 @@
 //! each run's status and its curves — which [`html`] renders as a single self-contained page.
 //! [`write`] is the edge: it finds the runs, reads their metrics and writes the file.
 
-pub mod curves;
-pub mod html;
+pub(crate) mod curves;
+pub(crate) mod html;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::ErrorKind;

@@ -11,14 +11,11 @@
 //! The points exist only in a build with the `fault-injection` feature (the tests turn it on);
 //! in any other build they are empty functions, and the binary knows no `XP_FAULT_*` variable.
 
-pub use imp::{panic_for, point, set_run};
+pub use imp::{panic_for, point};
 
 /// Without the feature: nothing.
 #[cfg(not(feature = "fault-injection"))]
 mod imp {
-    #[inline(always)]
-    pub fn set_run(_: &str) {}
-
     #[inline(always)]
     pub fn point(_: &str) {}
 

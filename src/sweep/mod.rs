@@ -3,12 +3,12 @@
 //! `record/`, the owner of every run- and sweep-directory path and file.
 
 pub mod executor;
-pub mod export;
-pub mod fault;
-pub mod options;
+pub(crate) mod export;
+pub(crate) mod fault;
+pub(crate) mod options;
 pub mod preflight;
-pub mod prepare;
-pub mod processes;
+pub(crate) mod prepare;
+pub(crate) mod processes;
 pub mod progress;
 pub mod record;
-pub mod slurm;
+pub(crate) mod slurm;

@@ -2,7 +2,7 @@
 //! eval → stop. It knows no paths and prints nothing: everything it has to say is an
 //! [`Event`] for a [`Sink`] (metrics.jsonl, train.log and progress are sinks).
 
-pub mod device;
+pub(crate) mod device;
 mod eval;
 mod event;
 mod loss_scale;
@@ -10,7 +10,7 @@ pub mod memory;
 mod metrics;
 pub mod optim;
 mod order;
-pub mod precision;
+pub(crate) mod precision;
 pub mod schedule;
 mod shards;
 mod state;

@@ -6,7 +6,7 @@
 
 mod arguments;
 mod error;
-pub mod experiment;
+pub(crate) mod experiment;
 mod kind;
 mod messages;
 mod nodes;
@@ -20,7 +20,6 @@ use std::collections::BTreeSet;
 use miette::Diagnostic;
 
 pub use error::CheckError;
-pub use messages::describe;
 pub use value::range_rule;
 
 use crate::diagnostic::Diag;

@@ -16,8 +16,7 @@ use std::path::{Path, PathBuf};
 pub use canonical::canonical;
 pub use decode::decode;
 pub use defaults::fill;
-pub use error::RunError;
-pub use rules::{rules, synthetic_sequence_length, synthetic_train_examples};
+pub use rules::rules;
 
 use crate::front::load::base_dir;
 use crate::front::source::Sources;

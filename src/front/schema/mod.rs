@@ -3,7 +3,7 @@
 //! written in it and embedded here; `schemas/meta.kdl` describes the dialect itself.
 
 mod load;
-pub mod markdown;
+pub(crate) mod markdown;
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;

@@ -3,13 +3,13 @@
 //! line at a time, train.log), and every file that others read (summary, results, plan, config,
 //! model) is replaced atomically.
 
-pub mod atomic;
+pub(crate) mod atomic;
 pub mod checkpoint;
-pub mod layout;
-pub mod lock;
-pub mod results;
-pub mod summary;
-pub mod writer;
+pub(crate) mod layout;
+pub(crate) mod lock;
+pub(crate) mod results;
+pub(crate) mod summary;
+pub(crate) mod writer;
 
 use std::fs;
 use std::io;

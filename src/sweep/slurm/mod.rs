@@ -4,7 +4,7 @@
 //! the job in `slurm/jobs.json`. Each task runs `xp exec` for its run on the shared sweep
 //! directory. Slurm is the scheduler: xp only reads its queue (`squeue`).
 
-pub mod launch;
+pub(crate) mod launch;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -2,11 +2,12 @@
 //! experiment with every template evaluated (values keep the template's span), `when` applied
 //! and `none` leaving a setting unset. Pure: no I/O.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use kdl::KdlValue;
 use miette::{Diagnostic, SourceSpan};
-use minijinja::value::{Value, ValueKind};
+use minijinja::value::{Enumerator, Object, Value, ValueKind};
 use minijinja::{Environment, Expression};
 use thiserror::Error;
 
@@ -166,7 +167,10 @@ impl Expander {
         point: &Point,
     ) -> Result<(Node, Option<RunName>), Vec<Diag>> {
         let mut errors = Vec::new();
-        let mut vars: Vec<(String, Value)> = Vec::new();
+        // One scope that grows var by var: a var sees the axes, `seed` and the vars before it,
+        // without a copy of the scope per var (quadratic with thousands of vars).
+        let scope = Arc::new(Scope::new(&point.axes, point.seed));
+        let ctx = Value::from_dyn_object(Arc::clone(&scope));
         for var in experiment
             .nodes()
             .iter()
@@ -174,19 +178,17 @@ impl Expander {
             .flat_map(|v| v.nodes())
         {
             let Some(entry) = var.arg(0) else { continue };
-            let ctx = context(&point.axes, point.seed, &vars);
             match self.value(entry, &ctx) {
-                Ok(v) => vars.push((
+                Ok(v) => scope.insert(
                     var.name.clone(),
                     v.as_ref().map_or(Value::from(()), to_jinja),
-                )),
+                ),
                 Err(e) => errors.push(e),
             }
         }
         if !errors.is_empty() {
             return Err(errors);
         }
-        let ctx = context(&point.axes, point.seed, &vars);
         let name = match experiment.child("name").and_then(|n| n.arg(0)) {
             Some(entry) => match self.value(entry, &ctx) {
                 Ok(v) => v.map(|v| RunName {
@@ -394,12 +396,43 @@ fn eval_error(e: &minijinja::Error, entry: &Entry, base: usize) -> Diag {
     )
 }
 
-pub(super) fn context(axes: &[(String, KdlValue)], seed: i64, vars: &[(String, Value)]) -> Value {
-    let mut map: std::collections::BTreeMap<String, Value> =
-        axes.iter().map(|(k, v)| (k.clone(), to_jinja(v))).collect();
-    map.insert("seed".into(), Value::from(seed));
-    map.extend(vars.iter().cloned());
-    Value::from(map)
+/// The variables of one point: its axes and `seed`.
+pub(super) fn context(axes: &[(String, KdlValue)], seed: i64) -> Value {
+    Value::from_object(Scope::new(axes, seed))
+}
+
+/// Template variables by name, to which a point's vars are added one at a time.
+#[derive(Debug)]
+struct Scope(Mutex<BTreeMap<String, Value>>);
+
+impl Scope {
+    fn new(axes: &[(String, KdlValue)], seed: i64) -> Self {
+        let mut map: BTreeMap<String, Value> =
+            axes.iter().map(|(k, v)| (k.clone(), to_jinja(v))).collect();
+        map.insert("seed".into(), Value::from(seed));
+        Scope(Mutex::new(map))
+    }
+
+    fn insert(&self, name: String, value: Value) {
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(name, value);
+        }
+    }
+}
+
+impl Object for Scope {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        self.0.lock().ok()?.get(key.as_str()?).cloned()
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        let keys: Vec<Value> = self
+            .0
+            .lock()
+            .map(|map| map.keys().map(|k| Value::from(k.as_str())).collect())
+            .unwrap_or_default();
+        Enumerator::Values(keys)
+    }
 }
 
 fn to_jinja(v: &KdlValue) -> Value {

@@ -378,7 +378,7 @@ fn excluded(
     let Some(when) = rule.prop("when") else {
         return Ok(true);
     };
-    let ctx = context(point, seed, &[]);
+    let ctx = context(point, seed);
     match evaluate(when, &ctx, env, &mut HashMap::new())? {
         Some(KdlValue::Bool(b)) => Ok(b),
         Some(other) => Ok(truthy(&other)),

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use miette::NamedSource;
+use miette::{MietteError, MietteSpanContents, NamedSource, SourceCode, SourceSpan, SpanContents};
 
 /// Index of a source in a [`Sources`] collection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -22,8 +22,14 @@ pub struct Source {
 impl Source {
     pub fn new(name: impl Into<String>, path: Option<PathBuf>, text: impl Into<String>) -> Self {
         let text: String = text.into();
+        // Lines end as miette counts them (`\n`, `\r\n` or a lone `\r`), so the window
+        // [`SourceCode`] reads agrees with its line numbers.
+        let bytes = text.as_bytes();
         let mut line_starts = vec![0];
-        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        line_starts.extend(bytes.iter().enumerate().filter_map(|(i, &b)| {
+            let ends = b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n'));
+            ends.then_some(i + 1)
+        }));
         Source {
             name: name.into(),
             path,
@@ -46,6 +52,41 @@ impl Source {
 
     pub fn named(&self) -> NamedSource<Arc<String>> {
         NamedSource::new(self.name.clone(), Arc::clone(&self.text)).with_language("kdl")
+    }
+}
+
+/// Reads a span's context from the few lines around it, found through the line index, rather
+/// than by scanning the text from its start as miette does for a plain string: rendering n
+/// diagnostics of one file is then linear in n, not quadratic.
+impl SourceCode for Source {
+    fn read_span<'a>(
+        &'a self,
+        span: &SourceSpan,
+        context_lines_before: usize,
+        context_lines_after: usize,
+    ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
+        let offset = span.offset().min(self.text.len());
+        let line = self.line_starts.partition_point(|&s| s <= offset) - 1;
+        // One line more than asked for: miette's scan then sees the same lines as on the
+        // whole text.
+        let first = line.saturating_sub(context_lines_before + 1);
+        let start = self.line_starts[first];
+        let window = &self.text.as_bytes()[start..];
+        let local = SourceSpan::new(
+            (span.offset() - start.min(span.offset())).into(),
+            span.len(),
+        );
+        let inner = window.read_span(&local, context_lines_before, context_lines_after)?;
+        let contents = MietteSpanContents::new_named(
+            self.name.clone(),
+            inner.data(),
+            SourceSpan::new((inner.span().offset() + start).into(), inner.span().len()),
+            inner.line() + first,
+            inner.column(),
+            inner.line_count() + first,
+        )
+        .with_language("kdl");
+        Ok(Box::new(contents))
     }
 }
 

@@ -181,3 +181,33 @@ fn a_clean_file_exits_zero_with_a_summary() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(stdout(&out), "0 errors, 0 warnings in 1 file\n");
 }
+
+proptest::proptest! {
+    /// Rendering reads a span's context through the line index; it must see what miette's own
+    /// scan of the whole text sees, whatever the line endings.
+    #[test]
+    fn source_windows_read_like_miette(
+        text in "[a\n\r{ ]{0,80}",
+        offset in 0usize..90,
+        len in 0usize..10,
+        before in 0usize..4,
+        after in 0usize..4,
+    ) {
+        use miette::SourceCode;
+        let source = xp::front::source::Source::new("f.kdl", None, text.clone());
+        let span = miette::SourceSpan::new(offset.into(), len);
+        let whole = text.as_bytes().read_span(&span, before, after);
+        let window = source.read_span(&span, before, after);
+        match (whole, window) {
+            (Ok(w), Ok(s)) => {
+                proptest::prop_assert_eq!(w.data(), s.data());
+                proptest::prop_assert_eq!(w.span(), s.span());
+                proptest::prop_assert_eq!(w.line(), s.line());
+                proptest::prop_assert_eq!(w.column(), s.column());
+                proptest::prop_assert_eq!(w.line_count(), s.line_count());
+            }
+            (Err(_), Err(_)) => {}
+            (w, s) => proptest::prop_assert!(false, "{:?} against {:?}", w.is_ok(), s.is_ok()),
+        }
+    }
+}

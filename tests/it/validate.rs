@@ -211,3 +211,30 @@ proptest::proptest! {
         }
     }
 }
+
+/// The codes `xp validate --format json` reports for an experiment.
+fn codes_of(text: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("e.kdl"), text).unwrap();
+    let out = xp(dir.path(), &["validate", "--format", "json", "e.kdl"]);
+    json(&out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["code"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_typo_does_not_hide_a_cross_field_mistake_elsewhere() {
+    let text = "experiment \"e\" {\n    data \"modular-addition\" modulus=23\n    model \"llama\" {\n        layers 1\n        heads 3\n        dim 64\n        context 8\n    }\n    train {\n        steps 10\n        bogus 1\n    }\n}\n";
+    let mut codes = codes_of(text);
+    codes.sort();
+    assert_eq!(codes, ["xp::run::model-shape", "xp::schema::unknown-node"]);
+}
+
+#[test]
+fn a_missing_data_node_is_a_schema_error() {
+    let text = "experiment \"e\" {\n    model \"mlp\" { hidden 8 }\n    train { steps 10 }\n}\n";
+    assert_eq!(codes_of(text), ["xp::schema::missing-required"]);
+}

@@ -238,3 +238,25 @@ fn a_missing_data_node_is_a_schema_error() {
     let text = "experiment \"e\" {\n    model \"mlp\" { hidden 8 }\n    train { steps 10 }\n}\n";
     assert_eq!(codes_of(text), ["xp::schema::missing-required"]);
 }
+
+#[test]
+fn run_names_that_clash_with_sweep_files_or_hide_characters_are_refused() {
+    for name in [
+        "results.csv",
+        "plan.json",
+        "Report.html",
+        "slurm",
+        "experiment.kdl",
+        "current",
+        // KDL escapes: KDL v2 refuses these characters written literally.
+        "run\\u{202E}gpj.exe",
+        "a\\u{2066}b",
+        "zero\\u{200B}width",
+        "tab\\there",
+    ] {
+        let text = format!(
+            "experiment \"e\" {{\n    data \"regression\" features=8 samples=64\n    model \"mlp\" {{ hidden 8 }}\n    train {{ steps 10 }}\n    name \"{name}\"\n}}\n"
+        );
+        assert_eq!(codes_of(&text), ["xp::sweep::bad-name"], "{name:?}");
+    }
+}

@@ -115,7 +115,7 @@ pub enum PlanError {
     #[diagnostic(
         code("xp::sweep::bad-name"),
         help(
-            "run names are directories: at most 100 bytes, no `/`, no `..`, no control characters, not starting with `.`"
+            "run names are directories: at most 100 bytes, no `/`, no `..`, no control, invisible or bidirectional characters, not starting with `.`, and not a file of the sweep (plan.json, results.csv, report.html, slurm, current, …)"
         )
     )]
     BadName {

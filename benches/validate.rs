@@ -2,10 +2,13 @@
 //! - `xp validate` on a generated 10,000-line file (many experiments, each with templates, a
 //!   sweep and every kind of node);
 //! - validating and planning one sweep of 10,000 runs (a 100 × 100 grid with templates, vars
-//!   and a name template): expansion, per-run checks, resolution, names and ids.
+//!   and a name template): expansion, per-run checks, resolution, names and ids;
+//! - 16,000 `vars`, each read by the next, and 20,000 diagnostics rendered for humans and as
+//!   JSON: both were quadratic once (54 s and 7 s), and must stay linear.
 
 use std::time::{Duration, Instant};
 
+use xp::diagnostic::render::Renderer;
 use xp::front::validate_text;
 
 /// About `lines` lines of valid experiments.
@@ -100,7 +103,70 @@ fn big_sweep(n: usize) -> String {
     )
 }
 
+/// An experiment with `n` vars, each computed from the one before; training reads the last.
+fn many_vars(n: usize) -> String {
+    let vars: String = (1..n)
+        .map(|i| format!("        v{i} \"{{{{ v{} + 1 }}}}\"\n", i - 1))
+        .collect();
+    format!(
+        "experiment \"vars\" {{\n    data \"regression\" features=8 samples=64\n    model \"mlp\" {{ hidden 8 }}\n    train {{ steps \"{{{{ v{} }}}}\" }}\n    vars {{\n        v0 1\n{vars}    }}\n}}\n",
+        n - 1
+    )
+}
+
+/// An experiment with `n` unknown nodes: `n` diagnostics.
+fn many_mistakes(n: usize) -> String {
+    let nodes: String = (0..n).map(|i| format!("    bogus{i} 1\n")).collect();
+    format!(
+        "experiment \"typos\" {{\n    data \"regression\" features=8 samples=64\n    model \"mlp\" {{ hidden 8 }}\n    train {{ steps 10 }}\n{nodes}}}\n"
+    )
+}
+
+/// The median of `runs` timings of `f`, in milliseconds.
+fn time_ms<T>(runs: usize, mut f: impl FnMut() -> T) -> f64 {
+    let samples: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            std::hint::black_box(f());
+            start.elapsed()
+        })
+        .collect();
+    median(samples).as_secs_f64() * 1e3
+}
+
+fn scale() {
+    let vars = many_vars(16_000);
+    let checked = validate_text("vars.kdl", &vars);
+    assert!(
+        checked.diags.is_empty(),
+        "{:?}",
+        checked.diags.iter().next()
+    );
+    println!("vars: 16,000, each reading the one before");
+    println!(
+        "  validate + plan  median {:>8.1} ms",
+        time_ms(3, || validate_text("vars.kdl", &vars))
+    );
+
+    let mistakes = many_mistakes(20_000);
+    let checked = validate_text("typos.kdl", &mistakes);
+    assert_eq!(checked.diags.len(), 20_000);
+    let renderer = Renderer::new(false);
+    println!("diagnostics: 20,000 in one file");
+    println!(
+        "  human            median {:>8.1} ms",
+        time_ms(3, || renderer.render(&checked.diags, &checked.sources))
+    );
+    println!(
+        "  json             median {:>8.1} ms",
+        time_ms(3, || serde_json::to_string(
+            &checked.diags.to_json(&checked.sources)
+        ))
+    );
+}
+
 fn main() {
+    scale();
     let sweep = big_sweep(100);
     let checked = validate_text("sweep.kdl", &sweep);
     assert!(

@@ -3,14 +3,11 @@
 
 use std::fmt;
 use std::io::IsTerminal;
-use std::sync::Arc;
 
-use miette::{
-    Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceCode,
-};
+use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, SourceCode};
 
 use crate::diagnostic::{Diag, Diagnostics};
-use crate::front::source::Sources;
+use crate::front::source::{Source, Sources};
 
 /// Width used when the output is not a terminal (snapshots, CI logs).
 pub const PLAIN_WIDTH: usize = 100;
@@ -51,10 +48,9 @@ impl Renderer {
 
     /// All diagnostics, each followed by a blank line.
     pub fn render(&self, diags: &Diagnostics, sources: &Sources) -> String {
-        let named: Vec<NamedSource<Arc<String>>> = sources.iter().map(|(_, s)| s.named()).collect();
         let mut out = String::new();
         for diag in diags.iter() {
-            let source = diag.source.map(|id| &named[id.0]);
+            let source = diag.source.map(|id| sources.get(id));
             let wrapped = WithSource { diag, source };
             if self.handler.render_report(&mut out, &wrapped).is_err() {
                 out.push_str(&format!("{}: {}\n", diag.code(), diag.inner));
@@ -68,7 +64,7 @@ impl Renderer {
 /// A diagnostic together with the text its spans point into.
 struct WithSource<'a> {
     diag: &'a Diag,
-    source: Option<&'a NamedSource<Arc<String>>>,
+    source: Option<&'a Source>,
 }
 
 impl fmt::Debug for WithSource<'_> {

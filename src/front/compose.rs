@@ -10,7 +10,7 @@ use thiserror::Error;
 
 use crate::diagnostic::Diag;
 use crate::diagnostic::suggest::{list, suggest};
-use crate::front::load::{BaseFailure, Loaded, base_dir, normalize};
+use crate::front::load::{BaseFailure, Loaded, MAX_EXTENDS, base_dir, normalize};
 use crate::front::schema::{Body, NodeSpec, Schema, ValueSpec};
 use crate::front::source::{SourceId, Sources};
 use crate::front::tree::{Entry, Node};
@@ -37,6 +37,17 @@ pub enum ComposeError {
     Cycle {
         chain: String,
         #[label("closes the cycle")]
+        span: SourceSpan,
+    },
+
+    #[error("the `extends` chain is longer than {limit} files")]
+    #[diagnostic(
+        code("xp::extends::too-deep"),
+        help("extend a base that holds the shared settings directly instead of a long chain")
+    )]
+    TooDeep {
+        limit: usize,
+        #[label("extends beyond the limit here")]
         span: SourceSpan,
     },
 
@@ -134,7 +145,7 @@ pub fn compose(experiment: &Node, loaded: &Loaded, sources: &Sources) -> Result<
     if let Some(path) = &sources.get(experiment.source).path {
         stack.push(normalize(path));
     }
-    compose_inner(experiment, loaded, sources, &mut stack)
+    compose_inner(experiment, loaded, sources, &mut stack, 0)
 }
 
 fn compose_inner(
@@ -142,6 +153,7 @@ fn compose_inner(
     loaded: &Loaded,
     sources: &Sources,
     stack: &mut Vec<PathBuf>,
+    depth: usize,
 ) -> Result<Node, Diag> {
     let Some(extends) = experiment.child("extends") else {
         return Ok(experiment.clone());
@@ -168,8 +180,21 @@ fn compose_inner(
             },
         ));
     }
+    let too_deep = || {
+        diag(
+            target.source,
+            ComposeError::TooDeep {
+                limit: MAX_EXTENDS,
+                span: target.span,
+            },
+        )
+    };
+    if depth >= MAX_EXTENDS {
+        return Err(too_deep());
+    }
     let base_source = match loaded.bases.get(&path) {
         Some(Ok(id)) => *id,
+        Some(Err(BaseFailure::TooDeep)) => return Err(too_deep()),
         Some(Err(BaseFailure::Unreadable(reason))) => {
             return Err(diag(
                 target.source,
@@ -253,7 +278,7 @@ fn compose_inner(
         },
     };
     stack.push(path);
-    let base = compose_inner(base, loaded, sources, stack)?;
+    let base = compose_inner(base, loaded, sources, stack, depth + 1)?;
     stack.pop();
     Ok(merge(base, experiment))
 }

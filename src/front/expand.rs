@@ -2,11 +2,12 @@
 //! experiment with every template evaluated (values keep the template's span), `when` applied
 //! and `none` leaving a setting unset. Pure: no I/O.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use kdl::KdlValue;
 use miette::{Diagnostic, SourceSpan};
-use minijinja::value::{Value, ValueKind};
+use minijinja::value::{Enumerator, Object, Value, ValueKind};
 use minijinja::{Environment, Expression};
 use thiserror::Error;
 
@@ -59,6 +60,20 @@ pub enum ExpandError {
         span: SourceSpan,
     },
 
+    #[error("this sweep has {count} runs, more than the limit of {limit}")]
+    #[diagnostic(
+        code("xp::sweep::too-many-runs"),
+        help(
+            "narrow the axes, split the sweep into several experiments, or sample the space with `random count=N`"
+        )
+    )]
+    TooManyRuns {
+        count: String,
+        limit: usize,
+        #[label("{count} runs")]
+        span: SourceSpan,
+    },
+
     #[error("every point of the sweep is excluded")]
     #[diagnostic(
         code("xp::sweep::empty"),
@@ -77,6 +92,22 @@ pub enum ExpandError {
     Eval {
         message: String,
         #[label("fails here")]
+        span: SourceSpan,
+    },
+
+    #[error("the template `{template}` exceeds its budget: {what}")]
+    #[diagnostic(
+        code("xp::template::budget"),
+        help(
+            "a template computes one value of a run; it may run {fuel} steps and produce {max} bytes"
+        )
+    )]
+    Budget {
+        template: String,
+        what: &'static str,
+        fuel: u64,
+        max: usize,
+        #[label("this template")]
         span: SourceSpan,
     },
 
@@ -136,7 +167,10 @@ impl Expander {
         point: &Point,
     ) -> Result<(Node, Option<RunName>), Vec<Diag>> {
         let mut errors = Vec::new();
-        let mut vars: Vec<(String, Value)> = Vec::new();
+        // One scope that grows var by var: a var sees the axes, `seed` and the vars before it,
+        // without a copy of the scope per var (quadratic with thousands of vars).
+        let scope = Arc::new(Scope::new(&point.axes, point.seed));
+        let ctx = Value::from_dyn_object(Arc::clone(&scope));
         for var in experiment
             .nodes()
             .iter()
@@ -144,19 +178,17 @@ impl Expander {
             .flat_map(|v| v.nodes())
         {
             let Some(entry) = var.arg(0) else { continue };
-            let ctx = context(&point.axes, point.seed, &vars);
             match self.value(entry, &ctx) {
-                Ok(v) => vars.push((
+                Ok(v) => scope.insert(
                     var.name.clone(),
                     v.as_ref().map_or(Value::from(()), to_jinja),
-                )),
+                ),
                 Err(e) => errors.push(e),
             }
         }
         if !errors.is_empty() {
             return Err(errors);
         }
-        let ctx = context(&point.axes, point.seed, &vars);
         let name = match experiment.child("name").and_then(|n| n.arg(0)) {
             Some(entry) => match self.value(entry, &ctx) {
                 Ok(v) => v.map(|v| RunName {
@@ -266,10 +298,6 @@ impl Expander {
         if template::sole_expression(text).is_some() {
             return evaluate(entry, ctx, template::shared(), &mut self.expressions);
         }
-        let at = Location {
-            value: entry.span,
-            content: entry.content,
-        };
         let key = match self.names.get(text) {
             Some(k) => k.clone(),
             None => {
@@ -278,19 +306,21 @@ impl Expander {
                     .templates
                     .add_template_owned(key.clone(), text.to_owned())
                 {
-                    return Err(eval_error(&e, at, 0, entry.source));
+                    return Err(eval_error(&e, entry, 0));
                 }
                 self.names.insert(text.to_owned(), key.clone());
                 key
             }
         };
+        let mut out = template::BoundedOutput::default();
         let rendered = self
             .templates
             .get_template(&key)
-            .and_then(|t| t.render(ctx));
+            .and_then(|t| t.render_captured_to(ctx, &mut out));
         match rendered {
-            Ok(s) => Ok(Some(KdlValue::String(s))),
-            Err(e) => Err(eval_error(&e, at, 0, entry.source)),
+            Ok(_) => Ok(Some(KdlValue::String(out.text))),
+            Err(_) if out.overflowed => Err(over_budget(entry, "its output is too large")),
+            Err(e) => Err(eval_error(&e, entry, 0)),
         }
     }
 }
@@ -303,22 +333,24 @@ pub(super) fn evaluate(
     cache: &mut HashMap<String, Expression<'static, 'static>>,
 ) -> Result<Option<KdlValue>, Diag> {
     let text = entry.as_str().unwrap_or_default();
-    let at = Location {
-        value: entry.span,
-        content: entry.content,
-    };
     let Some((base, expr)) = template::sole_expression(text) else {
         return Ok(Some(entry.value.clone()));
     };
     if !cache.contains_key(text) {
         let compiled = env
             .compile_expression_owned(expr.to_owned())
-            .map_err(|e| eval_error(&e, at, base, entry.source))?;
+            .map_err(|e| eval_error(&e, entry, base))?;
         cache.insert(text.to_owned(), compiled);
     }
     let value = cache[text]
         .eval(ctx)
-        .map_err(|e| eval_error(&e, at, base, entry.source))?;
+        .map_err(|e| eval_error(&e, entry, base))?;
+    if value
+        .as_str()
+        .is_some_and(|s| s.len() > template::MAX_OUTPUT_BYTES)
+    {
+        return Err(over_budget(entry, "its value is too large"));
+    }
     from_jinja(&value).map_err(|found| {
         diag(
             entry.source,
@@ -330,12 +362,33 @@ pub(super) fn evaluate(
     })
 }
 
-fn eval_error(e: &minijinja::Error, at: Location, base: usize, source: SourceId) -> Diag {
+/// A template that ran out of fuel or produced too much, labelled as a whole.
+pub(super) fn over_budget(entry: &Entry, what: &'static str) -> Diag {
+    diag(
+        entry.source,
+        ExpandError::Budget {
+            template: template::short(entry.as_str().unwrap_or_default()),
+            what,
+            fuel: template::FUEL,
+            max: template::MAX_OUTPUT_BYTES,
+            span: entry.span,
+        },
+    )
+}
+
+fn eval_error(e: &minijinja::Error, entry: &Entry, base: usize) -> Diag {
+    if e.kind() == minijinja::ErrorKind::OutOfFuel {
+        return over_budget(entry, "it runs too long");
+    }
+    let at = Location {
+        value: entry.span,
+        content: entry.content,
+    };
     let message = e
         .detail()
         .map_or_else(|| e.kind().to_string(), str::to_owned);
     diag(
-        source,
+        entry.source,
         ExpandError::Eval {
             message,
             span: at.span(e.range(), base),
@@ -343,12 +396,43 @@ fn eval_error(e: &minijinja::Error, at: Location, base: usize, source: SourceId)
     )
 }
 
-pub(super) fn context(axes: &[(String, KdlValue)], seed: i64, vars: &[(String, Value)]) -> Value {
-    let mut map: std::collections::BTreeMap<String, Value> =
-        axes.iter().map(|(k, v)| (k.clone(), to_jinja(v))).collect();
-    map.insert("seed".into(), Value::from(seed));
-    map.extend(vars.iter().cloned());
-    Value::from(map)
+/// The variables of one point: its axes and `seed`.
+pub(super) fn context(axes: &[(String, KdlValue)], seed: i64) -> Value {
+    Value::from_object(Scope::new(axes, seed))
+}
+
+/// Template variables by name, to which a point's vars are added one at a time.
+#[derive(Debug)]
+struct Scope(Mutex<BTreeMap<String, Value>>);
+
+impl Scope {
+    fn new(axes: &[(String, KdlValue)], seed: i64) -> Self {
+        let mut map: BTreeMap<String, Value> =
+            axes.iter().map(|(k, v)| (k.clone(), to_jinja(v))).collect();
+        map.insert("seed".into(), Value::from(seed));
+        Scope(Mutex::new(map))
+    }
+
+    fn insert(&self, name: String, value: Value) {
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(name, value);
+        }
+    }
+}
+
+impl Object for Scope {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        self.0.lock().ok()?.get(key.as_str()?).cloned()
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        let keys: Vec<Value> = self
+            .0
+            .lock()
+            .map(|map| map.keys().map(|k| Value::from(k.as_str())).collect())
+            .unwrap_or_default();
+        Enumerator::Values(keys)
+    }
 }
 
 fn to_jinja(v: &KdlValue) -> Value {

@@ -2,7 +2,7 @@
 //! [`Sources`] and parsed trees. A file that cannot be read becomes a diagnostic like any other
 //! mistake, so one bad path never hides the others.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Component, Path, PathBuf};
 
 use miette::{Diagnostic, SourceSpan};
@@ -37,21 +37,10 @@ pub fn load(path: &Path, sources: &mut Sources, diags: &mut Diagnostics) -> Opti
     let name = path.display().to_string();
     match source::read(path) {
         Ok(text) => Some(sources.add(Source::new(name, Some(path.to_path_buf()), text))),
-        Err(ReadFailure::Io(e)) => {
-            let reason = match e.kind() {
-                std::io::ErrorKind::NotFound => "no such file".to_owned(),
-                std::io::ErrorKind::IsADirectory => "it is a directory".to_owned(),
-                std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
-                _ => e.to_string(),
-            };
-            diags.push(None, LoadError::Unreadable { path: name, reason });
-            None
-        }
-        Err(ReadFailure::NotUtf8 { valid_up_to }) => {
-            let bytes = std::fs::read(path).unwrap_or_default();
-            let text = String::from_utf8_lossy(&bytes).into_owned();
-            let offset = String::from_utf8_lossy(&bytes[..valid_up_to.min(bytes.len())]).len();
-            let id = sources.add(Source::new(name.clone(), Some(path.to_path_buf()), text));
+        Err(ReadFailure::NotUtf8 { valid_up_to, lossy }) => {
+            // The valid prefix decodes unchanged, so its offset holds in the lossy text.
+            let offset = valid_up_to;
+            let id = sources.add(Source::new(name.clone(), Some(path.to_path_buf()), lossy));
             diags.push(
                 Some(id),
                 LoadError::NotUtf8 {
@@ -61,9 +50,18 @@ pub fn load(path: &Path, sources: &mut Sources, diags: &mut Diagnostics) -> Opti
             );
             None
         }
+        Err(failure) => {
+            diags.push(
+                None,
+                LoadError::Unreadable {
+                    path: name,
+                    reason: failure.reason(),
+                },
+            );
+            None
+        }
     }
 }
-
 /// The files of a command and every file they `extends`, parsed into trees.
 #[derive(Debug, Default)]
 pub struct Loaded {
@@ -79,24 +77,32 @@ pub struct Loaded {
 #[derive(Debug, Clone)]
 pub enum BaseFailure {
     Unreadable(String),
+    /// Further than [`MAX_EXTENDS`] files from every experiment that extends it; not read.
+    TooDeep,
     /// It was read but has syntax errors, already reported.
     Invalid,
 }
 
-/// Loads and parses the given files and, transitively, every file they extend.
+/// The longest `extends` chain: an experiment, its base, that base's base, … up to this many
+/// bases. Composition recurses along the chain, and each link may read a file.
+pub const MAX_EXTENDS: usize = 32;
+
+/// Loads and parses the given files and, transitively, every file they extend, breadth first:
+/// each base is reached at its shortest distance from a root, and bases more than
+/// [`MAX_EXTENDS`] away are not read.
 pub fn load_all(paths: &[PathBuf], sources: &mut Sources, diags: &mut Diagnostics) -> Loaded {
     let mut loaded = Loaded::default();
-    let mut queue: Vec<SourceId> = Vec::new();
+    let mut queue: VecDeque<(SourceId, usize)> = VecDeque::new();
     for path in paths {
         if let Some(id) = load(path, sources, diags)
             && let Some(nodes) = parse_source(id, sources, diags)
         {
             loaded.roots.push(id);
             loaded.trees.insert(id, nodes);
-            queue.push(id);
+            queue.push_back((id, 0));
         }
     }
-    while let Some(id) = queue.pop() {
+    while let Some((id, depth)) = queue.pop_front() {
         let base_dir = base_dir(sources.get(id));
         let targets: Vec<PathBuf> = loaded.trees[&id]
             .iter()
@@ -105,6 +111,10 @@ pub fn load_all(paths: &[PathBuf], sources: &mut Sources, diags: &mut Diagnostic
             .collect();
         for target in targets {
             if loaded.bases.contains_key(&target) {
+                continue;
+            }
+            if depth >= MAX_EXTENDS {
+                loaded.bases.insert(target, Err(BaseFailure::TooDeep));
                 continue;
             }
             let result = match source::read(&target) {
@@ -117,19 +127,13 @@ pub fn load_all(paths: &[PathBuf], sources: &mut Sources, diags: &mut Diagnostic
                     match parse_source(base, sources, diags) {
                         Some(nodes) => {
                             loaded.trees.insert(base, nodes);
-                            queue.push(base);
+                            queue.push_back((base, depth + 1));
                             Ok(base)
                         }
                         None => Err(BaseFailure::Invalid),
                     }
                 }
-                Err(ReadFailure::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Err(BaseFailure::Unreadable("no such file".into()))
-                }
-                Err(ReadFailure::Io(e)) => Err(BaseFailure::Unreadable(e.to_string())),
-                Err(ReadFailure::NotUtf8 { .. }) => {
-                    Err(BaseFailure::Unreadable("not UTF-8 text".into()))
-                }
+                Err(failure) => Err(BaseFailure::Unreadable(failure.reason())),
             };
             loaded.bases.insert(target, result);
         }

@@ -22,7 +22,7 @@ use crate::diagnostic::{Diag, Diagnostics};
 use compose::{Override, OverrideKind};
 use load::Loaded;
 use plan::Plan;
-use source::{Source, Sources};
+use source::{Source, SourceId, Sources};
 
 /// Everything the front end read and found.
 #[derive(Debug, Default)]
@@ -105,6 +105,27 @@ fn front(loaded: Loaded, overrides: &Overrides, out: &mut Checked) {
                 .any(|d| d.severity() == miette::Severity::Error);
         diags.extend(report.diags);
         diags.extend(extra);
+        if !doc_ok {
+            let errors: Vec<(SourceId, usize)> = diags
+                .iter()
+                .filter(|d| d.severity() == miette::Severity::Error)
+                .flat_map(|d| {
+                    let source = d.source;
+                    d.inner
+                        .labels()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(move |l| source.map(|s| (s, l.offset())))
+                })
+                .collect();
+            let found: Vec<Diag> = nodes
+                .iter()
+                .zip(&composed_ok)
+                .filter(|(n, ok)| **ok && n.name == "experiment")
+                .flat_map(|(n, _)| plan::salvage(n, &errors, schema, &out.sources))
+                .collect();
+            diags.extend(found);
+        }
         if doc_ok {
             for (i, node) in nodes
                 .iter()

@@ -21,6 +21,18 @@ pub enum ParseError {
         #[help]
         help: Option<String>,
     },
+    #[error("blocks are nested more than {limit} deep")]
+    #[diagnostic(
+        code("xp::parse::too-deep"),
+        help(
+            "an experiment needs only a few levels of `{{ }}`; look for a runaway or generated block"
+        )
+    )]
+    TooDeep {
+        limit: usize,
+        #[label("one level too deep")]
+        span: SourceSpan,
+    },
     #[error("this file is KDL v1; xp reads it, but KDL v2 is the experiment language")]
     #[diagnostic(
         code("xp::parse::kdl-v1"),
@@ -35,8 +47,23 @@ pub enum ParseError {
     },
 }
 
+/// The deepest nesting of `{ }` blocks a file may have. Every stage after parsing (and the
+/// KDL parser itself) walks the tree recursively, so this bounds their stack use; real
+/// experiments use four or five levels.
+pub const MAX_NESTING: usize = 64;
+
 /// Parses one file; syntax errors go to `diags` and yield `None`.
 pub fn parse(text: &str, source: SourceId, diags: &mut Diagnostics) -> Option<KdlDocument> {
+    if let Some(offset) = too_deep(text, MAX_NESTING) {
+        diags.push(
+            Some(source),
+            ParseError::TooDeep {
+                limit: MAX_NESTING,
+                span: (offset, 1).into(),
+            },
+        );
+        return None;
+    }
     let v2_error = match KdlDocument::parse(text) {
         Ok(doc) => return Some(doc),
         Err(e) => e,
@@ -73,6 +100,75 @@ pub fn parse(text: &str, source: SourceId, diags: &mut Diagnostics) -> Option<Kd
         );
     }
     None
+}
+
+/// The offset of the first `{` that opens a block deeper than `limit`, found by a linear scan
+/// that skips comments and strings (a template's `{{` is not a block).
+fn too_deep(text: &str, limit: usize) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return Some(i);
+                }
+            }
+            b'}' => depth = depth.saturating_sub(1),
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                i = memchr(bytes, i, b'\n');
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                let mut open = 1usize;
+                i += 2;
+                while i < bytes.len() && open > 0 {
+                    if bytes[i..].starts_with(b"/*") {
+                        open += 1;
+                        i += 1;
+                    } else if bytes[i..].starts_with(b"*/") {
+                        open -= 1;
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'#' => {
+                let hashes = bytes[i..].iter().take_while(|&&b| b == b'#').count();
+                if bytes.get(i + hashes) == Some(&b'"') {
+                    let mut close = vec![b'"'];
+                    close.extend(std::iter::repeat_n(b'#', hashes));
+                    i += hashes + 1;
+                    while i < bytes.len() && !bytes[i..].starts_with(&close) {
+                        i += 1;
+                    }
+                    i += close.len();
+                    continue;
+                }
+                i += hashes;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The index of the next `byte` at or after `from`, or the end.
+fn memchr(bytes: &[u8], from: usize, byte: u8) -> usize {
+    bytes[from..]
+        .iter()
+        .position(|&b| b == byte)
+        .map_or(bytes.len(), |p| from + p)
 }
 
 /// kdl sometimes reports a span from the document start, or one running over several lines.

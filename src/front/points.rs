@@ -55,6 +55,18 @@ pub fn points(experiment: &Node, diags: &mut Vec<Diag>) -> Vec<Point> {
             replicate: 0,
         }];
     };
+    let count = size(sweep);
+    if count > MAX_RUNS as u128 {
+        diags.push(diag(
+            sweep.source,
+            ExpandError::TooManyRuns {
+                count: count.to_string(),
+                limit: MAX_RUNS,
+                span: sweep.name_span,
+            },
+        ));
+        return Vec::new();
+    }
     let combos = combine(sweep, base_seed, diags);
     let axis_names: Vec<String> = combos
         .first()
@@ -80,6 +92,45 @@ pub fn points(experiment: &Node, diags: &mut Vec<Diag>) -> Vec<Point> {
         diags.push(diag(at.0, ExpandError::Empty { span: at.1 }));
     }
     repeat(kept, sweep, base_seed)
+}
+
+/// The most runs one experiment may expand to. Every run is expanded, checked and planned in
+/// memory before anything trains, so a sweep past this is refused before it is expanded.
+pub const MAX_RUNS: usize = 100_000;
+
+/// How many runs the sweep gives at most (before `exclude` drops any), from the sizes of its
+/// blocks alone: grid axes multiply, a zip counts its first axis, a random block its `count`;
+/// `include` points add, `repeat` multiplies.
+fn size(sweep: &Node) -> u128 {
+    let count_of = |block: &Node| -> u128 {
+        match block.name.as_str() {
+            "grid" => block.nodes().iter().fold(1u128, |n, axis| {
+                n.saturating_mul(axis.args().count() as u128)
+            }),
+            "zip" => block
+                .nodes()
+                .first()
+                .map_or(1, |a| a.args().count() as u128),
+            "random" => block
+                .prop("count")
+                .and_then(|c| int(&c.value))
+                .unwrap_or(1)
+                .max(0) as u128,
+            _ => 1,
+        }
+    };
+    let product = sweep
+        .nodes()
+        .iter()
+        .fold(1u128, |n, block| n.saturating_mul(count_of(block)));
+    let includes = sweep.nodes().iter().filter(|n| n.name == "include").count() as u128;
+    let repeat = sweep
+        .child("repeat")
+        .and_then(|r| r.arg(0))
+        .and_then(|a| int(&a.value))
+        .unwrap_or(1)
+        .max(1) as u128;
+    product.saturating_add(includes).saturating_mul(repeat)
 }
 
 /// The product of the sweep's grid, zip and random blocks, first block slowest.
@@ -323,7 +374,7 @@ fn excluded(
     let Some(when) = rule.prop("when") else {
         return Ok(true);
     };
-    let ctx = context(point, seed, &[]);
+    let ctx = context(point, seed);
     match evaluate(when, &ctx, env, &mut HashMap::new())? {
         Some(KdlValue::Bool(b)) => Ok(b),
         Some(other) => Ok(truthy(&other)),

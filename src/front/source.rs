@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use miette::NamedSource;
+use miette::{MietteError, MietteSpanContents, NamedSource, SourceCode, SourceSpan, SpanContents};
 
 /// Index of a source in a [`Sources`] collection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -22,8 +22,14 @@ pub struct Source {
 impl Source {
     pub fn new(name: impl Into<String>, path: Option<PathBuf>, text: impl Into<String>) -> Self {
         let text: String = text.into();
+        // Lines end as miette counts them (`\n`, `\r\n` or a lone `\r`), so the window
+        // [`SourceCode`] reads agrees with its line numbers.
+        let bytes = text.as_bytes();
         let mut line_starts = vec![0];
-        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        line_starts.extend(bytes.iter().enumerate().filter_map(|(i, &b)| {
+            let ends = b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n'));
+            ends.then_some(i + 1)
+        }));
         Source {
             name: name.into(),
             path,
@@ -46,6 +52,41 @@ impl Source {
 
     pub fn named(&self) -> NamedSource<Arc<String>> {
         NamedSource::new(self.name.clone(), Arc::clone(&self.text)).with_language("kdl")
+    }
+}
+
+/// Reads a span's context from the few lines around it, found through the line index, rather
+/// than by scanning the text from its start as miette does for a plain string: rendering n
+/// diagnostics of one file is then linear in n, not quadratic.
+impl SourceCode for Source {
+    fn read_span<'a>(
+        &'a self,
+        span: &SourceSpan,
+        context_lines_before: usize,
+        context_lines_after: usize,
+    ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
+        let offset = span.offset().min(self.text.len());
+        let line = self.line_starts.partition_point(|&s| s <= offset) - 1;
+        // One line more than asked for: miette's scan then sees the same lines as on the
+        // whole text.
+        let first = line.saturating_sub(context_lines_before + 1);
+        let start = self.line_starts[first];
+        let window = &self.text.as_bytes()[start..];
+        let local = SourceSpan::new(
+            (span.offset() - start.min(span.offset())).into(),
+            span.len(),
+        );
+        let inner = window.read_span(&local, context_lines_before, context_lines_after)?;
+        let contents = MietteSpanContents::new_named(
+            self.name.clone(),
+            inner.data(),
+            SourceSpan::new((inner.span().offset() + start).into(), inner.span().len()),
+            inner.line() + first,
+            inner.column(),
+            inner.line_count() + first,
+        )
+        .with_language("kdl");
+        Ok(Box::new(contents))
     }
 }
 
@@ -78,17 +119,94 @@ impl Sources {
     }
 }
 
+/// The largest file the front end reads: experiments and their bases are small text, so
+/// anything larger is a mistake (a data file, `/dev/zero`) that must not be read into memory.
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Why a file could not be read; reported as a diagnostic on the file's name.
 #[derive(Debug)]
 pub enum ReadFailure {
     Io(std::io::Error),
-    NotUtf8 { valid_up_to: usize },
+    /// A FIFO, device, socket or directory: reading it could block or never end.
+    NotAFile {
+        kind: &'static str,
+    },
+    TooLarge {
+        bytes: u64,
+    },
+    /// The text up to the first invalid byte is valid; `lossy` is the whole file decoded lossily.
+    NotUtf8 {
+        valid_up_to: usize,
+        lossy: String,
+    },
 }
 
-/// Reads a file as UTF-8 text.
+impl ReadFailure {
+    /// A short reason for a diagnostic.
+    pub fn reason(&self) -> String {
+        match self {
+            ReadFailure::Io(e) => match e.kind() {
+                std::io::ErrorKind::NotFound => "no such file".to_owned(),
+                std::io::ErrorKind::IsADirectory => "it is a directory".to_owned(),
+                std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+                _ => e.to_string(),
+            },
+            ReadFailure::NotAFile { kind } => format!("it is {kind}, not a regular file"),
+            ReadFailure::TooLarge { bytes } => format!(
+                "it is larger than {} MiB ({bytes} bytes or more)",
+                MAX_FILE_BYTES / (1024 * 1024)
+            ),
+            ReadFailure::NotUtf8 { .. } => "not UTF-8 text".to_owned(),
+        }
+    }
+}
+
+/// Reads a regular file of at most [`MAX_FILE_BYTES`] as UTF-8 text. Anything else (a FIFO,
+/// a device such as `/dev/zero`, a directory) is refused before it is opened, and the read
+/// itself stops after the limit, so no path makes this block or fill memory.
 pub fn read(path: &Path) -> Result<String, ReadFailure> {
-    let bytes = std::fs::read(path).map_err(ReadFailure::Io)?;
-    String::from_utf8(bytes).map_err(|e| ReadFailure::NotUtf8 {
-        valid_up_to: e.utf8_error().valid_up_to(),
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let meta = std::fs::metadata(path).map_err(ReadFailure::Io)?;
+    let ty = meta.file_type();
+    if !ty.is_file() {
+        let kind = if ty.is_dir() {
+            "a directory"
+        } else if ty.is_fifo() {
+            "a named pipe (FIFO)"
+        } else if ty.is_socket() {
+            "a socket"
+        } else if ty.is_char_device() || ty.is_block_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        return Err(ReadFailure::NotAFile { kind });
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(ReadFailure::TooLarge { bytes: meta.len() });
+    }
+    // Non-blocking open: should the path have become a FIFO since the check, opening it does
+    // not wait for a writer.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(ReadFailure::Io)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadFailure::Io)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(ReadFailure::TooLarge {
+            bytes: bytes.len() as u64,
+        });
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let valid_up_to = e.utf8_error().valid_up_to();
+        ReadFailure::NotUtf8 {
+            valid_up_to,
+            lossy: String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        }
     })
 }

@@ -64,13 +64,53 @@ pub fn shared() -> &'static Environment<'static> {
     ENV.get_or_init(environment)
 }
 
+/// The work one evaluation of a template may do, in minijinja's instructions: a few hundred
+/// for any real template, so this only stops runaway loops (two nested `range(100000)`).
+pub const FUEL: u64 = 1_000_000;
+
+/// The largest text a template may produce, in bytes: values are numbers, names and paths.
+pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
+
 /// A fresh environment configured like every other: strict undefined, no loader, no access to
-/// files or the process environment.
+/// files or the process environment, and [`FUEL`] per evaluation.
 pub fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_debug(true);
+    env.set_fuel(Some(FUEL));
     env
+}
+
+/// The first line of a template, shortened, to name it in a message.
+pub fn short(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    match line.char_indices().nth(40) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None if line.len() < text.len() => format!("{line}…"),
+        None => line.to_owned(),
+    }
+}
+
+/// A sink for rendered text that refuses to grow past [`MAX_OUTPUT_BYTES`], so a template that
+/// prints without end fails instead of filling memory.
+#[derive(Default)]
+pub struct BoundedOutput {
+    pub text: String,
+    pub overflowed: bool,
+}
+
+impl std::io::Write for BoundedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.text.len() + buf.len() > MAX_OUTPUT_BYTES {
+            self.overflowed = true;
+            return Err(std::io::Error::other("template output is too large"));
+        }
+        self.text.push_str(&String::from_utf8_lossy(buf));
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The variables a template may use.

@@ -3,6 +3,7 @@ mod codes;
 mod compare;
 mod data;
 mod hf;
+mod limits;
 mod llama;
 mod memory;
 mod no_panic;

@@ -181,3 +181,82 @@ fn a_clean_file_exits_zero_with_a_summary() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(stdout(&out), "0 errors, 0 warnings in 1 file\n");
 }
+
+proptest::proptest! {
+    /// Rendering reads a span's context through the line index; it must see what miette's own
+    /// scan of the whole text sees, whatever the line endings.
+    #[test]
+    fn source_windows_read_like_miette(
+        text in "[a\n\r{ ]{0,80}",
+        offset in 0usize..90,
+        len in 0usize..10,
+        before in 0usize..4,
+        after in 0usize..4,
+    ) {
+        use miette::SourceCode;
+        let source = xp::front::source::Source::new("f.kdl", None, text.clone());
+        let span = miette::SourceSpan::new(offset.into(), len);
+        let whole = text.as_bytes().read_span(&span, before, after);
+        let window = source.read_span(&span, before, after);
+        match (whole, window) {
+            (Ok(w), Ok(s)) => {
+                proptest::prop_assert_eq!(w.data(), s.data());
+                proptest::prop_assert_eq!(w.span(), s.span());
+                proptest::prop_assert_eq!(w.line(), s.line());
+                proptest::prop_assert_eq!(w.column(), s.column());
+                proptest::prop_assert_eq!(w.line_count(), s.line_count());
+            }
+            (Err(_), Err(_)) => {}
+            (w, s) => proptest::prop_assert!(false, "{:?} against {:?}", w.is_ok(), s.is_ok()),
+        }
+    }
+}
+
+/// The codes `xp validate --format json` reports for an experiment.
+fn codes_of(text: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("e.kdl"), text).unwrap();
+    let out = xp(dir.path(), &["validate", "--format", "json", "e.kdl"]);
+    json(&out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["code"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_typo_does_not_hide_a_cross_field_mistake_elsewhere() {
+    let text = "experiment \"e\" {\n    data \"modular-addition\" modulus=23\n    model \"llama\" {\n        layers 1\n        heads 3\n        dim 64\n        context 8\n    }\n    train {\n        steps 10\n        bogus 1\n    }\n}\n";
+    let mut codes = codes_of(text);
+    codes.sort();
+    assert_eq!(codes, ["xp::run::model-shape", "xp::schema::unknown-node"]);
+}
+
+#[test]
+fn a_missing_data_node_is_a_schema_error() {
+    let text = "experiment \"e\" {\n    model \"mlp\" { hidden 8 }\n    train { steps 10 }\n}\n";
+    assert_eq!(codes_of(text), ["xp::schema::missing-required"]);
+}
+
+#[test]
+fn run_names_that_clash_with_sweep_files_or_hide_characters_are_refused() {
+    for name in [
+        "results.csv",
+        "plan.json",
+        "Report.html",
+        "slurm",
+        "experiment.kdl",
+        "current",
+        // KDL escapes: KDL v2 refuses these characters written literally.
+        "run\\u{202E}gpj.exe",
+        "a\\u{2066}b",
+        "zero\\u{200B}width",
+        "tab\\there",
+    ] {
+        let text = format!(
+            "experiment \"e\" {{\n    data \"regression\" features=8 samples=64\n    model \"mlp\" {{ hidden 8 }}\n    train {{ steps 10 }}\n    name \"{name}\"\n}}\n"
+        );
+        assert_eq!(codes_of(&text), ["xp::sweep::bad-name"], "{name:?}");
+    }
+}

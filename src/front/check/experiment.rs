@@ -222,6 +222,11 @@ fn check_experiment(experiment: &Node, top: usize, report: &Report, errors: &mut
             ));
         }
     }
+    let in_name: BTreeSet<&String> = uses
+        .iter()
+        .filter(|t| section(t) == "name")
+        .flat_map(|t| &t.vars)
+        .collect();
     for (name, span, source) in vars(experiment) {
         if let Some((axis, _)) = declared.get(&name) {
             errors.push(diag(
@@ -234,10 +239,7 @@ fn check_experiment(experiment: &Node, top: usize, report: &Report, errors: &mut
             ));
             continue;
         }
-        let in_name = uses
-            .iter()
-            .any(|t| section(t) == "name" && t.vars.contains(&name));
-        if !used.contains(&name) && !in_name {
+        if !used.contains(&name) && !in_name.contains(&name) {
             errors.push(diag(source, ExperimentError::UnusedVar { name, span }));
         }
     }

@@ -115,7 +115,7 @@ pub enum PlanError {
     #[diagnostic(
         code("xp::sweep::bad-name"),
         help(
-            "run names are directories: at most 100 bytes, no `/`, no `..`, no control characters, not starting with `.`"
+            "run names are directories: at most 100 bytes, no `/`, no `..`, no control, invisible or bidirectional characters, not starting with `.`, and not a file of the sweep (plan.json, results.csv, report.html, slurm, current, …)"
         )
     )]
     BadName {
@@ -166,32 +166,11 @@ pub fn plan(
     overrides: Vec<String>,
 ) -> (Option<Plan>, Vec<Diag>) {
     let mut diags = Vec::new();
-    let points = points::points(experiment, &mut diags);
-    if !diags.is_empty() {
-        return (None, diags);
-    }
-    let repeats = points.iter().any(|p| p.replicate > 0);
-    let total = points.len();
-    let Some(experiment_spec) = schema.document.node("experiment") else {
+    let Some((outcome, total, repeats)) =
+        resolve_points(experiment, schema, sources, false, &mut diags)
+    else {
         return (None, diags);
     };
-    let mut resolver = Resolver {
-        experiment,
-        spec: experiment_spec,
-        schema,
-        sources,
-        options: check::Options {
-            allow_when: true,
-            scope_of: scope,
-            root: experiment.source,
-        },
-        expander: Expander::default(),
-    };
-    let mut outcome = Outcome::default();
-    for point in points {
-        let label = point.label(repeats);
-        resolver.resolve(point, &label, &mut outcome);
-    }
     if let Some(e) = outcome.internal.first() {
         diags.push(Diag {
             source: Some(experiment.source),
@@ -229,6 +208,89 @@ pub fn plan(
     )
 }
 
+/// The mistakes an experiment with errors still shows: its sweep's, and the cross-field rules
+/// of its runs once every node that holds an error is left out (`errors`: the error labels
+/// already reported, by source and offset). A typo in one place then does not hide an
+/// independent mistake elsewhere; nothing that follows from the errors is reported again.
+pub fn salvage(
+    experiment: &Node,
+    errors: &[(SourceId, usize)],
+    schema: &Schema,
+    sources: &Sources,
+) -> Vec<Diag> {
+    let mut pruned = experiment.clone();
+    if holds_error(&pruned, errors) {
+        return Vec::new();
+    }
+    prune(&mut pruned, errors);
+    let mut diags = Vec::new();
+    if let Some((outcome, total, _)) = resolve_points(&pruned, schema, sources, true, &mut diags) {
+        diags.extend(outcome.failures.into_diags(total));
+    }
+    diags
+}
+
+/// Whether an error label falls on a node's name or entries (not its children).
+fn holds_error(node: &Node, errors: &[(SourceId, usize)]) -> bool {
+    let within = |source: SourceId, span: SourceSpan| {
+        errors.iter().any(|&(s, offset)| {
+            s == source && offset >= span.offset() && offset < span.offset() + span.len().max(1)
+        })
+    };
+    within(node.source, node.name_span)
+        || node
+            .entries
+            .iter()
+            .any(|e| within(e.source, e.span) || within(e.source, e.key_span()))
+}
+
+/// Removes, at every depth, the nodes that hold an error.
+fn prune(node: &mut Node, errors: &[(SourceId, usize)]) {
+    if let Some(children) = node.children.as_mut() {
+        children.nodes.retain(|n| !holds_error(n, errors));
+        for child in &mut children.nodes {
+            prune(child, errors);
+        }
+    }
+}
+
+/// Expands and resolves every point of the sweep; `None` when the sweep itself fails (its
+/// errors are in `diags`). Also returns the number of points and whether they repeat.
+fn resolve_points(
+    experiment: &Node,
+    schema: &Schema,
+    sources: &Sources,
+    salvage: bool,
+    diags: &mut Vec<Diag>,
+) -> Option<(Outcome, usize, bool)> {
+    let points = points::points(experiment, diags);
+    if !diags.is_empty() {
+        return None;
+    }
+    let repeats = points.iter().any(|p| p.replicate > 0);
+    let total = points.len();
+    let experiment_spec = schema.document.node("experiment")?;
+    let mut resolver = Resolver {
+        experiment,
+        spec: experiment_spec,
+        schema,
+        sources,
+        options: check::Options {
+            allow_when: true,
+            scope_of: scope,
+            root: experiment.source,
+        },
+        expander: Expander::default(),
+        salvage,
+    };
+    let mut outcome = Outcome::default();
+    for point in points {
+        let label = point.label(repeats);
+        resolver.resolve(point, &label, &mut outcome);
+    }
+    Some((outcome, total, repeats))
+}
+
 fn no_errors(diags: &[Diag]) -> bool {
     !diags
         .iter()
@@ -255,6 +317,8 @@ struct Resolver<'a> {
     sources: &'a Sources,
     options: check::Options,
     expander: Expander,
+    /// Checking an experiment that already has errors: only the cross-field rules report.
+    salvage: bool,
 }
 
 impl Resolver<'_> {
@@ -264,7 +328,9 @@ impl Resolver<'_> {
         let (tree, name) = match self.expander.expand(self.experiment, &point) {
             Ok(expanded) => expanded,
             Err(errors) => {
-                errors.into_iter().for_each(|d| out.failures.add(d, label));
+                if !self.salvage {
+                    errors.into_iter().for_each(|d| out.failures.add(d, label));
+                }
                 return;
             }
         };
@@ -276,7 +342,9 @@ impl Resolver<'_> {
             .filter(|d| d.severity() == miette::Severity::Error)
             .collect();
         if !errors.is_empty() {
-            errors.into_iter().for_each(|d| out.failures.add(d, label));
+            if !self.salvage {
+                errors.into_iter().for_each(|d| out.failures.add(d, label));
+            }
             return;
         }
         let [mut tree] = nodes;
@@ -284,7 +352,9 @@ impl Resolver<'_> {
         let spec = match resolve::decode(&tree, self.sources) {
             Ok(spec) => spec,
             Err(e) => {
-                out.internal.push(e);
+                if !self.salvage {
+                    out.internal.push(e);
+                }
                 return;
             }
         };

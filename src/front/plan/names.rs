@@ -95,6 +95,29 @@ pub(super) fn name_collision(
     })
 }
 
+/// What a sweep directory holds besides its runs (src/sweep, src/report, src/cli/run.rs),
+/// and the link next to the sweeps: a run may not take their names.
+const RESERVED: &[&str] = &[
+    "plan.json",
+    "results.csv",
+    "results.json",
+    "report.html",
+    "experiment.kdl",
+    "jobs.json",
+    "summary.json",
+    "slurm",
+    "current",
+];
+
+/// Characters that change how a name reads without showing: bidirectional overrides and
+/// isolates (the "Trojan Source" characters), zero-width characters and line separators.
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}'
+    )
+}
+
 /// Why a rendered run name cannot be a directory name.
 fn unusable(name: &str) -> Option<&'static str> {
     if name.is_empty() {
@@ -107,6 +130,10 @@ fn unusable(name: &str) -> Option<&'static str> {
         Some("it contains `..`")
     } else if name.chars().any(char::is_control) {
         Some("it contains a control character")
+    } else if name.chars().any(invisible) {
+        Some("it contains an invisible or bidirectional-override character")
+    } else if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+        Some("the sweep directory holds a file of that name")
     } else if name.starts_with('.') {
         Some("it starts with `.`")
     } else {

@@ -23,7 +23,55 @@ pub fn reference(schema: &Schema) -> String {
     for node in &schema.document.nodes {
         section(&mut out, schema, node, &[], &mut stack);
     }
+    if schema.name == "experiment" {
+        limits(&mut out);
+    }
     out
+}
+
+/// The bounds the front end enforces, each with the diagnostic that reports it.
+fn limits(out: &mut String) {
+    use crate::front::{load, parse, points, source, template};
+    let rows = [
+        (
+            format!(
+                "An experiment file, or a file it extends, is a regular file of at most {} MiB; \
+                 FIFOs, devices and directories are refused unread",
+                source::MAX_FILE_BYTES / (1024 * 1024)
+            ),
+            "xp::load::unreadable`, `xp::extends::unreadable",
+        ),
+        (
+            format!("Blocks `{{ }}` nest at most {} deep", parse::MAX_NESTING),
+            "xp::parse::too-deep",
+        ),
+        (
+            format!("An `extends` chain has at most {} bases", load::MAX_EXTENDS),
+            "xp::extends::too-deep",
+        ),
+        (
+            format!(
+                "One evaluation of a template runs at most {} minijinja instructions and produces \
+                 at most {} KiB",
+                template::FUEL,
+                template::MAX_OUTPUT_BYTES / 1024
+            ),
+            "xp::template::budget",
+        ),
+        (
+            format!(
+                "A sweep has at most {} runs, counted before expansion (grid axes multiply, \
+                 `include` adds, `repeat` multiplies)",
+                points::MAX_RUNS
+            ),
+            "xp::sweep::too-many-runs",
+        ),
+    ];
+    let _ = writeln!(out, "## Limits\n");
+    let _ = writeln!(out, "| limit | diagnostic |\n|---|---|");
+    for (text, code) in rows {
+        let _ = writeln!(out, "| {text} | `{code}` |");
+    }
 }
 
 fn section(

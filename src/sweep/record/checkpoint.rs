@@ -119,17 +119,20 @@ pub fn newest_valid(run_dir: &Path) -> (Option<(PathBuf, TrainerState)>, Vec<Str
     (None, problems)
 }
 
+/// `checkpoint <dir>: <file>: <problem>`.
+fn problem(dir: &CheckpointDir, file: &Path, e: &dyn std::fmt::Display) -> String {
+    format!(
+        "checkpoint {}: {}: {e}",
+        dir.path.display(),
+        file_name(file)
+    )
+}
+
 /// Checks a checkpoint's files against its checksums and reads its loop state. A checkpoint
 /// written before checksums were recorded is taken as it is.
 pub fn verify(dir: &Path) -> Result<TrainerState, String> {
     let dir = CheckpointDir::new(dir);
-    let bad = |file: &Path, e: &dyn std::fmt::Display| {
-        format!(
-            "checkpoint {}: {}: {e}",
-            dir.path.display(),
-            file_name(file)
-        )
-    };
+    let bad = |file: &Path, e: &dyn std::fmt::Display| problem(&dir, file, e);
     let manifest = dir.checksums();
     match fs::read(&manifest) {
         Ok(bytes) => {
@@ -194,13 +197,7 @@ fn prune(run_dir: &RunDir, keep: usize) -> io::Result<()> {
 /// optimizer's buffers, after checking they fit the model.
 pub fn read(dir: &Path, params: &[Param]) -> Result<Resume, String> {
     let dir = CheckpointDir::new(dir);
-    let bad = |file: &Path, e: &dyn std::fmt::Display| {
-        format!(
-            "checkpoint {}: {}: {e}",
-            dir.path.display(),
-            file_name(file)
-        )
-    };
+    let bad = |file: &Path, e: &dyn std::fmt::Display| problem(&dir, file, e);
     let (trainer, model, optimizer_file) = (dir.trainer(), dir.model(), dir.optimizer());
     let state: TrainerState =
         serde_json::from_slice(&fs::read(&trainer).map_err(|e| bad(&trainer, &e))?)

@@ -108,13 +108,18 @@ pub fn run(args: ExecArgs) -> Result<Outcome, CliError> {
             &options,
             progress,
         );
-        if let Err(e) = result {
-            // As the in-process path records it (executor::run_plan); the orchestrator reads
-            // the reason from summary.json.
-            summary.fail(format!("writing the run directory failed: {e}"));
-            if let Err(again) = record::write_summary(&run_dir, &summary) {
-                eprintln!("{}: {again}", run_dir.path.display());
+        match result {
+            // How the run ended is recorded; only a later line of train.log was lost.
+            Err(e) if crate::sweep::slurm::settled(&summary) => eprintln!("{e}"),
+            Err(e) => {
+                // As the in-process path records it (executor::run_plan); the orchestrator
+                // reads the reason from summary.json.
+                summary.fail(format!("writing the run directory failed: {e}"));
+                if let Err(again) = record::write_summary(&run_dir, &summary) {
+                    eprintln!("{again}");
+                }
             }
+            Ok(()) => {}
         }
         progress.run_finished(args.index, plan.runs.len(), &summary);
     }

@@ -115,20 +115,28 @@ impl Settings {
     /// The command that continues this sweep: every flag that chose its runs and where they
     /// are, so that following it literally resumes this sweep and no other.
     pub fn resume_command(&self) -> String {
+        self.resume_command_with(&self.recorded_overrides())
+    }
+
+    /// The overrides as plan.json records them: `--set K=V`, `--axis A=V,V`, `--only GLOB`.
+    pub fn recorded_overrides(&self) -> Vec<String> {
+        let sets = self.overrides.set.iter().map(|s| format!("--set {s}"));
+        let axes = self.overrides.axis.iter().map(|a| format!("--axis {a}"));
+        let only = self.only.iter().map(|(p, _)| format!("--only {p}"));
+        sets.chain(axes).chain(only).collect()
+    }
+
+    /// [`Settings::resume_command`] with the `overrides` a sweep recorded instead of these.
+    pub fn resume_command_with(&self, overrides: &[String]) -> String {
         let mut words = vec![
             "xp".to_owned(),
             "run".into(),
             self.file.display().to_string(),
         ];
         let mut flag = |name: &str, value: &str| words.extend([name.to_owned(), value.to_owned()]);
-        for set in &self.overrides.set {
-            flag("--set", set);
-        }
-        for axis in &self.overrides.axis {
-            flag("--axis", axis);
-        }
-        if let Some((pattern, _)) = &self.only {
-            flag("--only", pattern);
+        for o in overrides {
+            let (name, value) = o.split_once(' ').unwrap_or((o, ""));
+            flag(name, value);
         }
         if !self.gpus.is_empty() {
             let indices: Vec<&str> = self
@@ -199,6 +207,10 @@ pub fn run(args: RunArgs) -> Result<Outcome, CliError> {
             plan.runs.retain(|r| glob.is_match(&r.name));
         }
         checked.plans.retain(|p| !p.runs.is_empty());
+        // Recorded in plan.json with --set and --axis: a resume must choose the same runs.
+        for plan in &mut checked.plans {
+            plan.overrides.push(format!("--only {pattern}"));
+        }
         if checked.plans.is_empty() {
             return Err(CliError::Usage(format!(
                 "--only `{pattern}` matches no run; `xp plan {}` lists them",
@@ -300,6 +312,21 @@ pub fn run(args: RunArgs) -> Result<Outcome, CliError> {
         let report = match result {
             Ok(report) => report,
             Err(SweepError::Io(e)) => return Err(CliError::Io(e)),
+            Err(SweepError::OverridesChanged {
+                dir,
+                recorded,
+                given,
+            }) => {
+                let command = args.resume_command_with(&recorded);
+                let e = SweepError::OverridesChanged {
+                    dir,
+                    recorded,
+                    given,
+                };
+                return Err(CliError::Usage(format!(
+                    "{e}\n`{command}` resumes the sweep as it was; without --resume a new sweep starts"
+                )));
+            }
             Err(e) => return Err(CliError::Usage(e.to_string())),
         };
         failures += report.failures();

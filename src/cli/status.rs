@@ -1,5 +1,6 @@
 //! `xp status SWEEP_DIR`: each run's state, from its directory and, for a sweep submitted to
-//! Slurm, from Slurm's queue. An experiment's directory (`runs/<experiment>`) means its
+//! Slurm, from Slurm's queue; a run recorded as running whose process is gone reads as
+//! interrupted ([`Owners`]). An experiment's directory (`runs/<experiment>`) means its
 //! `current` sweep.
 
 use std::collections::BTreeMap;
@@ -9,6 +10,7 @@ use std::path::Path;
 use crate::cli::exec::read_plan;
 use crate::cli::table::Table;
 use crate::cli::{CliError, Outcome};
+use crate::sweep::owner::Owners;
 use crate::sweep::record::{RunDir, SweepDir, read_summary, short};
 use crate::sweep::slurm;
 
@@ -18,17 +20,11 @@ pub fn run(dir: &Path) -> Result<Outcome, CliError> {
     let submitted = !slurm::jobs(&sweep)
         .map_err(|e| CliError::Usage(e.to_string()))?
         .is_empty();
-    let queued = if submitted {
-        match slurm::queued(&sweep) {
-            Ok(q) => Some(q),
-            Err(e) => {
-                eprintln!("warning: {e}");
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let owners = Owners::of(&sweep);
+    if let Some(e) = owners.queue_error() {
+        eprintln!("warning: {e}");
+    }
+    let queued = owners.queued();
     let mut header = vec!["name".to_owned(), "status".to_owned(), "step".to_owned()];
     if submitted {
         header.push("slurm".to_owned());
@@ -40,7 +36,10 @@ pub fn run(dir: &Path) -> Result<Outcome, CliError> {
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, run) in plan.runs.iter().enumerate() {
         let run_dir = sweep.run(&run.name);
-        let summary = read_summary(&run_dir);
+        let mut summary = read_summary(&run_dir);
+        if let Some(s) = &mut summary {
+            owners.settle(i, s);
+        }
         let status = summary.as_ref().map_or("pending", |s| s.status.as_str());
         *counts.entry(status).or_default() += 1;
         let (step, value) = last_step(&run_dir, &objective);
@@ -52,12 +51,7 @@ pub fn run(dir: &Path) -> Result<Outcome, CliError> {
             }),
         ];
         if submitted {
-            row.push(
-                queued
-                    .as_ref()
-                    .and_then(|q| q.get(&i).cloned())
-                    .unwrap_or_default(),
-            );
+            row.push(queued.and_then(|q| q.get(&i).cloned()).unwrap_or_default());
         }
         row.push(value.map_or(String::new(), short));
         row.push(summary.and_then(|s| s.reason).unwrap_or_default());

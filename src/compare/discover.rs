@@ -166,7 +166,7 @@ fn look_at(dir: &Dir) -> Seen {
 /// run without settings (and a warning); `metrics.jsonl` is read only for unfinished runs.
 fn read_run(shown: &Path, real: &Path, summary: &[u8]) -> Seen {
     let name = shown.display();
-    let summary: Recorded = match serde_json::from_slice(summary) {
+    let mut summary: Recorded = match serde_json::from_slice(summary) {
         Ok(s) => s,
         Err(e) => {
             return Seen::Unreadable(format!(
@@ -174,6 +174,12 @@ fn read_run(shown: &Path, real: &Path, summary: &[u8]) -> Seen {
             ));
         }
     };
+    crate::sweep::owner::settle_run(
+        real,
+        &summary.name,
+        &mut summary.status,
+        &mut summary.reason,
+    );
     let mut warning = None;
     let run_dir = RunDir::new(real);
     let config = match fs::read(run_dir.config_json()) {

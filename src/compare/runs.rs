@@ -32,7 +32,11 @@ pub struct Recorded {
     pub seed: Option<u64>,
     #[serde(default)]
     pub steps: usize,
-    #[serde(default, rename = "final")]
+    #[serde(
+        default,
+        rename = "final",
+        deserialize_with = "crate::sweep::record::summary::metrics_or_nan"
+    )]
     pub last: BTreeMap<String, f64>,
     #[serde(default)]
     pub best: BTreeMap<String, Best>,

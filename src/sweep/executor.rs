@@ -117,7 +117,10 @@ fn in_process(
             options,
             progress,
         ) {
-            summary.fail(format!("writing the run directory failed: {e}"));
+            // Unless how the run ended is recorded and only train.log's last line was lost.
+            if !crate::sweep::slurm::settled(summary) {
+                summary.fail(format!("writing the run directory failed: {e}"));
+            }
         }
         interrupted |= summary.status == Status::Interrupted;
         progress.run_finished(index, total, summary);
@@ -137,16 +140,18 @@ pub fn execute_run(
     options: &Options,
     progress: &mut dyn Progress,
 ) -> std::io::Result<()> {
-    let newest = checkpoint::steps(&sweep.run(&run.name).path).pop();
-    let resume_lines = newest.as_ref().and_then(|(_, dir)| {
-        let trainer = record::layout::CheckpointDir::new(dir).trainer();
-        let state: train::TrainerState =
-            serde_json::from_slice(&std::fs::read(trainer).ok()?).ok()?;
-        Some(state.metrics_lines)
-    });
-    let mut dir = RunWriter::open(sweep, run, resume_lines.unwrap_or(0))?;
+    let (newest, unusable) = checkpoint::newest_valid(&sweep.run(&run.name).path);
+    // metrics.jsonl is cut back to what the checkpoint covers; with no checkpoint to resume
+    // from although there are some, it is left whole and the run does not start over.
+    let keep_lines = match (&newest, unusable.is_empty()) {
+        (Some((_, state)), _) => Some(state.metrics_lines),
+        (None, true) => Some(0),
+        (None, false) => None,
+    };
+    let mut dir = RunWriter::open(sweep, run, keep_lines)?;
     summary.start();
     dir.write_summary(summary)?;
+    dir.reserve_summary()?;
     dir.log(&format!(
         "run {} (id {}) of experiment {}",
         run.name, run.id, summary.experiment
@@ -160,7 +165,22 @@ pub fn execute_run(
     if let (_, Some(warning)) = precision::of_device(run.config.precision, &summary.device) {
         dir.log(&format!("warning: {warning}"))?;
     }
-    let checkpoint_dir = newest.filter(|_| resume_lines.is_some()).map(|(_, d)| d);
+    for problem in &unusable {
+        dir.log(&format!("warning: {problem}; not resumed from"))?;
+    }
+    let checkpoint_dir = newest.map(|(d, _)| d);
+    if checkpoint_dir.is_none() && !unusable.is_empty() {
+        let checkpoints = dir.dir.checkpoints();
+        return end(
+            &mut dir,
+            summary,
+            Err(format!(
+                "no usable checkpoint to resume from ({} damaged, see train.log); remove {} to train the run from the start",
+                unusable.len(),
+                checkpoints.display()
+            )),
+        );
+    }
     let result = match data {
         Some(data) => catch_unwind(AssertUnwindSafe(|| {
             train_run(
@@ -178,16 +198,26 @@ pub fn execute_run(
         None => Err("its data was not loaded".into()),
     };
     summary.peak_memory_bytes = record::peak_memory_bytes();
-    match result {
-        Ok((status, reason)) => summary.finish(status, reason),
-        Err(reason) => summary.fail(reason),
-    }
-    let end = match &summary.reason {
-        Some(reason) => format!("{}: {reason}", summary.status.as_str()),
-        None => summary.status.as_str().to_owned(),
+    end(&mut dir, summary, result)
+}
+
+/// Records how the run ended: summary.json, then the last line of train.log.
+fn end(
+    dir: &mut RunWriter,
+    summary: &mut Summary,
+    result: Result<(Status, Option<String>), String>,
+) -> std::io::Result<()> {
+    let (status, reason) = result.unwrap_or_else(|reason| (Status::Failed, Some(reason)));
+    // train.log has the whole text (a backtrace, an error's causes); the summary its first line.
+    let end = match &reason {
+        Some(reason) => format!("{}: {reason}", status.as_str()),
+        None => status.as_str().to_owned(),
     };
-    dir.log(&format!("end: {end}"))?;
-    dir.write_summary(summary)
+    summary.finish(status, reason);
+    // The summary first: a log that can no longer be written (a full disk) must not leave it
+    // saying `running`.
+    dir.write_summary(summary)?;
+    dir.log(&format!("end: {end}"))
 }
 
 fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {

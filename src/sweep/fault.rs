@@ -5,13 +5,14 @@
 //! so tests can SIGKILL it at an exact moment instead of guessing with sleeps.
 //! The marker holds the pid of the process that reached the point.
 //! `XP_FAULT_PANIC=<run name>` makes that run panic when it starts training, and
-//! `XP_FAULT_ABORT=<run name>` aborts its process (a crash no unwinding can catch). Without
-//! the variables these are no-ops.
+//! `XP_FAULT_ABORT=<run name>` aborts its process (a crash no unwinding can catch).
+//! `XP_FAULT_ENOSPC=<file name>,…` makes every write of those files fail as on a full disk,
+//! from the moment a run starts training in the process. Without the variables these are no-ops.
 //!
 //! The points exist only in a build with the `fault-injection` feature (the tests turn it on);
 //! in any other build they are empty functions, and the binary knows no `XP_FAULT_*` variable.
 
-pub use imp::{panic_for, point};
+pub use imp::{panic_for, point, write_error};
 
 /// Without the feature: nothing.
 #[cfg(not(feature = "fault-injection"))]
@@ -21,6 +22,11 @@ mod imp {
 
     #[inline(always)]
     pub fn panic_for(_: &str) {}
+
+    #[inline(always)]
+    pub fn write_error(_: &std::path::Path) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(feature = "fault-injection")]
@@ -73,9 +79,11 @@ mod imp {
         };
         if count == nth {
             if let Some(dir) = std::env::var_os("XP_FAULT_DIR") {
-                let _ = std::fs::write(
-                    std::path::Path::new(&dir).join(format!("{name}.reached")),
-                    std::process::id().to_string(),
+                // Renamed into place: a test that sees the marker reads the whole pid.
+                let marker = std::path::Path::new(&dir).join(format!("{name}.reached"));
+                let _ = crate::sweep::record::atomic::write(
+                    &marker,
+                    std::process::id().to_string().as_bytes(),
                 );
             }
             loop {
@@ -94,5 +102,24 @@ mod imp {
             eprintln!("injected abort for run `{run}` (XP_FAULT_ABORT)");
             std::process::abort();
         }
+    }
+
+    /// A full disk for the files named in `XP_FAULT_ENOSPC`: the error a write of `path` gets.
+    pub fn write_error(path: &std::path::Path) -> std::io::Result<()> {
+        let Ok(names) = std::env::var("XP_FAULT_ENOSPC") else {
+            return Ok(());
+        };
+        // The disk fills up while a run trains, not before.
+        if RUN.lock().map_or(true, |r| r.is_none()) {
+            return Ok(());
+        }
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if names.split(',').any(|n| n == name) {
+            return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        Ok(())
     }
 }

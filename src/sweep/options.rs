@@ -75,6 +75,17 @@ pub enum SweepError {
     NothingToResume { experiment: String, dir: String },
     #[error("the experiment changed since the sweep in {dir} was planned: {changes}")]
     PlanChanged { dir: String, changes: String },
+    /// `--resume` with other overrides (`--set`, `--axis`, `--only`) than the sweep's.
+    #[error(
+        "the sweep in {dir} was planned with other overrides: {}",
+        override_changes(recorded, given)
+    )]
+    OverridesChanged {
+        dir: String,
+        /// As plan.json records them (`--set K=V`, `--axis A=V,V`, `--only GLOB`).
+        recorded: Vec<String>,
+        given: Vec<String>,
+    },
     #[error(
         "{dir} is in use by another xp process{}; wait for it, or stop it",
         pid.map_or(String::new(), |pid| format!(" (pid {pid})"))
@@ -109,4 +120,30 @@ pub fn stopped(options: &Options) -> bool {
         .stop
         .as_ref()
         .is_some_and(|s| s.load(Ordering::SeqCst))
+}
+
+/// `now --set lr=1, the sweep's --set lr=2`: the overrides of one side the other lacks.
+fn override_changes(recorded: &[String], given: &[String]) -> String {
+    let only = |a: &[String], b: &[String]| {
+        let mut v: Vec<String> = a
+            .iter()
+            .filter(|o| !b.contains(o))
+            .map(|o| format!("`{o}`"))
+            .collect();
+        if v.is_empty() {
+            v.push("none".into());
+        }
+        v.join(", ")
+    };
+    if only(given, recorded) == "none" && only(recorded, given) == "none" {
+        return format!(
+            "the same ones in another order (the sweep's: {})",
+            recorded.join(" ")
+        );
+    }
+    format!(
+        "given {}, the sweep's {}",
+        only(given, recorded),
+        only(recorded, given)
+    )
 }

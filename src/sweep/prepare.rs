@@ -1,5 +1,5 @@
 //! Getting a sweep ready to train: a new sweep directory, or the experiment's `current` one
-//! when it is continued (`--resume`, refused when the plan changed), locked; each run's
+//! when it is continued (`--resume`, refused when the plan or its overrides changed), locked; each run's
 //! summary as it stands (completed runs of earlier sweeps linked in with `--reuse`); and the
 //! runs that still need training.
 
@@ -118,6 +118,19 @@ fn resume_sweep(plan: &Plan, options: &Options) -> Result<SweepDir, SweepError> 
             experiment: plan.experiment.clone(),
             dir: sweep.path.display().to_string(),
         })?;
+    let recorded: Vec<String> = old["overrides"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.as_str().map(str::to_owned))
+        .collect();
+    if recorded != plan.overrides {
+        return Err(SweepError::OverridesChanged {
+            dir: sweep.path.display().to_string(),
+            recorded,
+            given: plan.overrides.clone(),
+        });
+    }
     let runs = |v: &serde_json::Value| -> Vec<(String, String)> {
         v["runs"]
             .as_array()

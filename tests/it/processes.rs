@@ -177,8 +177,45 @@ fn killing_xp_run_with_sigkill_leaves_no_run_process() {
         .parse()
         .unwrap();
     assert_ne!(child, parent.id(), "the run trains in its own process");
+    let state = |run: &str| {
+        let out = xp(dir.path(), &["status", "runs/par"]);
+        succeeded(&out);
+        let text = stdout(&out);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(run))
+            .unwrap_or_else(|| panic!("{run} not in:\n{text}"))
+            .to_owned();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(state("lr=0.003"), "running");
     parent.kill().unwrap();
     parent.wait().unwrap();
+    // Its owner gone, the run reads as interrupted: for xp status, and for xp compare, whose
+    // --watch ends instead of polling forever.
+    assert_eq!(state("lr=0.003"), "interrupted");
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_xp"))
+        .args(["compare", "runs/par", "--watch", "--interval", "0.1"])
+        .args(["--format", "json"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while watch.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(20) {
+            watch.kill().unwrap();
+            panic!("xp compare --watch waits for a run whose xp run was killed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut shown = String::new();
+    std::io::Read::read_to_string(&mut watch.stdout.take().unwrap(), &mut shown).unwrap();
+    assert!(shown.contains("interrupted"), "{shown}");
     // The run process dies with its parent (it is no longer there, or a zombie being reaped).
     let start = Instant::now();
     loop {

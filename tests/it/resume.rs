@@ -91,19 +91,83 @@ fn summary(run: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
 }
 
-/// The summary fields that must not depend on interruptions (not timings).
-fn outcome(run: &Path) -> serde_json::Value {
-    let s = summary(run);
-    let mut last = s["final"].clone();
-    last.as_object_mut().unwrap().remove("train/tokens_per_s");
-    serde_json::json!({"status": s["status"], "steps": s["steps"], "final": last, "best": s["best"], "id": s["id"]})
+/// Wall-clock fields (and measures of the process, such as its peak memory), which differ
+/// between any two trainings; everything else must be bit-identical after a resume.
+fn timeless(key: &str) -> bool {
+    !matches!(
+        key,
+        "started_at" | "finished_at" | "wall_s" | "tokens_per_s" | "peak_memory_bytes"
+    ) && !key.ends_with("_per_s")
+}
+
+/// A summary.json or a results.json row without its wall-clock fields.
+fn without_clock(mut v: serde_json::Value) -> serde_json::Value {
+    if let Some(o) = v.as_object_mut() {
+        o.retain(|k, _| timeless(k));
+        for inner in o.values_mut() {
+            if let Some(inner) = inner.as_object_mut() {
+                inner.retain(|k, _| timeless(k));
+            }
+        }
+    }
+    v
+}
+
+/// A summary without its wall-clock fields, as text (the shortest text that reads back as a
+/// float tells any two floats apart).
+fn outcome(run: &Path) -> String {
+    let text = std::fs::read_to_string(run.join("summary.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    format!("{:#}", without_clock(v))
+}
+
+/// The results tables, row by row, without wall-clock columns.
+fn results(sweep: &Path) -> (Vec<Vec<String>>, String) {
+    let mut csv = csv::Reader::from_path(sweep.join("results.csv")).unwrap();
+    let header: Vec<String> = csv.headers().unwrap().iter().map(str::to_owned).collect();
+    let keep: Vec<bool> = header
+        .iter()
+        .map(|c| timeless(c.rsplit(':').next().unwrap_or(c)))
+        .collect();
+    let rows = std::iter::once(header.clone())
+        .chain(csv.records().map(|r| {
+            r.unwrap()
+                .iter()
+                .map(str::to_owned)
+                .collect::<Vec<String>>()
+        }))
+        .map(|row| {
+            row.into_iter()
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|(c, _)| c)
+                .collect()
+        })
+        .collect();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sweep.join("results.json")).unwrap())
+            .unwrap();
+    let json: Vec<serde_json::Value> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            let mut row = row.clone();
+            row.as_object_mut()
+                .unwrap()
+                .retain(|k, _| timeless(k.rsplit(':').next().unwrap_or(k)));
+            row
+        })
+        .collect();
+    (rows, format!("{json:?}"))
 }
 
 fn assert_identical(case: &Case, interrupted: &str) {
-    let a = case.sweep("reference", "ck").join("run");
-    let b = case.sweep(interrupted, "ck").join("run");
+    let (sa, sb) = (case.sweep("reference", "ck"), case.sweep(interrupted, "ck"));
+    let (a, b) = (sa.join("run"), sb.join("run"));
     assert_eq!(timeless_metrics(&a), timeless_metrics(&b));
-    assert_eq!(outcome(&a), outcome(&b));
+    assert_eq!(outcome(&a), outcome(&b), "summary.json");
+    assert_eq!(results(&sa), results(&sb), "results.csv and results.json");
     assert_eq!(
         std::fs::read(a.join("model.safetensors")).unwrap(),
         std::fs::read(b.join("model.safetensors")).unwrap()
@@ -142,6 +206,72 @@ fn killed_at_any_point_a_run_resumes_bit_identically() {
             "{point}: {log}"
         );
     }
+}
+
+/// A damaged newest checkpoint (truncated, one bit flipped in the weights, a garbage
+/// trainer.json) is passed over with a warning in train.log, and the run resumes from the one
+/// before it, bit-identically; with every checkpoint damaged the run fails saying so, and
+/// metrics.jsonl keeps every line.
+#[test]
+fn a_damaged_checkpoint_is_passed_over_for_the_newest_valid_one() {
+    let case = Case::new(EXPERIMENT);
+    assert_eq!(case.run("reference", &[]).status.code(), Some(0));
+    type Damage = fn(&Path);
+    let truncate: Damage = |step| {
+        let model = step.join("model.safetensors");
+        let bytes = std::fs::read(&model).unwrap();
+        std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
+    };
+    let flip: Damage = |step| {
+        let model = step.join("model.safetensors");
+        let mut bytes = std::fs::read(&model).unwrap();
+        let last = bytes.len() - 3;
+        bytes[last] ^= 0x10;
+        std::fs::write(&model, bytes).unwrap();
+    };
+    let garbage: Damage = |step| std::fs::write(step.join("trainer.json"), "{ garbage").unwrap();
+    for (runs, damage) in [
+        ("truncated", truncate),
+        ("flipped", flip),
+        ("garbage", garbage),
+    ] {
+        // Paused at the evaluation of step 50: the checkpoints of steps 30 and 40 are there.
+        case.kill_at(runs, "eval#5", &[]);
+        let run = case.sweep(runs, "ck").join("run");
+        damage(&run.join("checkpoints/step-40"));
+        let out = case.run(runs, &["--resume"]);
+        assert_eq!(out.status.code(), Some(0), "{runs}: {}", stderr(&out));
+        assert_identical(&case, runs);
+        let log = std::fs::read_to_string(run.join("train.log")).unwrap();
+        assert!(
+            log.contains("warning: checkpoint") && log.contains("step-40"),
+            "{runs}: {log}"
+        );
+        assert!(
+            log.contains("resumed from the checkpoint of step 30"),
+            "{runs}: {log}"
+        );
+    }
+    case.kill_at("none", "eval#5", &[]);
+    let run = case.sweep("none", "ck").join("run");
+    let lines = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    truncate(&run.join("checkpoints/step-40"));
+    garbage(&run.join("checkpoints/step-30"));
+    let out = case.run("none", &["--resume"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let s = summary(&run);
+    assert_eq!(s["status"], "failed");
+    assert!(
+        s["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no usable checkpoint to resume from"),
+        "{s}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(run.join("metrics.jsonl")).unwrap(),
+        lines
+    );
 }
 
 #[test]
@@ -321,11 +451,39 @@ fn a_sweep_survives_a_panic_a_divergence_and_a_kill() {
 fn resume_refuses_a_changed_plan_and_a_locked_sweep() {
     let case = Case::new(EXPERIMENT);
     assert_eq!(case.run("runs", &[]).status.code(), Some(0));
-    let out = case.run("runs", &["--resume", "--set", "train.optimizer.lr=1e-2"]);
+    std::fs::write(
+        case.dir.path().join("e.kdl"),
+        EXPERIMENT.replace("lr=3e-3", "lr=1e-2"),
+    )
+    .unwrap();
+    let out = case.run("runs", &["--resume"]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(
         err.contains("changed since the sweep") && err.contains("without --resume"),
+        "{err}"
+    );
+    std::fs::write(case.dir.path().join("e.kdl"), EXPERIMENT).unwrap();
+    // Other overrides than the sweep's: refused, naming them, with the command that resumes
+    // the sweep as it was.
+    let out = case.run("runs", &["--resume", "--set", "train.optimizer.lr=1e-2"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("other overrides: given `--set train.optimizer.lr=1e-2`, the sweep's none")
+            && err.contains("`xp run e.kdl --runs-dir runs --resume` resumes the sweep as it was"),
+        "{err}"
+    );
+    let only = ["--only", "r*", "--set", "train.steps=20"];
+    assert_eq!(case.run("only", &only).status.code(), Some(0));
+    let out = case.run("only", &["--resume", "--set", "train.steps=20"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("the sweep's `--only r*`")
+            && err.contains(
+                "`xp run e.kdl --set train.steps=20 --only 'r*' --runs-dir only --resume`"
+            ),
         "{err}"
     );
     // A live process holds the lock: this test, with its own pid in the file.

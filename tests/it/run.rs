@@ -205,6 +205,98 @@ fn a_diverging_run_is_recorded_and_the_sweep_goes_on() {
     );
 }
 
+/// A run whose metrics turn NaN or infinite before its loss does: JSON has no such numbers,
+/// and the summary must still read back as the diverged run it is.
+#[test]
+fn a_run_diverging_through_non_finite_metrics_is_recorded_as_diverged() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("e.kdl"),
+        r#"experiment "nan" {
+    model "mlp" { hidden 8 }
+    data "regression" features=4 samples=256
+    train {
+        steps 40
+        batch-size 16
+        optimizer "sgd" lr=1e12
+        eval every=1
+        log every=1
+    }
+}
+"#,
+    )
+    .unwrap();
+    let out = xp(dir.path(), &["run", "e.kdl", "--runs-dir", "runs"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("diverged"), "{stdout}");
+    let sweep = sweep_dir(&dir.path().join("runs"), "nan");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sweep.join("run/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["status"], "diverged", "{summary}");
+    assert_eq!(summary["steps"], 1, "{summary}");
+    assert!(
+        summary["final"]["train/loss"].as_f64().is_some(),
+        "{summary}"
+    );
+    assert!(summary["final"]["val/loss"].is_null(), "{summary}");
+    assert_eq!(summary["best"]["train/loss"]["step"], 1, "{summary}");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sweep.join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(results[0]["status"], "diverged");
+    assert_eq!(results[0]["steps"].as_f64(), Some(1.0));
+    let out = xp(dir.path(), &["status", "runs/nan"]);
+    assert!(super::support::stdout(&out).contains("diverged"));
+}
+
+/// A disk that fills up while a run trains: the run is failed in its summary too (written
+/// into the space it reserved), and the error names the file.
+#[test]
+fn a_full_disk_fails_the_run_in_its_summary_and_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("e.kdl"),
+        r#"experiment "full" {
+    model "mlp" { hidden 8 }
+    data "regression" features=4 samples=256
+    train { steps 20; batch-size 16; optimizer "sgd" lr=0.01; log every=5 }
+}
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_xp"))
+        .args(["run", "e.kdl", "--runs-dir", "runs"])
+        .current_dir(dir.path())
+        .env("XP_FAULT_ENOSPC", "metrics.jsonl,train.log,summary.json")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let sweep = sweep_dir(&dir.path().join("runs"), "full");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sweep.join("run/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["status"], "failed", "{summary}");
+    let reason = summary["reason"].as_str().unwrap();
+    // The first write training does is train.log's.
+    let log = Path::new("runs")
+        .join(
+            sweep
+                .strip_prefix(dir.path())
+                .unwrap()
+                .strip_prefix("runs")
+                .unwrap(),
+        )
+        .join("run/train.log");
+    assert!(
+        reason.contains(&format!("{}: No space left on device", log.display())),
+        "{reason}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("failed"), "{stdout}");
+}
+
 #[test]
 fn invalid_input_exits_two_before_anything_is_written() {
     let runs = tempfile::tempdir().unwrap();

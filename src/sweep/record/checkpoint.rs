@@ -1,15 +1,18 @@
 //! Checkpoints: `checkpoints/step-<N>/` with `model.safetensors` (the trained parameters by
 //! their PyTorch/HF names), `optimizer.safetensors` (every optimizer buffer) and `trainer.json`
-//! (the loop's state). Each is written into a temporary directory, synced, and renamed into
-//! place, so a crash never leaves a checkpoint that looks complete. The newest `keep` are kept,
-//! and `best` (the best by the objective) survives pruning.
+//! (the loop's state), and `checksums.json` (the SHA-256 of each, written last). Each is written
+//! into a temporary directory, synced, and renamed into place, so a crash never leaves a
+//! checkpoint that looks complete; the checksums catch what happens to the files afterwards (a
+//! truncated copy, a flipped bit), and a resume takes the newest checkpoint that verifies. The
+//! newest `keep` are kept, and `best` (the best by the objective) survives pruning.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
+use sha2::{Digest, Sha256};
 
 use super::atomic;
 use super::layout::{self, CheckpointDir, RunDir};
@@ -20,10 +23,22 @@ fn other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// The files a checkpoint's `checksums.json` covers.
+fn covered(dir: &CheckpointDir) -> [PathBuf; 3] {
+    [dir.model(), dir.optimizer(), dir.trainer()]
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Writes a checkpoint of the run in `run_dir`; `keep` is how many step checkpoints to keep.
 pub fn write(run_dir: &RunDir, cp: &Checkpoint, keep: usize) -> io::Result<CheckpointDir> {
     let root = run_dir.checkpoints();
-    fs::create_dir_all(&root)?;
+    fs::create_dir_all(&root).map_err(atomic::at(&root))?;
     let target = match cp.why {
         Why::Best => run_dir.best_checkpoint(),
         Why::Interval | Why::Interrupt => run_dir.checkpoint(cp.state.step),
@@ -31,7 +46,7 @@ pub fn write(run_dir: &RunDir, cp: &Checkpoint, keep: usize) -> io::Result<Check
     let name = file_name(&target.path);
     let temp = CheckpointDir::new(&root.join(format!(".{name}.tmp-{}", std::process::id())));
     let _ = fs::remove_dir_all(&temp.path);
-    fs::create_dir(&temp.path)?;
+    fs::create_dir(&temp.path).map_err(atomic::at(&temp.path))?;
     let trained: HashMap<String, Tensor> = cp
         .params
         .iter()
@@ -52,16 +67,23 @@ pub fn write(run_dir: &RunDir, cp: &Checkpoint, keep: usize) -> io::Result<Check
         .collect::<io::Result<_>>()?;
     save(&temp.optimizer(), &buffers)?;
     let json = serde_json::to_vec_pretty(cp.state).map_err(other)?;
-    // trainer.json is written last: a directory without it is never taken for a checkpoint.
     atomic::write(&temp.trainer(), &json)?;
+    let mut sums = BTreeMap::new();
+    for file in covered(&temp) {
+        let bytes = fs::read(&file).map_err(atomic::at(&file))?;
+        sums.insert(file_name(&file), sha256(&bytes));
+    }
+    let sums = serde_json::to_vec_pretty(&sums).map_err(other)?;
+    atomic::write(&temp.checksums(), &sums)?;
     atomic::sync_dir(&temp.path)?;
+    let rename = |from: &Path, to: &Path| fs::rename(from, to).map_err(atomic::at(to));
     if target.path.exists() {
         let old = root.join(format!(".{name}.old-{}", std::process::id()));
-        fs::rename(&target.path, &old)?;
-        fs::rename(&temp.path, &target.path)?;
+        rename(&target.path, &old)?;
+        rename(&temp.path, &target.path)?;
         let _ = fs::remove_dir_all(&old);
     } else {
-        fs::rename(&temp.path, &target.path)?;
+        rename(&temp.path, &target.path)?;
     }
     atomic::sync_dir(&root)?;
     if cp.why != Why::Best {
@@ -77,8 +99,64 @@ fn file_name(path: &Path) -> String {
 }
 
 fn save(path: &Path, tensors: &HashMap<String, Tensor>) -> io::Result<()> {
-    candle_core::safetensors::save(tensors, path).map_err(other)?;
-    fs::File::open(path)?.sync_all()
+    crate::sweep::fault::write_error(path).map_err(atomic::at(path))?;
+    candle_core::safetensors::save(tensors, path).map_err(|e| atomic::at(path)(other(e)))?;
+    fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(atomic::at(path))
+}
+
+/// The newest step checkpoint of a run that verifies, with its loop state, and what is wrong
+/// with each newer one (`checkpoint <dir>: <file>: <problem>`).
+pub fn newest_valid(run_dir: &Path) -> (Option<(PathBuf, TrainerState)>, Vec<String>) {
+    let mut problems = Vec::new();
+    for (_, dir) in steps(run_dir).into_iter().rev() {
+        match verify(&dir) {
+            Ok(state) => return (Some((dir, state)), problems),
+            Err(problem) => problems.push(problem),
+        }
+    }
+    (None, problems)
+}
+
+/// `checkpoint <dir>: <file>: <problem>`.
+fn problem(dir: &CheckpointDir, file: &Path, e: &dyn std::fmt::Display) -> String {
+    format!(
+        "checkpoint {}: {}: {e}",
+        dir.path.display(),
+        file_name(file)
+    )
+}
+
+/// Checks a checkpoint's files against its checksums and reads its loop state. A checkpoint
+/// written before checksums were recorded is taken as it is.
+pub fn verify(dir: &Path) -> Result<TrainerState, String> {
+    let dir = CheckpointDir::new(dir);
+    let bad = |file: &Path, e: &dyn std::fmt::Display| problem(&dir, file, e);
+    let manifest = dir.checksums();
+    match fs::read(&manifest) {
+        Ok(bytes) => {
+            let sums: BTreeMap<String, String> =
+                serde_json::from_slice(&bytes).map_err(|e| bad(&manifest, &e))?;
+            for file in covered(&dir) {
+                let expected = sums.get(&file_name(&file)).ok_or_else(|| {
+                    bad(&manifest, &format!("no checksum of {}", file_name(&file)))
+                })?;
+                let bytes = fs::read(&file).map_err(|e| bad(&file, &e))?;
+                if &sha256(&bytes) != expected {
+                    return Err(bad(
+                        &file,
+                        &"its checksum differs from the one recorded (a damaged file)",
+                    ));
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(bad(&manifest, &e)),
+    }
+    let trainer = dir.trainer();
+    serde_json::from_slice(&fs::read(&trainer).map_err(|e| bad(&trainer, &e))?)
+        .map_err(|e| bad(&trainer, &e))
 }
 
 /// The complete step checkpoints of the run in `run_dir`, oldest first.
@@ -101,7 +179,8 @@ pub fn steps(run_dir: &Path) -> Vec<(usize, PathBuf)> {
 
 /// Removes all but the newest `keep` step checkpoints, and leftovers of interrupted writes.
 fn prune(run_dir: &RunDir, keep: usize) -> io::Result<()> {
-    for entry in fs::read_dir(run_dir.checkpoints())?.flatten() {
+    let root = run_dir.checkpoints();
+    for entry in fs::read_dir(&root).map_err(atomic::at(&root))?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') && !name.contains(&format!("-{}", std::process::id())) {
             let _ = fs::remove_dir_all(entry.path());
@@ -109,7 +188,7 @@ fn prune(run_dir: &RunDir, keep: usize) -> io::Result<()> {
     }
     let all = steps(&run_dir.path);
     for (_, path) in all.iter().take(all.len().saturating_sub(keep)) {
-        fs::remove_dir_all(path)?;
+        fs::remove_dir_all(path).map_err(atomic::at(path))?;
     }
     Ok(())
 }
@@ -118,13 +197,7 @@ fn prune(run_dir: &RunDir, keep: usize) -> io::Result<()> {
 /// optimizer's buffers, after checking they fit the model.
 pub fn read(dir: &Path, params: &[Param]) -> Result<Resume, String> {
     let dir = CheckpointDir::new(dir);
-    let bad = |file: &Path, e: &dyn std::fmt::Display| {
-        format!(
-            "checkpoint {}: {}: {e}",
-            dir.path.display(),
-            file_name(file)
-        )
-    };
+    let bad = |file: &Path, e: &dyn std::fmt::Display| problem(&dir, file, e);
     let (trainer, model, optimizer_file) = (dir.trainer(), dir.model(), dir.optimizer());
     let state: TrainerState =
         serde_json::from_slice(&fs::read(&trainer).map_err(|e| bad(&trainer, &e))?)

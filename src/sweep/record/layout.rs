@@ -253,4 +253,9 @@ impl CheckpointDir {
     pub fn trainer(&self) -> PathBuf {
         self.path.join("trainer.json")
     }
+
+    /// The SHA-256 of each of the other files, written after them.
+    pub fn checksums(&self) -> PathBuf {
+        self.path.join("checksums.json")
+    }
 }

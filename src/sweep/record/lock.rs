@@ -41,7 +41,7 @@ impl Lock {
     /// the lock is released.
     pub fn try_acquire(path: &Path) -> Result<Lock, LockError> {
         loop {
-            let mut file = open(path).map_err(LockError::Io)?;
+            let mut file = open(path).map_err(|e| LockError::Io(super::atomic::at(path)(e)))?;
             match file.try_lock() {
                 Ok(()) => {}
                 Err(TryLockError::WouldBlock) => match holder(&mut file, path) {
@@ -49,7 +49,9 @@ impl Lock {
                     // Let go meanwhile: try again.
                     None => continue,
                 },
-                Err(TryLockError::Error(e)) => return Err(LockError::Io(e)),
+                Err(TryLockError::Error(e)) => {
+                    return Err(LockError::Io(super::atomic::at(path)(e)));
+                }
             }
             if !same_file(&file, path).map_err(LockError::Io)? {
                 continue;
@@ -58,7 +60,7 @@ impl Lock {
             file.set_len(0)
                 .and_then(|()| file.write_all(pid.as_bytes()))
                 .and_then(|()| file.sync_all())
-                .map_err(LockError::Io)?;
+                .map_err(|e| LockError::Io(super::atomic::at(path)(e)))?;
             return Ok(Lock {
                 file,
                 remove: Some(path.to_owned()),
@@ -68,10 +70,36 @@ impl Lock {
 
     /// Waits for the lock on `path`; the file stays when the lock is released.
     pub fn acquire(path: &Path) -> io::Result<Lock> {
-        let file = open(path)?;
-        file.lock()?;
+        let file = open(path).map_err(super::atomic::at(path))?;
+        file.lock().map_err(super::atomic::at(path))?;
         Ok(Lock { file, remove: None })
     }
+}
+
+/// Whether a live process holds the lock on `path`, as its pid in the file tells (a holder that
+/// let go removed the file; one that died left its pid). Reading takes no lock: a reader never
+/// stands in the way of an `xp run`.
+pub fn holder_lives(path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    match text.trim().parse::<i32>() {
+        // Just created: its holder writes the pid next.
+        Err(_) => text.trim().is_empty(),
+        Ok(pid) => pid > 0 && process_lives(pid),
+    }
+}
+
+#[cfg(unix)]
+fn process_lives(pid: i32) -> bool {
+    // SAFETY: signal 0 checks that the process exists and sends nothing.
+    let result = unsafe { libc::kill(pid, 0) };
+    result == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(not(unix))]
+fn process_lives(_: i32) -> bool {
+    true
 }
 
 fn open(path: &Path) -> io::Result<File> {

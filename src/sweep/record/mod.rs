@@ -27,7 +27,7 @@ impl SweepDir {
     /// experiment source and the plan, and points `current` at it.
     pub fn create(runs_dir: &Path, plan: &Plan, source: &str) -> io::Result<SweepDir> {
         let experiment = ExperimentDir::new(runs_dir, &plan.experiment);
-        fs::create_dir_all(&experiment.path)?;
+        fs::create_dir_all(&experiment.path).map_err(atomic::at(&experiment.path))?;
         let stamp = layout::sweep_stamp();
         let mut n = 1;
         let sweep = loop {
@@ -35,7 +35,7 @@ impl SweepDir {
             match fs::create_dir(&sweep.path) {
                 Ok(()) => break sweep,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
-                Err(e) => return Err(e),
+                Err(e) => return Err(atomic::at(&sweep.path)(e)),
             }
         };
         atomic::write(&sweep.source(), source.as_bytes())?;
@@ -58,7 +58,7 @@ impl SweepDir {
 /// when the sweep was planned.
 pub fn write_config(sweep: &SweepDir, run: &PlannedRun) -> io::Result<RunDir> {
     let dir = sweep.run(&run.name);
-    fs::create_dir_all(&dir.path)?;
+    fs::create_dir_all(&dir.path).map_err(atomic::at(&dir.path))?;
     if !run.config_kdl.is_empty() {
         atomic::write(&dir.config_kdl(), run.config_kdl.as_bytes())?;
     }

@@ -23,27 +23,38 @@ pub struct RunWriter {
 
 impl RunWriter {
     /// Creates `<sweep>/<run-name>/` with its resolved config, or opens it again to continue a
-    /// run, with metrics.jsonl cut back to its first `keep_lines` lines.
-    pub fn open(sweep: &SweepDir, run: &PlannedRun, keep_lines: usize) -> io::Result<RunWriter> {
+    /// run, with metrics.jsonl cut back to its first `keep_lines` lines (`None`: kept whole).
+    pub fn open(
+        sweep: &SweepDir,
+        run: &PlannedRun,
+        keep_lines: Option<usize>,
+    ) -> io::Result<RunWriter> {
         let dir = sweep.run(&run.name);
         if !run.config_kdl.is_empty() || !dir.config_kdl().exists() {
             write_config(sweep, run)?;
         }
-        let kept: Vec<String> = match fs::read_to_string(dir.metrics()) {
-            Ok(text) => text
-                .lines()
-                .take(keep_lines)
-                .map(|l| format!("{l}\n"))
-                .collect(),
-            Err(_) => Vec::new(),
+        let metrics = dir.metrics();
+        let lines = match fs::read_to_string(&metrics) {
+            Ok(text) => text.lines().map(|l| format!("{l}\n")).collect(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(atomic::at(&metrics)(e)),
         };
-        atomic::write(&dir.metrics(), kept.concat().as_bytes())?;
-        let append = |path: &Path| OpenOptions::new().create(true).append(true).open(path);
+        let kept = keep_lines.map_or(lines.len(), |n| n.min(lines.len()));
+        if kept < lines.len() || lines.is_empty() {
+            atomic::write(&metrics, lines[..kept].concat().as_bytes())?;
+        }
+        let append = |path: &Path| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(atomic::at(path))
+        };
         let keep = run.config.train.checkpoint.map_or(1, |c| c.keep);
         Ok(RunWriter {
-            metrics: BufWriter::new(append(&dir.metrics())?),
+            metrics: BufWriter::new(append(&metrics)?),
             log: BufWriter::new(append(&dir.log())?),
-            metrics_lines: kept.len(),
+            metrics_lines: kept,
             keep,
             dir,
         })
@@ -53,11 +64,20 @@ impl RunWriter {
         write_summary(&self.dir, summary)
     }
 
+    /// Keeps space for the summary's last write, so that a disk that fills up while the run
+    /// trains still lets the run record how it ended.
+    pub fn reserve_summary(&self) -> io::Result<()> {
+        atomic::reserve(&self.dir.summary())
+    }
+
     /// A timestamped line in train.log.
     pub fn log(&mut self, line: &str) -> io::Result<()> {
         let now = chrono::Local::now().format("%Y-%m-%dT%H:%M:%S%.3f%:z");
-        writeln!(self.log, "{now} {line}")?;
-        self.log.flush()
+        let path = self.dir.log();
+        crate::sweep::fault::write_error(&path)
+            .and_then(|()| writeln!(self.log, "{now} {line}"))
+            .and_then(|()| self.log.flush())
+            .map_err(atomic::at(&path))
     }
 
     fn metrics_line(
@@ -81,9 +101,13 @@ impl RunWriter {
                 },
             );
         }
-        serde_json::to_writer(&mut self.metrics, &line).map_err(io::Error::other)?;
-        self.metrics.write_all(b"\n")?;
-        self.metrics.flush()?;
+        let path = self.dir.metrics();
+        let mut text = serde_json::to_vec(&line).map_err(io::Error::other)?;
+        text.push(b'\n');
+        crate::sweep::fault::write_error(&path)
+            .and_then(|()| self.metrics.write_all(&text))
+            .and_then(|()| self.metrics.flush())
+            .map_err(atomic::at(&path))?;
         self.metrics_lines += 1;
         let text: Vec<String> = metrics
             .iter()

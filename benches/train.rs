@@ -4,6 +4,10 @@
 //!
 //! cargo bench --bench train                     # both models, 1 and 2 threads, 5 runs each
 //! XP_BENCH_THREADS=2 XP_BENCH_RUNS=3 XP_BENCH_PYTHON=/path/to/python cargo bench --bench train
+//! XP_BENCH_SHAPES=mid cargo bench --bench train  # only the shapes whose name contains "mid"
+//!
+//! The mid shape runs twice: every parameter training, and LoRA (rank 8 on q_proj and v_proj,
+//! the base frozen) against PEFT's LoRA on the PyTorch side.
 //!
 //! Each measurement runs in its own process so the thread count (RAYON_NUM_THREADS for xp,
 //! torch.set_num_threads for PyTorch) is fixed from the start. xp and PyTorch take turns, run
@@ -34,9 +38,26 @@ struct Shape {
     batch: usize,
     /// Timed steps: about two seconds of training either way.
     steps: usize,
+    /// LoRA's rank on q_proj and v_proj (alpha twice the rank), the base frozen; `None`:
+    /// every parameter trains.
+    lora: Option<usize>,
 }
 
-const SHAPES: [Shape; 2] = [
+/// A mid-sized model (8 layers, dim 256, vocab 8192, ctx 256), fully trained and with LoRA.
+const MID: Shape = Shape {
+    name: "mid (8×256, ctx 256)",
+    vocab: 8192,
+    context: 256,
+    layers: 8,
+    heads: 8,
+    dim: 256,
+    hidden: 1024,
+    batch: 8,
+    steps: 4,
+    lora: None,
+};
+
+const SHAPES: [Shape; 4] = [
     Shape {
         name: "benchmark (4×128, ctx 128)",
         vocab: 256,
@@ -47,6 +68,7 @@ const SHAPES: [Shape; 2] = [
         hidden: 512,
         batch: 16,
         steps: 30,
+        lora: None,
     },
     Shape {
         name: "quickstart (1×64, ctx 4)",
@@ -58,6 +80,13 @@ const SHAPES: [Shape; 2] = [
         hidden: 256,
         batch: 64,
         steps: 500,
+        lora: None,
+    },
+    MID,
+    Shape {
+        name: "mid LoRA r8 q,v",
+        lora: Some(8),
+        ..MID
     },
 ];
 const WARMUP: usize = 3;
@@ -76,11 +105,18 @@ impl Sink for Times {
 
 /// Trains in this process and returns tokens per second over the timed steps.
 fn xp_tokens_per_s(s: Shape) -> f64 {
+    let lora = s.lora.map_or(String::new(), |r| {
+        format!(
+            "lora rank={r} alpha={} {{ targets \"q_proj\" \"v_proj\"; }}",
+            2 * r
+        )
+    });
     let experiment = format!(
         r#"experiment "bench" {{
     model "llama" {{
         layers {}; heads {}; dim {}; hidden {}; context {}; vocab {}
     }}
+    {lora}
     data "copy" length=1 vocab=4 samples=100000
     train {{
         steps {}
@@ -150,6 +186,7 @@ fn peer_tokens_per_s(s: Shape, threads: usize, python: &str) -> Result<f64, Stri
         ("--batch", s.batch),
         ("--warmup", WARMUP),
         ("--steps", s.steps),
+        ("--lora", s.lora.unwrap_or(0)),
     ];
     let mut cmd = Command::new(python);
     cmd.arg(script);
@@ -192,12 +229,17 @@ fn main() {
         .unwrap_or(5)
         .max(1);
     let python = std::env::var("XP_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    // Only the shapes whose name contains this (e.g. "mid").
+    let only = std::env::var("XP_BENCH_SHAPES").unwrap_or_default();
     let me = std::env::current_exe().expect("own path");
     println!(
         "{:<28} {:>7} {:>11} {:>14} {:>8}  median (min-max)",
         "model", "threads", "xp tokens/s", "torch tokens/s", "xp/torch"
     );
     for (index, shape) in SHAPES.iter().enumerate() {
+        if !shape.name.contains(only.as_str()) {
+            continue;
+        }
         for &t in &threads {
             let mut ratios = Vec::new();
             for _ in 0..runs {

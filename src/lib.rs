@@ -2,7 +2,7 @@
 
 pub mod compare;
 pub mod data;
-pub(crate) mod diagnostic;
+pub mod diagnostic;
 pub mod front;
 pub mod model;
 pub mod ops;

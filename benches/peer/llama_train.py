@@ -1,6 +1,7 @@
 """PyTorch peer of benches/train.rs: trains the same Llama-architecture model (HF
 LlamaForCausalLM, float32, eager attention) on random tokens with AdamW and prints the
-training throughput as one JSON line. Run by `cargo bench --bench train`."""
+training throughput as one JSON line. Run by `cargo bench --bench train`. With `--lora R`, PEFT's
+LoRA of rank R (alpha 2R, no dropout) on q_proj and v_proj trains and the base is frozen."""
 import argparse
 import json
 import time
@@ -20,6 +21,7 @@ p.add_argument("--hidden", type=int, default=512)
 p.add_argument("--batch", type=int, default=16)
 p.add_argument("--warmup", type=int, default=3)
 p.add_argument("--steps", type=int, default=20)
+p.add_argument("--lora", type=int, default=0)
 a = p.parse_args()
 
 torch.set_num_threads(a.threads)
@@ -30,7 +32,12 @@ config = LlamaConfig(
     tie_word_embeddings=False, attn_implementation="eager",
 )
 model = LlamaForCausalLM(config).float().train()
-opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+if a.lora:
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=a.lora, lora_alpha=2 * a.lora, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
+    model = get_peft_model(model, lora).train()
+opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.01)
 g = torch.Generator().manual_seed(1)
 batches = [torch.randint(0, a.vocab, (a.batch, a.context + 1), generator=g) for _ in range(a.warmup + a.steps)]
 

@@ -2,7 +2,7 @@
 //! turned into the stable JSON form of `xp validate --format json`.
 
 #[cfg(feature = "cli")]
-pub(crate) mod render;
+pub mod render;
 pub(crate) mod suggest;
 
 use std::fmt;

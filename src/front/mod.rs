@@ -11,7 +11,7 @@ pub mod plan;
 pub(crate) mod points;
 pub(crate) mod resolve;
 pub mod schema;
-pub(crate) mod source;
+pub mod source;
 pub(crate) mod template;
 pub(crate) mod tree;
 pub mod user_config;

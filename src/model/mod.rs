@@ -443,14 +443,15 @@ pub fn linear_in(
     linear(&x.to_dtype(compute)?, &w.to_dtype(compute)?, b.as_ref())?.to_dtype(x.dtype())
 }
 
-/// `x @ w.T` (+ b) for x (…, in) and w (out, in), as torch.nn.Linear.
+/// `x @ w.T` (+ b) for x (…, in) and w (out, in), as torch.nn.Linear. A frozen `w` (one that
+/// is not tracked: LoRA's base) gets no gradient and costs none ([`crate::ops::frozen_linear`]).
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> CandleResult<Tensor> {
     let dims = x.dims().to_vec();
     let (inner, rows) = (
         dims[dims.len() - 1],
         dims[..dims.len() - 1].iter().product::<usize>(),
     );
-    let y = x.reshape((rows, inner))?.matmul(&w.t()?)?;
+    let y = crate::ops::frozen_linear(&x.reshape((rows, inner))?, w)?;
     let y = match b {
         Some(b) => y.broadcast_add(b)?,
         None => y,

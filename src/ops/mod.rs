@@ -14,6 +14,7 @@ pub(crate) mod adamw;
 mod attention;
 #[cfg(feature = "cuda")]
 mod cuda;
+mod frozen;
 mod loss;
 mod norm;
 mod rope;
@@ -22,6 +23,7 @@ mod softmax;
 
 pub use activation::{gelu, silu, swiglu};
 pub use attention::{causal_attention, causal_attention_windowed};
+pub use frozen::frozen_linear;
 pub use loss::{
     IGNORE_INDEX, cross_entropy, cross_entropy_rows, cross_entropy_sum, squared_error_sum,
 };

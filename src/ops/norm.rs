@@ -117,7 +117,8 @@ impl CustomOp2 for RmsNorm {
         let both = x.apply_op3_no_bwd(w, &dy.contiguous()?, &RmsNormBwd { eps: self.eps })?;
         let dx = both.narrow(0, 0, rows)?.reshape(x.shape())?;
         let dw = both.narrow(0, rows, 1)?.reshape(w.shape())?;
-        Ok((Some(dx), Some(dw)))
+        // A frozen weight (LoRA's base) gets no gradient: nothing would read it.
+        Ok((Some(dx), w.track_op().then_some(dw)))
     }
 }
 

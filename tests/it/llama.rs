@@ -332,3 +332,64 @@ fn the_loss_scale_skips_overflowing_steps_and_grows_back() {
         "2000 finite steps double it"
     );
 }
+
+/// A LoRA step's backward forms no gradient for the frozen base: the gradient store holds the
+/// adapters' gradients and no tensor shaped like a base weight or its transpose (candle's
+/// matmul backward would leave a `dW` of every frozen linear layer's transposed weight there).
+#[test]
+fn lora_backward_forms_no_base_weight_gradient() {
+    let text = r#"experiment "t" {
+    model "llama" { layers 2; heads 4; dim 32; hidden 48; context 64; vocab 20 }
+    lora rank=4 alpha=8 { targets "q_proj" "v_proj" "down_proj" "lm_head"; }
+    data "copy" length=5 vocab=16 samples=64
+    train { batch-size 3; optimizer "adamw" lr=0.01; }
+}"#;
+    let checked = xp::front::validate_text("t.kdl", text);
+    let spec = &checked.plans[0].runs[0].config;
+    let data = xp::data::load(&spec.data, spec.seed, Some(64)).expect("data");
+    let device = Device::Cpu;
+    let built = model::build(spec, &data, HashMap::new(), true, "", &device).expect("model");
+    let batch = data.batch(&data.train, &[0, 1, 2], &device).expect("batch");
+    let logits = built
+        .model
+        .forward(
+            &batch.inputs,
+            &mut Mode {
+                train: true,
+                rng: &mut Rng::new(0),
+                compute: DType::F32,
+            },
+        )
+        .expect("forward");
+    let vocab = logits.dims()[2];
+    let store = logits
+        .reshape(((), vocab))
+        .and_then(|l| ops::cross_entropy(&l, &batch.targets.flatten_all()?))
+        .and_then(|l| l.backward())
+        .expect("backward");
+    let (adapters, base): (Vec<_>, Vec<_>) = built.params.iter().partition(|p| p.trainable);
+    assert_eq!(adapters.len(), 2 * (2 * 3 + 1), "A and B of 7 modules");
+    for p in &adapters {
+        assert!(
+            store.get(p.var.as_tensor()).is_some(),
+            "{} has a gradient",
+            p.name
+        );
+    }
+    let mut frozen: Vec<Vec<usize>> = Vec::new();
+    for p in &base {
+        let dims = p.var.dims().to_vec();
+        frozen.push(dims.iter().rev().copied().collect());
+        frozen.push(dims);
+    }
+    let stored: Vec<Vec<usize>> = store
+        .get_ids()
+        .filter_map(|id| store.get_id(*id))
+        .map(|g| g.dims().to_vec())
+        .collect();
+    let base_shaped: Vec<&Vec<usize>> = stored.iter().filter(|d| frozen.contains(d)).collect();
+    assert!(
+        base_shaped.is_empty(),
+        "gradients shaped like base weights: {base_shaped:?} (all: {stored:?})"
+    );
+}

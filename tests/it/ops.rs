@@ -571,3 +571,47 @@ fn cross_entropy_matches_float64_on_large_vocabularies() {
         }
     }
 }
+
+/// A frozen linear layer's product and input gradient are candle's matmul's, bit for bit, and
+/// its backward forms no gradient for the weight: the gradient store holds x's alone, where
+/// candle's matmul also leaves a (in, out) gradient for the transposed weight.
+#[test]
+fn frozen_linear_is_matmuls_input_gradient_alone() {
+    let x = values(&[13, 24], 1.0, 2.0);
+    let w = values(&[40, 24], 2.0, 0.5).as_tensor().detach();
+    let run = |y: Tensor| {
+        let weight = values(y.dims(), 0.5, 1.0);
+        let store = y
+            .mul(weight.as_tensor())
+            .and_then(|l| l.sum_all())
+            .and_then(|l| l.backward())
+            .expect("backward");
+        let dx = flat(store.get(x.as_tensor()).expect("a gradient for x"));
+        let shapes: Vec<Vec<usize>> = store
+            .get_ids()
+            .filter_map(|id| store.get_id(*id))
+            .map(|g| g.dims().to_vec())
+            .collect();
+        (flat(&y), dx, shapes)
+    };
+    let plain = run(x.as_tensor().matmul(&w.t().expect("t")).expect("matmul"));
+    let frozen = run(ops::frozen_linear(x.as_tensor(), &w).expect("frozen linear"));
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&frozen.0), bits(&plain.0), "the product");
+    assert_eq!(bits(&frozen.1), bits(&plain.1), "x's gradient");
+    assert!(
+        plain.2.contains(&vec![24, 40]),
+        "candle forms dW: {:?}",
+        plain.2
+    );
+    assert!(!frozen.2.contains(&vec![24, 40]), "{:?}", frozen.2);
+    assert!(!frozen.2.contains(&vec![40, 24]), "{:?}", frozen.2);
+    // A weight that trains gets candle's matmul and its gradient.
+    let trained = values(&[40, 24], 2.0, 0.5);
+    let y = ops::frozen_linear(x.as_tensor(), trained.as_tensor()).expect("linear");
+    let store = y.sum_all().and_then(|l| l.backward()).expect("backward");
+    assert!(
+        store.get(trained.as_tensor()).is_some(),
+        "a trained weight's gradient"
+    );
+}

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use xp::front::{Overrides, validate_files};
-use xp::sweep::executor::{self, Options, Silent};
+use xp::sweep::executor::{self, Silent, SweepOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let file = PathBuf::from(
@@ -31,9 +31,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("{p:?}").into());
     }
     let source = std::fs::read_to_string(&file)?;
-    let options = Options {
+    let options = SweepOptions {
         runs_dir: std::env::temp_dir().join("xp-example-runs"),
-        ..Options::default()
+        ..SweepOptions::default()
     };
     for plan in &checked.plans {
         let report = executor::run_plan(plan, &source, &datasets, &options, &mut Silent)?;

@@ -119,13 +119,13 @@ pub enum Precision {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Model {
-    Mlp(Mlp),
-    Llama(Llama),
+    Mlp(MlpDims),
+    Llama(LlamaSource),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub struct Mlp {
+pub struct MlpDims {
     pub hidden: Vec<usize>,
     pub activation: Activation,
     pub dropout: f64,
@@ -144,7 +144,7 @@ pub enum Activation {
 /// config.json gives them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Llama {
+pub enum LlamaSource {
     Dims(LlamaDims),
     Dir(PathBuf),
 }
@@ -237,7 +237,7 @@ pub enum DataSource {
     Csv {
         path: PathBuf,
         target: String,
-        task: Task,
+        task: CsvTask,
         validation: Validation,
         shuffle: bool,
         features: Option<Vec<String>>,
@@ -254,7 +254,7 @@ pub enum Validation {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Task {
+pub enum CsvTask {
     Regression,
     Classification,
 }
@@ -265,7 +265,7 @@ pub struct Train {
     pub length: Length,
     pub batch_size: BatchSize,
     pub gradient_accumulation: usize,
-    pub optimizer: Optimizer,
+    pub optimizer: OptimizerConfig,
     pub schedule: Schedule,
     pub grad_clip: Option<f64>,
     pub eval: Option<Eval>,
@@ -290,7 +290,7 @@ pub enum BatchSize {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub struct Optimizer {
+pub struct OptimizerConfig {
     pub lr: f64,
     pub decay_all: bool,
     pub kind: OptimizerKind,

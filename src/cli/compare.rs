@@ -11,11 +11,13 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 use globset::Glob;
 
-use crate::cli::{CliError, Outcome};
+use crate::cli::{CliError, Exit};
 use crate::compare::baseline::{self, Baseline, FileFormat};
 use crate::compare::discover::discover;
 use crate::compare::format::{self, Format};
-use crate::compare::{self, CompareError, Gate, Gates, Options, Request, gated_columns, junit};
+use crate::compare::{
+    self, CompareError, Gate, Gates, Request, TableOptions, gated_columns, junit,
+};
 use crate::front::plan::Plan;
 use crate::spec::Regression;
 use crate::sweep::record::atomic;
@@ -106,7 +108,7 @@ pub(crate) fn usage(e: CompareError) -> CliError {
     }
 }
 
-pub fn run(args: CompareArgs) -> Result<Outcome, CliError> {
+pub fn run(args: CompareArgs) -> Result<Exit, CliError> {
     let mut rules = Vec::new();
     let mut bad = Vec::new();
     for rule in &args.fail_on {
@@ -140,7 +142,7 @@ pub fn run(args: CompareArgs) -> Result<Outcome, CliError> {
         Gates::Rules(rules)
     };
     let request = Request {
-        options: Options {
+        options: TableOptions {
             metrics: args.metrics.clone(),
             sort: args.sort.clone(),
             group_by: args.group_by.clone(),
@@ -214,8 +216,8 @@ pub fn run(args: CompareArgs) -> Result<Outcome, CliError> {
         atomic::write(path, junit::render(verdict).as_bytes())?;
     }
     let outcome = match &report.verdict {
-        Some(v) if !v.passed() => Outcome::Failure,
-        _ => Outcome::Success,
+        Some(v) if !v.passed() => Exit::Failure,
+        _ => Exit::Success,
     };
     // Ten thousand runs take a while to free, and the process ends now anyway.
     std::mem::forget(report);
@@ -273,7 +275,7 @@ pub fn check_baselines(plans: &[Plan]) -> Result<(), CliError> {
 /// `regression` blocks, each baseline once with all the sweeps that name it (its rows of other
 /// experiments, and those `--only` does not select, are not expected). Prints the verdicts and
 /// returns the worst outcome.
-pub fn gate_sweeps(finished: &[(PathBuf, &Plan)], only: Option<&str>) -> Result<Outcome, CliError> {
+pub fn gate_sweeps(finished: &[(PathBuf, &Plan)], only: Option<&str>) -> Result<Exit, CliError> {
     let mut by_baseline: BTreeMap<&Path, (Vec<PathBuf>, BTreeSet<&str>, &Regression)> =
         BTreeMap::new();
     for (dir, plan) in finished {
@@ -288,7 +290,7 @@ pub fn gate_sweeps(finished: &[(PathBuf, &Plan)], only: Option<&str>) -> Result<
     let only = only
         .and_then(|g| Glob::new(g).ok())
         .map(|g| g.compile_matcher());
-    let mut outcome = Outcome::Success;
+    let mut outcome = Exit::Success;
     let mut out = std::io::stdout().lock();
     for (file, (dirs, experiments, regression)) in by_baseline {
         writeln!(out)?;
@@ -301,7 +303,7 @@ pub fn gate_sweeps(finished: &[(PathBuf, &Plan)], only: Option<&str>) -> Result<
                 shown.join(" "),
                 file.display()
             )?;
-            outcome = worse(outcome, Outcome::Invalid);
+            outcome = worse(outcome, Exit::Invalid);
             continue;
         }
         let mut base = read_baseline(file).map_err(usage)?;
@@ -312,9 +314,9 @@ pub fn gate_sweeps(finished: &[(PathBuf, &Plan)], only: Option<&str>) -> Result<
         let found = discover(&dirs).map_err(usage)?;
         warn(&found.warnings)?;
         let request = Request {
-            options: Options {
+            options: TableOptions {
                 hide_settings: true,
-                ..Options::default()
+                ..TableOptions::default()
             },
             filter: None,
             baseline: Some(&base),
@@ -325,17 +327,17 @@ pub fn gate_sweeps(finished: &[(PathBuf, &Plan)], only: Option<&str>) -> Result<
         let text = format::render(&report.comparison, report.verdict.as_ref(), Format::Table);
         out.write_all(text.as_bytes())?;
         if report.verdict.as_ref().is_some_and(|v| !v.passed()) {
-            outcome = worse(outcome, Outcome::Failure);
+            outcome = worse(outcome, Exit::Failure);
         }
     }
     Ok(outcome)
 }
 
 /// The outcome that says more: invalid over failure over success.
-fn worse(a: Outcome, b: Outcome) -> Outcome {
-    let rank = |o: Outcome| match o {
-        Outcome::Success => 0,
-        Outcome::Failure => 1,
+fn worse(a: Exit, b: Exit) -> Exit {
+    let rank = |o: Exit| match o {
+        Exit::Success => 0,
+        Exit::Failure => 1,
         _ => 2,
     };
     if rank(b) > rank(a) { b } else { a }

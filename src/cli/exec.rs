@@ -14,9 +14,9 @@ use std::time::Duration;
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 
 use super::args::ExecArgs;
-use crate::cli::{CliError, Outcome};
+use crate::cli::{CliError, Exit};
 use crate::front::plan::Plan;
-use crate::sweep::executor::{self, Options};
+use crate::sweep::executor::{self, SweepOptions};
 use crate::sweep::preflight::{self, device_of};
 use crate::sweep::progress::{Lines, Progress, Update};
 use crate::sweep::record::{self, Status, Summary, SweepDir, read_summary, results};
@@ -40,7 +40,7 @@ pub fn read_plan(sweep: &SweepDir) -> Result<Plan, CliError> {
     })
 }
 
-pub fn run(args: ExecArgs) -> Result<Outcome, CliError> {
+pub fn run(args: ExecArgs) -> Result<Exit, CliError> {
     let sweep = SweepDir {
         path: args.sweep.clone(),
     };
@@ -86,10 +86,10 @@ pub fn run(args: ExecArgs) -> Result<Outcome, CliError> {
         ));
         record::ready_run_dir(&sweep, run, &summary)?;
     } else {
-        let options = Options {
+        let options = SweepOptions {
             device: args.device.clone(),
             stop: Some(Arc::clone(&stop)),
-            ..Options::default()
+            ..SweepOptions::default()
         };
         let mut wire = Wire(std::io::stdout());
         let mut lines = Lines::new(std::io::stderr(), Duration::from_secs(30), false);
@@ -127,14 +127,14 @@ pub fn run(args: ExecArgs) -> Result<Outcome, CliError> {
         results::refresh(&sweep, &plan, &device)?;
     }
     Ok(match summary.status {
-        Status::Completed => Outcome::Success,
+        Status::Completed => Exit::Success,
         Status::Interrupted => {
             if requeue.load(Ordering::SeqCst) {
                 crate::sweep::slurm::requeue_self();
             }
-            Outcome::Interrupted
+            Exit::Interrupted
         }
-        _ => Outcome::Failure,
+        _ => Exit::Failure,
     })
 }
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 /// How a command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Exit {
     Success,
     /// A run failed or a regression was found.
     Failure,
@@ -15,13 +15,13 @@ pub enum Outcome {
     Interrupted,
 }
 
-impl From<Outcome> for ExitCode {
-    fn from(o: Outcome) -> Self {
+impl From<Exit> for ExitCode {
+    fn from(o: Exit) -> Self {
         match o {
-            Outcome::Success => ExitCode::SUCCESS,
-            Outcome::Failure => ExitCode::from(1),
-            Outcome::Invalid => ExitCode::from(2),
-            Outcome::Interrupted => ExitCode::from(130),
+            Exit::Success => ExitCode::SUCCESS,
+            Exit::Failure => ExitCode::from(1),
+            Exit::Invalid => ExitCode::from(2),
+            Exit::Interrupted => ExitCode::from(130),
         }
     }
 }
@@ -39,13 +39,13 @@ pub enum CliError {
 
 /// The exit code of a command's result; an error is printed on stderr first. A closed pipe
 /// (`xp compare | head`) is not an error.
-pub fn code(result: Result<Outcome, CliError>) -> ExitCode {
+pub fn code(result: Result<Exit, CliError>) -> ExitCode {
     match result {
         Ok(outcome) => outcome.into(),
         Err(CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            Outcome::Invalid.into()
+            Exit::Invalid.into()
         }
     }
 }

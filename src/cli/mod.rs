@@ -21,7 +21,7 @@ use clap::Parser;
 use crate::diagnostic::render::Renderer;
 use crate::front::Checked;
 use args::{Cli, Command};
-pub use exit::{CliError, Outcome};
+pub use exit::{CliError, Exit};
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -8,16 +8,16 @@ use std::path::PathBuf;
 use crate::cli::args::PlanFormat;
 use crate::cli::report_diagnostics;
 use crate::cli::table::Table;
-use crate::cli::{CliError, Outcome};
+use crate::cli::{CliError, Exit};
 use crate::front::plan::{self, Plan};
 use crate::front::tree::Plain;
 use crate::front::{Overrides, validate_files};
 use crate::train::memory;
 
-pub fn run(file: PathBuf, overrides: &Overrides, format: PlanFormat) -> Result<Outcome, CliError> {
+pub fn run(file: PathBuf, overrides: &Overrides, format: PlanFormat) -> Result<Exit, CliError> {
     let checked = validate_files(std::slice::from_ref(&file), overrides);
     if report_diagnostics(&checked)? {
-        return Ok(Outcome::Invalid);
+        return Ok(Exit::Invalid);
     }
     let mut out = std::io::stdout().lock();
     match format {
@@ -36,7 +36,7 @@ pub fn run(file: PathBuf, overrides: &Overrides, format: PlanFormat) -> Result<O
             writeln!(out, "{json}")?;
         }
     }
-    Ok(Outcome::Success)
+    Ok(Exit::Success)
 }
 
 fn table(p: &Plan) -> String {

@@ -5,13 +5,13 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use crate::cli::compare::usage;
-use crate::cli::{CliError, Outcome};
+use crate::cli::{CliError, Exit};
 use crate::report::{self, ReportError};
 
 /// Where the report goes when `-o` is not given.
 const DEFAULT_OUTPUT: &str = "report.html";
 
-pub fn run(paths: &[PathBuf], output: Option<PathBuf>) -> Result<Outcome, CliError> {
+pub fn run(paths: &[PathBuf], output: Option<PathBuf>) -> Result<Exit, CliError> {
     let output = output.unwrap_or_else(|| PathBuf::from(DEFAULT_OUTPUT));
     let written = report::write(paths, &output).map_err(|e| match e {
         ReportError::Compare(e) => usage(e),
@@ -26,5 +26,5 @@ pub fn run(paths: &[PathBuf], output: Option<PathBuf>) -> Result<Outcome, CliErr
         n => format!("{n} runs"),
     };
     println!("wrote {} ({runs})", output.display());
-    Ok(Outcome::Success)
+    Ok(Exit::Success)
 }

@@ -13,12 +13,12 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use crate::cli::args::{Launcher, RunArgs};
 use crate::cli::report_diagnostics;
 use crate::cli::table::Table;
-use crate::cli::{CliError, Outcome};
+use crate::cli::{CliError, Exit};
 use crate::diagnostic::Diagnostics;
 use crate::front::plan::Plan;
 use crate::front::user_config::Defaults;
 use crate::front::{Overrides, validate_files};
-use crate::sweep::executor::{self, Options, SweepError};
+use crate::sweep::executor::{self, SweepError, SweepOptions};
 use crate::sweep::preflight;
 use crate::sweep::processes::Processes;
 use crate::sweep::progress::{Bars, Lines, Progress, Silent};
@@ -191,7 +191,7 @@ fn gpus(device: Option<&str>) -> Result<Vec<String>, CliError> {
     }
 }
 
-pub fn run(args: RunArgs) -> Result<Outcome, CliError> {
+pub fn run(args: RunArgs) -> Result<Exit, CliError> {
     let overrides: Overrides = args.overrides.clone().into();
     let mut checked = validate_files(std::slice::from_ref(&args.file), &overrides);
     // User defaults, where the flags leave something open.
@@ -200,7 +200,7 @@ pub fn run(args: RunArgs) -> Result<Outcome, CliError> {
     checked.diags.extend(config_diags);
     let args = Settings::resolve(args, defaults)?;
     if report_diagnostics(&checked)? {
-        return Ok(Outcome::Invalid);
+        return Ok(Exit::Invalid);
     }
     if let Some((pattern, glob)) = &args.only {
         for plan in &mut checked.plans {
@@ -232,7 +232,7 @@ pub fn run(args: RunArgs) -> Result<Outcome, CliError> {
         let text = crate::diagnostic::render::Renderer::for_stderr().render(&pre, &checked.sources);
         std::io::stderr().write_all(text.as_bytes())?;
         if pre.has_errors() {
-            return Ok(Outcome::Invalid);
+            return Ok(Exit::Invalid);
         }
     }
     crate::cli::compare::check_baselines(&checked.plans)?;
@@ -260,7 +260,7 @@ pub fn run(args: RunArgs) -> Result<Outcome, CliError> {
         signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))?;
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
     }
-    let options = Options {
+    let options = SweepOptions {
         runs_dir: args.runs_dir.clone(),
         device: args.device.clone(),
         resume: args.resume,
@@ -281,7 +281,7 @@ pub fn run(args: RunArgs) -> Result<Outcome, CliError> {
             .iter()
             .filter_map(|r| r.config.resources.as_ref().and_then(|r| r.cpus))
             .max();
-        let options = Options {
+        let options = SweepOptions {
             processes: Some(Processes::local(
                 exe.clone(),
                 args.jobs.unwrap_or(1),
@@ -349,14 +349,14 @@ pub fn run(args: RunArgs) -> Result<Outcome, CliError> {
             "interrupted: `{}` continues where it stopped",
             args.resume_command()
         );
-        Outcome::Interrupted
+        Exit::Interrupted
     } else {
         // The gate of the experiments' `regression` blocks: the sweeps against their baselines.
         let gate = crate::cli::compare::gate_sweeps(
             &finished,
             args.only.as_ref().map(|(p, _)| p.as_str()),
         )?;
-        if failures > 0 { Outcome::Failure } else { gate }
+        if failures > 0 { Exit::Failure } else { gate }
     })
 }
 

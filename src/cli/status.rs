@@ -9,12 +9,12 @@ use std::path::Path;
 
 use crate::cli::exec::read_plan;
 use crate::cli::table::Table;
-use crate::cli::{CliError, Outcome};
+use crate::cli::{CliError, Exit};
 use crate::sweep::owner::Owners;
 use crate::sweep::record::{RunDir, SweepDir, read_summary, short};
 use crate::sweep::slurm;
 
-pub fn run(dir: &Path) -> Result<Outcome, CliError> {
+pub fn run(dir: &Path) -> Result<Exit, CliError> {
     let sweep = SweepDir::named(dir);
     let plan = read_plan(&sweep)?;
     let submitted = !slurm::jobs(&sweep)
@@ -62,7 +62,7 @@ pub fn run(dir: &Path) -> Result<Outcome, CliError> {
     out.write_all(table.render().as_bytes())?;
     let line: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
     writeln!(out, "{}", line.join(", "))?;
-    Ok(Outcome::Success)
+    Ok(Exit::Success)
 }
 
 fn plan_objective(plan: &crate::front::plan::Plan) -> String {

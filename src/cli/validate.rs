@@ -4,15 +4,11 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use crate::cli::args::DiagFormat;
-use crate::cli::{CliError, Outcome};
+use crate::cli::{CliError, Exit};
 use crate::diagnostic::render::Renderer;
 use crate::front::{Overrides, validate_files};
 
-pub fn run(
-    files: &[PathBuf],
-    overrides: &Overrides,
-    format: DiagFormat,
-) -> Result<Outcome, CliError> {
+pub fn run(files: &[PathBuf], overrides: &Overrides, format: DiagFormat) -> Result<Exit, CliError> {
     let mut checked = validate_files(files, overrides);
     // What `xp run` would check before training: data files, init-from files, and (as
     // warnings) what this binary cannot do.
@@ -32,8 +28,8 @@ pub fn run(
         }
     }
     Ok(if checked.diags.has_errors() {
-        Outcome::Invalid
+        Exit::Invalid
     } else {
-        Outcome::Success
+        Exit::Success
     })
 }

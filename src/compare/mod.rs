@@ -18,7 +18,7 @@ use crate::diagnostic::suggest::list;
 pub use baseline::{Baseline, JoinOn};
 pub use gate::{Gate, Gates, Verdict};
 pub use runs::{Column, Run};
-pub use table::{Comparison, Options, Row};
+pub use table::{Comparison, Row, TableOptions};
 
 /// Why a comparison cannot be made: paths, patterns, expressions, rules or baseline files that
 /// do not work. All are usage errors (exit 2); a regression is not an error but a [`Verdict`].
@@ -93,7 +93,7 @@ impl CompareError {
 /// What to compare and against what.
 #[derive(Debug, Default)]
 pub struct Request<'a> {
-    pub options: Options,
+    pub options: TableOptions,
     /// `--filter`: a minijinja expression a run must make true.
     pub filter: Option<&'a str>,
     pub baseline: Option<&'a Baseline>,
@@ -104,13 +104,13 @@ pub struct Request<'a> {
 
 /// The comparison, and with a baseline the gate's verdict.
 #[derive(Debug)]
-pub struct Report {
+pub struct Compared {
     pub comparison: Comparison,
     pub verdict: Option<Verdict>,
 }
 
 /// Filters, tabulates, joins the baseline and applies the gates.
-pub fn compare(runs: &[Run], request: &Request) -> Result<Report, CompareError> {
+pub fn compare(runs: &[Run], request: &Request) -> Result<Compared, CompareError> {
     let keep = match request.filter {
         Some(expr) => filter::select(expr, runs)?,
         None => vec![true; runs.len()],
@@ -152,7 +152,7 @@ pub fn compare(runs: &[Run], request: &Request) -> Result<Report, CompareError> 
         }
         None => None,
     };
-    Ok(Report {
+    Ok(Compared {
         comparison,
         verdict,
     })

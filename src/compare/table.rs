@@ -14,7 +14,7 @@ use crate::spec::{Direction, Objective, Regression};
 
 /// How to tabulate.
 #[derive(Debug, Clone, Default)]
-pub struct Options {
+pub struct TableOptions {
     /// `--metrics`: column patterns (globs); empty: the defaults.
     pub metrics: Vec<String>,
     /// `--sort`: a column or metric; `None`: the objective.
@@ -287,7 +287,7 @@ fn group_name(keys: &BTreeMap<String, Value>, group_by: &[String]) -> String {
 }
 
 /// Builds the table of `runs` (at least one).
-pub fn build(runs: &[&Run], options: &Options) -> Result<Comparison, CompareError> {
+pub fn build(runs: &[&Run], options: &TableOptions) -> Result<Comparison, CompareError> {
     let keys = union_keys(runs.iter());
     let fields = Fields::new(keys.iter().copied());
     for g in &options.group_by {

@@ -24,7 +24,7 @@ use crate::spec::{self, Validation};
 pub fn load(
     path: &Path,
     target: &str,
-    task: spec::Task,
+    task: spec::CsvTask,
     validation: &Validation,
     shuffle: bool,
     features: Option<&[String]>,
@@ -35,8 +35,8 @@ pub fn load(
     let columns = Columns::pick(&file, &table, target, features)?;
     let rows = Rows::parse(&file, &table, &columns, task)?;
     let (classes, all) = match task {
-        spec::Task::Regression => (None, rows.examples(&[])),
-        spec::Task::Classification => {
+        spec::CsvTask::Regression => (None, rows.examples(&[])),
+        spec::CsvTask::Classification => {
             let classes = Classes::of(&file, &table, &columns)?;
             let ids = classes.ids(&file, &table, &columns, None)?;
             (Some(classes), rows.examples(&ids))
@@ -420,7 +420,7 @@ impl Rows {
         file: &SourceFile,
         table: &Table,
         columns: &Columns,
-        task: spec::Task,
+        task: spec::CsvTask,
     ) -> Result<Rows, DataError> {
         let width = columns.features.len();
         let mut rows = Rows {
@@ -453,7 +453,7 @@ impl Rows {
             }
             let target = columns.target;
             match task {
-                spec::Task::Regression => {
+                spec::CsvTask::Regression => {
                     let value = number(record, target).unwrap_or_else(|kind| {
                         cells.add(Issue::Cell(target, kind), || {
                             cell_problem(file, table, record, target, kind, true)
@@ -462,7 +462,7 @@ impl Rows {
                     });
                     rows.targets.push(value);
                 }
-                spec::Task::Classification => {
+                spec::CsvTask::Classification => {
                     if record.cells[target].trim().is_empty() {
                         let kind = CellKind::Empty;
                         cells.add(Issue::Cell(target, kind), || {

@@ -39,7 +39,7 @@ pub struct Fields<'a> {
 
 /// How a jsonl file is read.
 #[derive(Debug, Clone, Copy)]
-pub struct Options<'a> {
+pub struct JsonlOptions<'a> {
     /// Shuffle before taking a validation fraction.
     pub shuffle: bool,
     pub packing: bool,
@@ -58,7 +58,7 @@ pub fn load(
     path: &Path,
     fields: Fields<'_>,
     validation: &Validation,
-    options: &Options<'_>,
+    options: &JsonlOptions<'_>,
 ) -> Result<Dataset, DataError> {
     if options.packing && options.context.is_none() {
         return Err(DataError::PackingNeedsContext {

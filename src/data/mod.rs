@@ -521,7 +521,7 @@ pub fn load_for(data: &Data, run_seed: u64, model: &ModelText) -> Result<Dataset
                 response: response_field,
                 messages: messages_field,
             };
-            let options = jsonl::Options {
+            let options = jsonl::JsonlOptions {
                 shuffle: *shuffle,
                 packing: *packing,
                 context,

@@ -163,7 +163,7 @@ pub fn validate_schema_text(name: &str, text: &str) -> Checked {
             Ok(meta) => meta,
             Err(e) => unreachable!("the embedded meta-schema is invalid: {e}"),
         };
-        let options = check::Options {
+        let options = check::CheckOptions {
             allow_when: false,
             scope_of: |_| crate::front::template::Scope::default(),
             root: id,

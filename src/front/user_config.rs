@@ -55,7 +55,7 @@ pub fn read(sources: &mut Sources, diags: &mut Diagnostics) -> Defaults {
         Err(e) => unreachable!("the embedded user-config schema is invalid: {e}"),
     };
     let mut nodes = tree::from_kdl(&doc, id);
-    let options = check::Options {
+    let options = check::CheckOptions {
         allow_when: false,
         scope_of: |_| crate::front::template::Scope::default(),
         root: id,

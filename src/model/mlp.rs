@@ -16,7 +16,12 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn new(vb: VarBuilder, spec: &spec::Mlp, inputs: usize, outputs: usize) -> Result<Self> {
+    pub fn new(
+        vb: VarBuilder,
+        spec: &spec::MlpDims,
+        inputs: usize,
+        outputs: usize,
+    ) -> Result<Self> {
         let sizes: Vec<usize> = std::iter::once(inputs)
             .chain(spec.hidden.iter().copied())
             .chain([outputs])

@@ -259,7 +259,7 @@ pub fn build(
         .transpose()
         .map_err(ModelError::Build)?;
     let dir = match &spec.model {
-        spec::Model::Llama(spec::Llama::Dir(path)) => Some(hf::ModelDir::open(path)?),
+        spec::Model::Llama(spec::LlamaSource::Dir(path)) => Some(hf::ModelDir::open(path)?),
         _ => None,
     };
     let mut loaded = match &dir {
@@ -288,7 +288,7 @@ pub fn build(
         (spec::Model::Mlp(m), Task::Classification { classes }) => {
             Box::new(mlp::Mlp::new(vb, m, data.input_width(), classes).map_err(fail)?)
         }
-        (spec::Model::Llama(spec::Llama::Dims(dims)), Task::Language { vocab }) => {
+        (spec::Model::Llama(spec::LlamaSource::Dims(dims)), Task::Language { vocab }) => {
             if let Some(smaller) = dims.vocab.filter(|&v| v < vocab) {
                 return Err(ModelError::Build(format!(
                     "the model's vocabulary ({smaller}) is smaller than the data's ({vocab})"
@@ -297,7 +297,7 @@ pub fn build(
             let config = llama::Config::from_dims(dims, vocab);
             Box::new(llama::Llama::with_lora(vb, &config, targets.as_ref()).map_err(fail)?)
         }
-        (spec::Model::Llama(spec::Llama::Dir(_)), Task::Language { vocab }) => {
+        (spec::Model::Llama(spec::LlamaSource::Dir(_)), Task::Language { vocab }) => {
             let config = dir.as_ref().map(|d| d.config.clone()).unwrap_or_default();
             if vocab != config.vocab {
                 return Err(ModelError::Build(format!(

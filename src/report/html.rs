@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::Report;
+use super::ReportPage;
 use crate::compare::format::{grid, headline, sort_note};
 use crate::compare::runs::show;
 use crate::compare::table::Comparison;
@@ -14,7 +14,7 @@ const STYLE: &str = include_str!("report.css");
 const SCRIPT: &str = include_str!("report.js");
 
 /// The page.
-pub fn render(report: &Report) -> String {
+pub fn render(report: &ReportPage) -> String {
     let c = &report.comparison;
     let title = if c.experiments.is_empty() {
         "runs".to_owned()
@@ -91,7 +91,7 @@ fn troubled(status: &str) -> bool {
     matches!(status, "failed" | "diverged" | "interrupted")
 }
 
-fn statuses(out: &mut String, report: &Report) {
+fn statuses(out: &mut String, report: &ReportPage) {
     let runs = &report.data.runs;
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for r in runs {
@@ -169,7 +169,7 @@ fn table(out: &mut String, c: &Comparison) {
 }
 
 /// The chart frames; the script draws into them from the embedded data.
-fn charts(out: &mut String, report: &Report) {
+fn charts(out: &mut String, report: &ReportPage) {
     out.push_str("<section id=\"curves\">\n<h2>Curves</h2>\n");
     if report.data.charts.is_empty() {
         out.push_str("<p class=\"note\">No run has logged metrics yet.</p>\n</section>\n");

@@ -1,4 +1,4 @@
-//! The report stage: recorded runs become one [`Report`] — the comparison `xp compare` prints,
+//! The report stage: recorded runs become one [`ReportPage`] — the comparison `xp compare` prints,
 //! each run's status and its curves — which [`html`] renders as a single self-contained page.
 //! [`write`] is the edge: it finds the runs, reads their metrics and writes the file.
 
@@ -31,7 +31,7 @@ pub enum ReportError {
 
 /// Everything the page shows.
 #[derive(Debug)]
-pub struct Report {
+pub struct ReportPage {
     /// The table, as `xp compare` builds it with its defaults.
     pub comparison: Comparison,
     /// When the report was made, as people read it.
@@ -126,7 +126,7 @@ pub fn build(
     runs: &[Run],
     curves: Vec<BTreeMap<String, Curve>>,
     generated: String,
-) -> Result<Report, CompareError> {
+) -> Result<ReportPage, CompareError> {
     let comparison = compare::compare(runs, &Request::default())?.comparison;
     let position: HashMap<&Path, usize> = comparison
         .rows
@@ -160,7 +160,7 @@ pub fn build(
         .filter(|m| drawn(m))
         .map(|m| (*m).to_owned())
         .collect();
-    Ok(Report {
+    Ok(ReportPage {
         comparison,
         generated,
         data: Data {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::data::Dataset;
 use crate::front::plan::{Plan, PlannedRun};
 use crate::model::{self, Built};
-pub use crate::sweep::options::{Options, SweepError, should_stop, stopped};
+pub use crate::sweep::options::{SweepError, SweepOptions, should_stop, stopped};
 use crate::sweep::preflight::Datasets;
 pub use crate::sweep::prepare::{Prepared, prepare};
 use crate::sweep::progress::Update;
@@ -45,7 +45,7 @@ pub fn run_plan(
     plan: &Plan,
     source: &str,
     datasets: &Datasets,
-    options: &Options,
+    options: &SweepOptions,
     progress: &mut dyn Progress,
 ) -> Result<SweepReport, SweepError> {
     let Prepared {
@@ -95,7 +95,7 @@ fn in_process(
     axes: &[String],
     summaries: &mut [Summary],
     datasets: &Datasets,
-    options: &Options,
+    options: &SweepOptions,
     progress: &mut dyn Progress,
 ) -> Result<bool, SweepError> {
     let total = plan.runs.len();
@@ -137,7 +137,7 @@ pub fn execute_run(
     index: usize,
     data: Option<Arc<Dataset>>,
     summary: &mut Summary,
-    options: &Options,
+    options: &SweepOptions,
     progress: &mut dyn Progress,
 ) -> std::io::Result<()> {
     let (newest, unusable) = checkpoint::newest_valid(&sweep.run(&run.name).path);
@@ -257,7 +257,7 @@ fn train_run(
     checkpoint_dir: Option<&Path>,
     dir: &mut RunWriter,
     summary: &mut Summary,
-    options: &Options,
+    options: &SweepOptions,
     progress: &mut dyn Progress,
 ) -> Result<(Status, Option<String>), String> {
     crate::sweep::fault::panic_for(&run.name);

@@ -37,7 +37,7 @@ pub fn save(run: &RunDir, spec: &RunSpec, built: &Built) -> io::Result<()> {
         .map(|p| (p.name.clone(), p.var.as_tensor().clone()))
         .collect();
     let dir = match &spec.model {
-        spec::Model::Llama(spec::Llama::Dir(path)) => {
+        spec::Model::Llama(spec::LlamaSource::Dir(path)) => {
             Some(hf::ModelDir::open(path).map_err(io::Error::other)?)
         }
         _ => None,
@@ -53,7 +53,7 @@ pub fn save(run: &RunDir, spec: &RunSpec, built: &Built) -> io::Result<()> {
         .partition(|(name, _)| lora::is_adapter(name));
     let config = match (&dir, &spec.model) {
         (Some(dir), _) => dir.config.clone(),
-        (None, spec::Model::Llama(spec::Llama::Dims(d))) => llama::Config::from_dims(d, 1),
+        (None, spec::Model::Llama(spec::LlamaSource::Dims(d))) => llama::Config::from_dims(d, 1),
         _ => llama::Config::default(),
     };
     let base_path = dir

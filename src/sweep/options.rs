@@ -11,7 +11,7 @@ use crate::sweep::slurm::SlurmError;
 
 /// How to execute.
 #[derive(Debug, Clone, Default)]
-pub struct Options {
+pub struct SweepOptions {
     /// Where sweep directories go (`runs` by default).
     pub runs_dir: PathBuf,
     /// `--device`, overriding the experiments'.
@@ -107,7 +107,7 @@ impl From<SlurmError> for SweepError {
 
 /// Whether the sweep should start no more runs: stopped by a signal, or `--fail-fast` after a
 /// failure.
-pub fn should_stop(options: &Options, summaries: &[Summary]) -> bool {
+pub fn should_stop(options: &SweepOptions, summaries: &[Summary]) -> bool {
     stopped(options)
         || (options.fail_fast
             && summaries
@@ -115,7 +115,7 @@ pub fn should_stop(options: &Options, summaries: &[Summary]) -> bool {
                 .any(|s| matches!(s.status, Status::Failed | Status::Diverged)))
 }
 
-pub fn stopped(options: &Options) -> bool {
+pub fn stopped(options: &SweepOptions) -> bool {
     options
         .stop
         .as_ref()

@@ -18,7 +18,7 @@ use crate::data::{self, Dataset, ModelText, Task};
 use crate::diagnostic::Diag;
 use crate::front::plan::Plan;
 use crate::model::{self, hf, llama, lora};
-use crate::spec::{BatchSize, Llama, Model, RunSpec};
+use crate::spec::{BatchSize, LlamaSource, Model, RunSpec};
 use crate::train::device;
 
 /// The datasets of a set of runs, by [`data_key`].
@@ -37,8 +37,8 @@ impl Datasets {
 pub fn data_key(spec: &RunSpec) -> String {
     let seed = spec.data.seed.unwrap_or(spec.seed);
     let model = match &spec.model {
-        Model::Llama(Llama::Dims(d)) => format!("context {} vocab {:?}", d.context, d.vocab),
-        Model::Llama(Llama::Dir(dir)) => format!("dir {}", dir.display()),
+        Model::Llama(LlamaSource::Dims(d)) => format!("context {} vocab {:?}", d.context, d.vocab),
+        Model::Llama(LlamaSource::Dir(dir)) => format!("dir {}", dir.display()),
         Model::Mlp(_) => String::new(),
     };
     format!(
@@ -59,7 +59,7 @@ fn open_models(plans: &[Plan]) -> (BTreeMap<PathBuf, Arc<Opened>>, Vec<Diag>) {
     let mut seen = BTreeSet::new();
     let mut diags = Vec::new();
     for spec in plans.iter().flat_map(|p| p.runs.iter().map(|r| &r.config)) {
-        let Model::Llama(Llama::Dir(path)) = &spec.model else {
+        let Model::Llama(LlamaSource::Dir(path)) = &spec.model else {
             continue;
         };
         if !seen.insert(path.clone()) {
@@ -133,14 +133,14 @@ pub fn load_data(plans: &[Plan]) -> (Datasets, Vec<Diag>) {
     for run in plans.iter().flat_map(|p| &p.runs) {
         let spec = &run.config;
         let (model_text, opened) = match &spec.model {
-            Model::Llama(Llama::Dims(d)) => (
+            Model::Llama(LlamaSource::Dims(d)) => (
                 ModelText {
                     context: Some(d.context),
                     tokenizer: None,
                 },
                 None,
             ),
-            Model::Llama(Llama::Dir(path)) => match models.get(path) {
+            Model::Llama(LlamaSource::Dir(path)) => match models.get(path) {
                 Some(opened) => (
                     ModelText {
                         context: Some(opened.dir.config.context),
@@ -156,7 +156,7 @@ pub fn load_data(plans: &[Plan]) -> (Datasets, Vec<Diag>) {
         };
         let modules = match (opened, &spec.model) {
             (Some(o), _) => Some(o.dir.config.linear_modules()),
-            (None, Model::Llama(Llama::Dims(d))) => {
+            (None, Model::Llama(LlamaSource::Dims(d))) => {
                 Some(llama::Config::from_dims(d, 1).linear_modules())
             }
             _ => None,
@@ -181,7 +181,7 @@ pub fn load_data(plans: &[Plan]) -> (Datasets, Vec<Diag>) {
                     &o.dir.path.display().to_string(),
                     "data for an HF model uses its tokenizer.json; give the model directory one, or use data within its vocabulary".into(),
                 ),
-                (None, Model::Llama(Llama::Dims(dims))) => match dims.vocab {
+                (None, Model::Llama(LlamaSource::Dims(dims))) => match dims.vocab {
                     Some(vocab) => {
                         let help = format!(
                             "set `vocab` to at least {}, or leave it out to use the data's",

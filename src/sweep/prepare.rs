@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use crate::front::plan::{Plan, PlannedRun};
-use crate::sweep::options::{Options, SweepError};
+use crate::sweep::options::{SweepError, SweepOptions};
 use crate::sweep::preflight::device_of;
 use crate::sweep::record::{
     ExperimentDir, Lock, LockError, RunDir, Status, Summary, SweepDir, read_summary, results,
@@ -34,7 +34,7 @@ pub struct Prepared {
 }
 
 /// Creates or reopens the sweep directory, takes its lock, and decides what each run needs.
-pub fn prepare(plan: &Plan, source: &str, options: &Options) -> Result<Prepared, SweepError> {
+pub fn prepare(plan: &Plan, source: &str, options: &SweepOptions) -> Result<Prepared, SweepError> {
     let sweep = if options.resume {
         resume_sweep(plan, options)?
     } else {
@@ -102,7 +102,7 @@ pub fn prepare(plan: &Plan, source: &str, options: &Options) -> Result<Prepared,
 }
 
 /// The `current` sweep of the experiment, when its plan is the one given.
-fn resume_sweep(plan: &Plan, options: &Options) -> Result<SweepDir, SweepError> {
+fn resume_sweep(plan: &Plan, options: &SweepOptions) -> Result<SweepDir, SweepError> {
     let experiment = ExperimentDir::new(&options.runs_dir, &plan.experiment);
     let Ok(target) = std::fs::read_link(experiment.current()) else {
         return Err(SweepError::NothingToResume {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::front::plan::Plan;
 pub use crate::sweep::options::Processes;
-use crate::sweep::options::{Options, SweepError, should_stop, stopped};
+use crate::sweep::options::{SweepError, SweepOptions, should_stop, stopped};
 use crate::sweep::progress::{Progress, Update};
 use crate::sweep::record::{self, Status, Summary, SweepDir, read_summary, results};
 
@@ -42,7 +42,7 @@ pub fn run(
     todo: &[usize],
     axes: &[String],
     summaries: &mut [Summary],
-    options: &Options,
+    options: &SweepOptions,
     processes: &Processes,
     progress: &mut dyn Progress,
 ) -> Result<bool, SweepError> {
@@ -133,7 +133,7 @@ pub fn run(
 fn spawn(
     sweep: &SweepDir,
     index: usize,
-    options: &Options,
+    options: &SweepOptions,
     processes: &Processes,
     gpu: Option<&str>,
     tx: &Sender<Message>,

@@ -32,12 +32,12 @@ pub enum Event<'a> {
         reason: &'a str,
     },
     /// Everything needed to continue exactly from after `state.step`: persist it.
-    Checkpoint(Checkpoint<'a>),
+    Checkpoint(Snapshot<'a>),
 }
 
 /// A checkpoint as the loop hands it to its sink.
 #[derive(Debug, Clone)]
-pub struct Checkpoint<'a> {
+pub struct Snapshot<'a> {
     pub state: &'a TrainerState,
     pub params: &'a [Param],
     pub optimizer: &'a [(String, Vec<f32>)],

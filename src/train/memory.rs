@@ -235,7 +235,7 @@ fn shape(spec: &RunSpec, data: Option<&Dataset>) -> Option<Shape> {
                 outputs,
             })
         }
-        spec::Model::Llama(spec::Llama::Dims(dims)) => {
+        spec::Model::Llama(spec::LlamaSource::Dims(dims)) => {
             let (vocab, seq) = match data {
                 Some(d) => match d.task {
                     Task::Language { vocab } => (vocab, d.input_width()),
@@ -258,7 +258,7 @@ fn shape(spec: &RunSpec, data: Option<&Dataset>) -> Option<Shape> {
                 seq,
             })
         }
-        spec::Model::Llama(spec::Llama::Dir(path)) => {
+        spec::Model::Llama(spec::LlamaSource::Dir(path)) => {
             // Reads config.json and lists the shards; no tensor is read.
             let config = hf::ModelDir::open(path).ok()?.config;
             let seq = match data {

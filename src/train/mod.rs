@@ -27,7 +27,7 @@ use crate::data::{Batch, Dataset};
 use crate::model::Built;
 use crate::spec::{BatchSize, RunSpec};
 
-pub use event::{Checkpoint, Event, Sink, Why};
+pub use event::{Event, Sink, Snapshot, Why};
 pub use loss_scale::LossScale;
 pub use metrics::{Metrics, throughput_key};
 pub use order::OrderState;

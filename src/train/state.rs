@@ -11,7 +11,7 @@ use crate::rng::Rng;
 use crate::spec::RunSpec;
 
 use super::TrainError;
-use super::event::{Checkpoint, Event, Sink, Why};
+use super::event::{Event, Sink, Snapshot, Why};
 use super::loss_scale::LossScale;
 use super::metrics::Metrics;
 use super::optim::{self, Optimizer};
@@ -129,7 +129,7 @@ impl Trainer {
         s.schedule = self.schedule.state();
         s.elapsed_s = elapsed;
         let buffers = self.optimizer.state();
-        sink.event(&Event::Checkpoint(Checkpoint {
+        sink.event(&Event::Checkpoint(Snapshot {
             state: s,
             params: &built.params,
             optimizer: &buffers,

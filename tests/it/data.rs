@@ -7,7 +7,7 @@ use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme};
 use tempfile::TempDir;
 use xp::data::{self, DataError, Dataset, Examples, Task};
 use xp::ops::IGNORE_INDEX;
-use xp::spec::{Data, DataSource, Task as Kind, Validation};
+use xp::spec::{CsvTask as Kind, Data, DataSource, Validation};
 
 const IGN: i64 = IGNORE_INDEX;
 const END: u32 = 256;

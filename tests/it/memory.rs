@@ -83,11 +83,11 @@ fn parameter_counts_are_the_built_models() {
     for (name, spec, total) in runs {
         assert!(total.is_some(), "{name}: no estimate");
         let context = match &spec.model {
-            xp::spec::Model::Llama(xp::spec::Llama::Dims(d)) => Some(d.context),
+            xp::spec::Model::Llama(xp::spec::LlamaSource::Dims(d)) => Some(d.context),
             _ => None,
         };
         let (data, built) = match &spec.model {
-            xp::spec::Model::Llama(xp::spec::Llama::Dir(path)) => {
+            xp::spec::Model::Llama(xp::spec::LlamaSource::Dir(path)) => {
                 let dir = xp::model::hf::ModelDir::open(path).unwrap();
                 let text = xp::data::ModelText {
                     context: Some(dir.config.context),

@@ -23,7 +23,7 @@ struct Reference {
 #[derive(Deserialize)]
 struct Case {
     name: String,
-    optimizer: spec::Optimizer,
+    optimizer: spec::OptimizerConfig,
     lrs: Vec<f64>,
     /// Per step, per parameter: the values after that step.
     params: Vec<Vec<Vec<f32>>>,
@@ -243,7 +243,7 @@ fn bits(state: &[(String, Vec<f32>)]) -> Vec<(String, Vec<u32>)> {
 }
 
 fn adam(amsgrad: bool) -> Box<dyn Optimizer> {
-    optim::build(&spec::Optimizer {
+    optim::build(&spec::OptimizerConfig {
         lr: 1e-3,
         decay_all: false,
         kind: spec::OptimizerKind::Adam {
@@ -345,7 +345,7 @@ fn step_counts_are_kept_exactly_past_float32() {
 
 #[test]
 fn plain_sgd_keeps_no_state() {
-    let mut opt = optim::build(&spec::Optimizer {
+    let mut opt = optim::build(&spec::OptimizerConfig {
         lr: 0.1,
         decay_all: false,
         kind: spec::OptimizerKind::Sgd {
@@ -371,7 +371,7 @@ fn plain_sgd_keeps_no_state() {
 fn flattened_adamw_step_is_the_optimizer_bit_for_bit() {
     use candle_core::{Device, Tensor};
     let (beta1, beta2, eps, weight_decay) = (0.9, 0.95, 1e-8, 0.1);
-    let spec = spec::Optimizer {
+    let spec = spec::OptimizerConfig {
         lr: 1e-3,
         decay_all: false,
         kind: spec::OptimizerKind::Adamw {

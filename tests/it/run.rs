@@ -454,7 +454,7 @@ fn the_in_process_executor_matches_xp_run() {
     assert!(!checked.diags.has_errors());
     let (datasets, problems) = xp::sweep::preflight::load_data(&checked.plans);
     assert!(problems.is_empty());
-    let options = xp::sweep::executor::Options {
+    let options = xp::sweep::executor::SweepOptions {
         runs_dir: dir.path().join("lib"),
         ..Default::default()
     };

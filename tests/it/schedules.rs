@@ -50,7 +50,7 @@ fn train(length: Length, schedule: Schedule) -> spec::Train {
         length,
         batch_size: BatchSize::Fixed(1),
         gradient_accumulation: 1,
-        optimizer: spec::Optimizer {
+        optimizer: spec::OptimizerConfig {
             lr: 0.1,
             decay_all: false,
             kind: spec::OptimizerKind::Sgd {

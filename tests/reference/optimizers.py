@@ -43,7 +43,7 @@ LRS = {
     "lion": [0.001, 0.0005, 0.002, 0.00125, 0.0003],
 }
 
-# Each case: (name, the optimizer as `spec::Optimizer` serializes it). `lr` there is the base
+# Each case: (name, the optimizer as `spec::OptimizerConfig` serializes it). `lr` there is the base
 # learning rate; the steps use LRS[kind].
 SGD = {"momentum": 0.0, "dampening": 0.0, "nesterov": False, "weight-decay": 0.0}
 ADAM = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-08, "amsgrad": False, "weight-decay": 0.0}

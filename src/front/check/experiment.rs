@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use miette::{Diagnostic, SourceSpan};
 use thiserror::Error;
 
-use super::{Options, Report};
+use super::{CheckOptions, CheckReport};
 use crate::diagnostic::Diag;
 use crate::diagnostic::suggest::{list, suggest};
 use crate::front::source::SourceId;
@@ -89,8 +89,8 @@ pub enum ExperimentError {
 }
 
 /// Check options for experiment files.
-pub fn options(root: SourceId) -> Options {
-    Options {
+pub fn options(root: SourceId) -> CheckOptions {
+    CheckOptions {
         allow_when: true,
         scope_of: scope,
         root,
@@ -132,7 +132,7 @@ pub fn scope(experiment: &Node) -> Scope {
 }
 
 /// Experiment-level checks over nodes already checked against the schema.
-pub fn check(nodes: &[Node], report: &Report) -> Vec<Diag> {
+pub fn check(nodes: &[Node], report: &CheckReport) -> Vec<Diag> {
     let mut errors = Vec::new();
     let mut names: BTreeMap<&str, SourceSpan> = BTreeMap::new();
     for (top, experiment) in nodes.iter().enumerate() {
@@ -168,7 +168,7 @@ fn diag(source: SourceId, e: ExperimentError) -> Diag {
     }
 }
 
-fn check_experiment(experiment: &Node, top: usize, report: &Report, errors: &mut Vec<Diag>) {
+fn check_experiment(experiment: &Node, top: usize, report: &CheckReport, errors: &mut Vec<Diag>) {
     let mut declared: BTreeMap<String, (SourceSpan, SourceId)> = BTreeMap::new();
     for (name, span, source) in axes(experiment) {
         match declared.get(&name) {

@@ -39,8 +39,8 @@ pub struct TemplateUse {
     pub vars: BTreeSet<String>,
 }
 
-/// Options of one check.
-pub struct Options {
+/// CheckOptions of one check.
+pub struct CheckOptions {
     /// Every node may carry `when="{{ expr }}"` (experiments; not schemas).
     pub allow_when: bool,
     /// The template variables of a top-level node.
@@ -51,12 +51,12 @@ pub struct Options {
 
 /// What a check found.
 #[derive(Debug, Default)]
-pub struct Report {
+pub struct CheckReport {
     pub diags: Vec<Diag>,
     pub templates: Vec<TemplateUse>,
 }
 
-impl Report {
+impl CheckReport {
     pub fn has_errors(&self) -> bool {
         self.diags
             .iter()
@@ -65,12 +65,12 @@ impl Report {
 }
 
 /// Checks (and normalizes) a document's nodes.
-pub fn check(nodes: &mut [Node], schema: &Schema, options: &Options) -> Report {
+pub fn check(nodes: &mut [Node], schema: &Schema, options: &CheckOptions) -> CheckReport {
     let mut checker = Checker {
         schema,
         options,
         env: template::shared(),
-        report: Report::default(),
+        report: CheckReport::default(),
         scope: Scope::default(),
         path: Vec::new(),
         top: 0,
@@ -86,9 +86,9 @@ pub fn check(nodes: &mut [Node], schema: &Schema, options: &Options) -> Report {
 
 struct Checker<'a> {
     schema: &'a Schema,
-    options: &'a Options,
+    options: &'a CheckOptions,
     env: &'static minijinja::Environment<'static>,
-    report: Report,
+    report: CheckReport,
     scope: Scope,
     path: Vec<String>,
     top: usize,

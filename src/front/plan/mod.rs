@@ -262,7 +262,7 @@ fn resolve_points(
     sources: &Sources,
     salvage: bool,
     diags: &mut Vec<Diag>,
-) -> Option<(Outcome, usize, bool)> {
+) -> Option<(Expansion, usize, bool)> {
     let points = points::points(experiment, diags);
     if !diags.is_empty() {
         return None;
@@ -275,7 +275,7 @@ fn resolve_points(
         spec: experiment_spec,
         schema,
         sources,
-        options: check::Options {
+        options: check::CheckOptions {
             allow_when: true,
             scope_of: scope,
             root: experiment.source,
@@ -283,7 +283,7 @@ fn resolve_points(
         expander: Expander::default(),
         salvage,
     };
-    let mut outcome = Outcome::default();
+    let mut outcome = Expansion::default();
     for point in points {
         let label = point.label(repeats);
         resolver.resolve(point, &label, &mut outcome);
@@ -299,7 +299,7 @@ fn no_errors(diags: &[Diag]) -> bool {
 
 /// What resolving every point found.
 #[derive(Default)]
-struct Outcome {
+struct Expansion {
     runs: Vec<Resolved>,
     failures: Failures,
     warnings: Failures,
@@ -315,7 +315,7 @@ struct Resolver<'a> {
     spec: &'a NodeSpec,
     schema: &'a Schema,
     sources: &'a Sources,
-    options: check::Options,
+    options: check::CheckOptions,
     expander: Expander,
     /// Checking an experiment that already has errors: only the cross-field rules report.
     salvage: bool,
@@ -324,7 +324,7 @@ struct Resolver<'a> {
 impl Resolver<'_> {
     /// Resolves one point into `out`: its run, or the errors it fails with (counted under its
     /// label), and the warnings it raises either way.
-    fn resolve(&mut self, point: Point, label: &str, out: &mut Outcome) {
+    fn resolve(&mut self, point: Point, label: &str, out: &mut Expansion) {
         let (tree, name) = match self.expander.expand(self.experiment, &point) {
             Ok(expanded) => expanded,
             Err(errors) => {

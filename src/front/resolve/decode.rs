@@ -110,7 +110,7 @@ fn regression(g: &Reader) -> Res<Regression> {
 
 fn model(m: &Reader) -> Res<Model> {
     Ok(match m.kind()? {
-        "mlp" => Model::Mlp(Mlp {
+        "mlp" => Model::Mlp(MlpDims {
             hidden: m
                 .need("hidden")?
                 .node
@@ -126,11 +126,11 @@ fn model(m: &Reader) -> Res<Model> {
             dropout: m.need("dropout")?.a_f64(0)?,
         }),
         _ => match m.p_path("path") {
-            Some(dir) => Model::Llama(Llama::Dir(dir)),
+            Some(dir) => Model::Llama(LlamaSource::Dir(dir)),
             None => {
                 let heads = m.need("heads")?.a_usize(0)?;
                 let dim = m.need("dim")?.a_usize(0)?;
-                Model::Llama(Llama::Dims(LlamaDims {
+                Model::Llama(LlamaSource::Dims(LlamaDims {
                     layers: m.need("layers")?.a_usize(0)?,
                     heads,
                     kv_heads: m.c_usize("kv-heads")?.unwrap_or(heads),
@@ -196,9 +196,9 @@ fn data(d: &Reader) -> Res<Data> {
             path: d.p_path("path").ok_or("`csv` has no path")?,
             target: d.p_str("target")?,
             task: if d.p_str("task")? == "classification" {
-                Task::Classification
+                CsvTask::Classification
             } else {
-                Task::Regression
+                CsvTask::Regression
             },
             validation: validation(d)?,
             shuffle: d.p_bool("shuffle")?,
@@ -256,7 +256,7 @@ fn train(t: &Reader) -> Res<Train> {
     })
 }
 
-fn optimizer(o: &Reader) -> Res<Optimizer> {
+fn optimizer(o: &Reader) -> Res<OptimizerConfig> {
     let wd = || o.p_f64("weight-decay");
     let kind = match o.kind()? {
         "sgd" => OptimizerKind::Sgd {
@@ -311,7 +311,7 @@ fn optimizer(o: &Reader) -> Res<Optimizer> {
         },
         other => return Err(format!("unknown optimizer `{other}`")),
     };
-    Ok(Optimizer {
+    Ok(OptimizerConfig {
         lr: o.p_f64("lr")?,
         decay_all: o.p_bool("decay-all")?,
         kind,

@@ -140,7 +140,7 @@ impl Run<'_> {
     /// model on the wrong data is reported by [`model_fits_data`] alone).
     fn llama_dims(&self) -> Option<&LlamaDims> {
         match &self.spec.model {
-            Model::Llama(Llama::Dims(l)) if self.sequence_data() => Some(l),
+            Model::Llama(LlamaSource::Dims(l)) if self.sequence_data() => Some(l),
             _ => None,
         }
     }

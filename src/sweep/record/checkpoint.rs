@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use super::atomic;
 use super::layout::{self, CheckpointDir, RunDir};
 use crate::model::Param;
-use crate::train::{Checkpoint, Resume, TrainerState, Why};
+use crate::train::{Resume, Snapshot, TrainerState, Why};
 
 fn other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
@@ -36,7 +36,7 @@ fn sha256(bytes: &[u8]) -> String {
 }
 
 /// Writes a checkpoint of the run in `run_dir`; `keep` is how many step checkpoints to keep.
-pub fn write(run_dir: &RunDir, cp: &Checkpoint, keep: usize) -> io::Result<CheckpointDir> {
+pub fn write(run_dir: &RunDir, cp: &Snapshot, keep: usize) -> io::Result<CheckpointDir> {
     let root = run_dir.checkpoints();
     fs::create_dir_all(&root).map_err(atomic::at(&root))?;
     let target = match cp.why {

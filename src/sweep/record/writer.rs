@@ -147,7 +147,7 @@ impl Sink for RunWriter {
                 state.metrics_lines = self.metrics_lines;
                 let written = checkpoint::write(
                     &self.dir,
-                    &crate::train::Checkpoint {
+                    &crate::train::Snapshot {
                         state: &state,
                         ..cp.clone()
                     },

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::front::plan::Plan;
 use crate::sweep::executor::SweepReport;
-use crate::sweep::options::{Options, SweepError, stopped};
+use crate::sweep::options::{SweepError, SweepOptions, stopped};
 use crate::sweep::prepare::{Prepared, prepare};
 use crate::sweep::progress::{Progress, Update};
 use crate::sweep::record::{self, RunDir, Status, Summary, SweepDir, read_summary, results};
@@ -28,7 +28,7 @@ pub struct Launch<'a> {
 pub fn launch(
     plan: &Plan,
     source: &str,
-    options: &Options,
+    options: &SweepOptions,
     how: &Launch,
     progress: &mut dyn Progress,
 ) -> Result<Option<SweepReport>, SweepError> {
@@ -118,7 +118,7 @@ fn follow(
     plan: &Plan,
     todo: &[usize],
     summaries: &mut [Summary],
-    options: &Options,
+    options: &SweepOptions,
     progress: &mut dyn Progress,
 ) -> Result<bool, SweepError> {
     let total = plan.runs.len();

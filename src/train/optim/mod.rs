@@ -50,7 +50,7 @@ pub trait Optimizer: Send {
     fn load_state(&mut self, state: &[(String, Vec<f32>)]) -> Result<(), String>;
 }
 
-pub fn build(spec: &spec::Optimizer) -> Box<dyn Optimizer> {
+pub fn build(spec: &spec::OptimizerConfig) -> Box<dyn Optimizer> {
     match spec.kind {
         OptimizerKind::Sgd {
             momentum,

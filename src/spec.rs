@@ -296,53 +296,64 @@ pub struct OptimizerConfig {
     pub kind: OptimizerKind,
 }
 
+/// An optimizer and its hyperparameters; each variant's settings are one named struct that
+/// the update rule keeps as it is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum OptimizerKind {
-    #[serde(rename_all = "kebab-case")]
-    Sgd {
-        momentum: f64,
-        dampening: f64,
-        nesterov: bool,
-        weight_decay: f64,
-    },
-    #[serde(rename_all = "kebab-case")]
-    Adam {
-        beta1: f64,
-        beta2: f64,
-        eps: f64,
-        amsgrad: bool,
-        weight_decay: f64,
-    },
-    #[serde(rename_all = "kebab-case")]
-    Adamw {
-        beta1: f64,
-        beta2: f64,
-        eps: f64,
-        amsgrad: bool,
-        weight_decay: f64,
-    },
-    #[serde(rename_all = "kebab-case")]
-    Rmsprop {
-        alpha: f64,
-        eps: f64,
-        momentum: f64,
-        centered: bool,
-        weight_decay: f64,
-    },
-    #[serde(rename_all = "kebab-case")]
-    Adagrad {
-        lr_decay: f64,
-        eps: f64,
-        initial_accumulator: f64,
-        weight_decay: f64,
-    },
-    #[serde(rename_all = "kebab-case")]
-    Lion {
-        beta1: f64,
-        beta2: f64,
-        weight_decay: f64,
-    },
+    Sgd(Sgd),
+    Adam(Adam),
+    /// Adam with decoupled weight decay: Adam's settings, torch's `AdamW` rule.
+    Adamw(Adam),
+    Rmsprop(Rmsprop),
+    Adagrad(Adagrad),
+    Lion(Lion),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Sgd {
+    pub momentum: f64,
+    pub dampening: f64,
+    pub nesterov: bool,
+    pub weight_decay: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Adam {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub amsgrad: bool,
+    pub weight_decay: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Rmsprop {
+    pub alpha: f64,
+    pub eps: f64,
+    pub momentum: f64,
+    pub centered: bool,
+    pub weight_decay: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Adagrad {
+    pub lr_decay: f64,
+    pub eps: f64,
+    pub initial_accumulator: f64,
+    pub weight_decay: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Lion {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub weight_decay: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -294,15 +294,11 @@ fn on_cuda(spec: &RunSpec) -> bool {
 
 /// Per-element f32 buffers of an optimizer's state.
 fn optimizer_buffers(kind: &OptimizerKind) -> f64 {
-    let n = match *kind {
-        OptimizerKind::Adam { amsgrad, .. } | OptimizerKind::Adamw { amsgrad, .. } => {
-            2 + usize::from(amsgrad)
-        }
-        OptimizerKind::Sgd { momentum, .. } => usize::from(momentum != 0.0),
-        OptimizerKind::Rmsprop {
-            momentum, centered, ..
-        } => 1 + usize::from(momentum > 0.0) + usize::from(centered),
-        OptimizerKind::Adagrad { .. } | OptimizerKind::Lion { .. } => 1,
+    let n = match kind {
+        OptimizerKind::Adam(a) | OptimizerKind::Adamw(a) => 2 + usize::from(a.amsgrad),
+        OptimizerKind::Sgd(s) => usize::from(s.momentum != 0.0),
+        OptimizerKind::Rmsprop(r) => 1 + usize::from(r.momentum > 0.0) + usize::from(r.centered),
+        OptimizerKind::Adagrad(_) | OptimizerKind::Lion(_) => 1,
     };
     n as f64
 }

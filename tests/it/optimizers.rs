@@ -46,12 +46,12 @@ fn reference() -> Reference {
 
 fn kind(case: &Case) -> &'static str {
     match case.optimizer.kind {
-        spec::OptimizerKind::Sgd { .. } => "sgd",
-        spec::OptimizerKind::Adam { .. } => "adam",
-        spec::OptimizerKind::Adamw { .. } => "adamw",
-        spec::OptimizerKind::Rmsprop { .. } => "rmsprop",
-        spec::OptimizerKind::Adagrad { .. } => "adagrad",
-        spec::OptimizerKind::Lion { .. } => "lion",
+        spec::OptimizerKind::Sgd(_) => "sgd",
+        spec::OptimizerKind::Adam(_) => "adam",
+        spec::OptimizerKind::Adamw(_) => "adamw",
+        spec::OptimizerKind::Rmsprop(_) => "rmsprop",
+        spec::OptimizerKind::Adagrad(_) => "adagrad",
+        spec::OptimizerKind::Lion(_) => "lion",
     }
 }
 
@@ -246,13 +246,13 @@ fn adam(amsgrad: bool) -> Box<dyn Optimizer> {
     optim::build(&spec::OptimizerConfig {
         lr: 1e-3,
         decay_all: false,
-        kind: spec::OptimizerKind::Adam {
+        kind: spec::OptimizerKind::Adam(spec::Adam {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
             amsgrad,
             weight_decay: 0.0,
-        },
+        }),
     })
 }
 
@@ -348,12 +348,12 @@ fn plain_sgd_keeps_no_state() {
     let mut opt = optim::build(&spec::OptimizerConfig {
         lr: 0.1,
         decay_all: false,
-        kind: spec::OptimizerKind::Sgd {
+        kind: spec::OptimizerKind::Sgd(spec::Sgd {
             momentum: 0.0,
             dampening: 0.0,
             nesterov: false,
             weight_decay: 0.0,
-        },
+        }),
     });
     let mut param = [1.0, -1.0];
     opt.update(0, &mut param, &[0.5, 0.25], 0.5, true);
@@ -374,13 +374,13 @@ fn flattened_adamw_step_is_the_optimizer_bit_for_bit() {
     let spec = spec::OptimizerConfig {
         lr: 1e-3,
         decay_all: false,
-        kind: spec::OptimizerKind::Adamw {
+        kind: spec::OptimizerKind::Adamw(spec::Adam {
             beta1,
             beta2,
             eps,
             amsgrad: false,
             weight_decay,
-        },
+        }),
     };
     let n = 257;
     let value = |i: usize, seed: f32| ((i as f32 + seed) * 12.9898).sin() * 0.5;

@@ -53,12 +53,12 @@ fn train(length: Length, schedule: Schedule) -> spec::Train {
         optimizer: spec::OptimizerConfig {
             lr: 0.1,
             decay_all: false,
-            kind: spec::OptimizerKind::Sgd {
+            kind: spec::OptimizerKind::Sgd(spec::Sgd {
                 momentum: 0.0,
                 dampening: 0.0,
                 nesterov: false,
                 weight_decay: 0.0,
-            },
+            }),
         },
         schedule,
         grad_clip: None,

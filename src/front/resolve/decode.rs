@@ -259,56 +259,44 @@ fn train(t: &Reader) -> Res<Train> {
 fn optimizer(o: &Reader) -> Res<OptimizerConfig> {
     let wd = || o.p_f64("weight-decay");
     let kind = match o.kind()? {
-        "sgd" => OptimizerKind::Sgd {
+        "sgd" => OptimizerKind::Sgd(Sgd {
             momentum: o.p_f64("momentum")?,
             dampening: o.p_f64("dampening")?,
             nesterov: o.p_bool("nesterov")?,
             weight_decay: wd()?,
-        },
+        }),
         k @ ("adam" | "adamw") => {
-            let (beta1, beta2, eps, amsgrad, weight_decay) = (
-                o.p_f64("beta1")?,
-                o.p_f64("beta2")?,
-                o.p_f64("eps")?,
-                o.p_bool("amsgrad")?,
-                wd()?,
-            );
+            let adam = Adam {
+                beta1: o.p_f64("beta1")?,
+                beta2: o.p_f64("beta2")?,
+                eps: o.p_f64("eps")?,
+                amsgrad: o.p_bool("amsgrad")?,
+                weight_decay: wd()?,
+            };
             if k == "adam" {
-                OptimizerKind::Adam {
-                    beta1,
-                    beta2,
-                    eps,
-                    amsgrad,
-                    weight_decay,
-                }
+                OptimizerKind::Adam(adam)
             } else {
-                OptimizerKind::Adamw {
-                    beta1,
-                    beta2,
-                    eps,
-                    amsgrad,
-                    weight_decay,
-                }
+                OptimizerKind::Adamw(adam)
             }
         }
-        "rmsprop" => OptimizerKind::Rmsprop {
+        "rmsprop" => OptimizerKind::Rmsprop(Rmsprop {
             alpha: o.p_f64("alpha")?,
             eps: o.p_f64("eps")?,
             momentum: o.p_f64("momentum")?,
             centered: o.p_bool("centered")?,
             weight_decay: wd()?,
-        },
-        "adagrad" => OptimizerKind::Adagrad {
+        }),
+        "adagrad" => OptimizerKind::Adagrad(Adagrad {
             lr_decay: o.p_f64("lr-decay")?,
             eps: o.p_f64("eps")?,
             initial_accumulator: o.p_f64("initial-accumulator")?,
             weight_decay: wd()?,
-        },
-        "lion" => OptimizerKind::Lion {
+        }),
+        "lion" => OptimizerKind::Lion(Lion {
             beta1: o.p_f64("beta1")?,
             beta2: o.p_f64("beta2")?,
             weight_decay: wd()?,
-        },
+        }),
         other => return Err(format!("unknown optimizer `{other}`")),
     };
     Ok(OptimizerConfig {

@@ -2,15 +2,9 @@
 
 use super::Rule;
 use super::aten::{add, addcdiv, addcmul};
+use crate::spec;
 
-pub(super) struct Adagrad {
-    pub(super) lr_decay: f64,
-    pub(super) eps: f64,
-    pub(super) initial_accumulator: f64,
-    pub(super) weight_decay: f64,
-}
-
-impl Rule for Adagrad {
+impl Rule for spec::Adagrad {
     fn buffers(&self) -> Vec<&'static str> {
         vec!["sum"]
     }

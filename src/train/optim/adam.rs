@@ -5,21 +5,19 @@ use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor};
 
 use super::Rule;
 use super::aten::{add, addcdiv, addcmul, lerp, maximum};
+use crate::spec;
 
 /// Adam, and AdamW when `decoupled`.
 pub(super) struct Adam {
-    pub(super) beta1: f64,
-    pub(super) beta2: f64,
-    pub(super) eps: f64,
-    pub(super) amsgrad: bool,
-    pub(super) weight_decay: f64,
+    pub(super) hp: spec::Adam,
+    /// AdamW: weight decay applied to the parameters, not added to the gradient.
     pub(super) decoupled: bool,
 }
 
 impl Rule for Adam {
     fn buffers(&self) -> Vec<&'static str> {
         let mut names = vec!["exp_avg", "exp_avg_sq"];
-        if self.amsgrad {
+        if self.hp.amsgrad {
             names.push("max_exp_avg_sq");
         }
         names
@@ -57,19 +55,19 @@ impl Rule for Adam {
 impl Adam {
     /// The scalars of step `step` as the element loop (and the CUDA kernel) uses them.
     fn scalars(&self, step: u64, lr: f64, decay: bool) -> AdamScalars {
-        let weight_decay = if decay { self.weight_decay } else { 0.0 };
+        let weight_decay = if decay { self.hp.weight_decay } else { 0.0 };
         // Python floats: `beta ** step` with the step as a float.
-        let bias_correction1 = 1.0 - self.beta1.powf(step as f64);
-        let bias_correction2 = 1.0 - self.beta2.powf(step as f64);
+        let bias_correction1 = 1.0 - self.hp.beta1.powf(step as f64);
+        let bias_correction2 = 1.0 - self.hp.beta2.powf(step as f64);
         let step_size = lr / bias_correction1;
         AdamScalars {
             weight_decay,
             wd: weight_decay as f32,
             shrink: (1.0 - lr * weight_decay) as f32,
-            one_minus_beta1: (1.0 - self.beta1) as f32,
-            beta2: self.beta2 as f32,
-            one_minus_beta2: (1.0 - self.beta2) as f32,
-            eps: self.eps as f32,
+            one_minus_beta1: (1.0 - self.hp.beta1) as f32,
+            beta2: self.hp.beta2 as f32,
+            one_minus_beta2: (1.0 - self.hp.beta2) as f32,
+            eps: self.hp.eps as f32,
             bias_correction2_sqrt: bias_correction2.powf(0.5) as f32,
             neg_step_size: (-step_size) as f32,
         }
@@ -145,11 +143,13 @@ pub struct AdamwStep {
 impl AdamwStep {
     fn rule(&self) -> Adam {
         Adam {
-            beta1: self.beta1,
-            beta2: self.beta2,
-            eps: self.eps,
-            amsgrad: false,
-            weight_decay: self.weight_decay,
+            hp: spec::Adam {
+                beta1: self.beta1,
+                beta2: self.beta2,
+                eps: self.eps,
+                amsgrad: false,
+                weight_decay: self.weight_decay,
+            },
             decoupled: true,
         }
     }

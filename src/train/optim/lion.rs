@@ -2,14 +2,9 @@
 
 use super::Rule;
 use super::aten::{add, sign};
+use crate::spec;
 
-pub(super) struct Lion {
-    pub(super) beta1: f64,
-    pub(super) beta2: f64,
-    pub(super) weight_decay: f64,
-}
-
-impl Rule for Lion {
+impl Rule for spec::Lion {
     fn buffers(&self) -> Vec<&'static str> {
         vec!["exp_avg"]
     }

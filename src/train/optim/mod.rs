@@ -32,12 +32,8 @@ mod stateful;
 
 use crate::spec::{self, OptimizerKind};
 
-use adagrad::Adagrad;
 use adam::Adam;
 pub use adam::AdamwStep;
-use lion::Lion;
-use rmsprop::Rmsprop;
-use sgd::Sgd;
 use stateful::stateful;
 
 pub trait Optimizer: Send {
@@ -52,78 +48,18 @@ pub trait Optimizer: Send {
 
 pub fn build(spec: &spec::OptimizerConfig) -> Box<dyn Optimizer> {
     match spec.kind {
-        OptimizerKind::Sgd {
-            momentum,
-            dampening,
-            nesterov,
-            weight_decay,
-        } => stateful(Sgd {
-            momentum,
-            dampening,
-            nesterov,
-            weight_decay,
-        }),
-        OptimizerKind::Adam {
-            beta1,
-            beta2,
-            eps,
-            amsgrad,
-            weight_decay,
-        } => stateful(Adam {
-            beta1,
-            beta2,
-            eps,
-            amsgrad,
-            weight_decay,
+        OptimizerKind::Sgd(hp) => stateful(hp),
+        OptimizerKind::Adam(hp) => stateful(Adam {
+            hp,
             decoupled: false,
         }),
-        OptimizerKind::Adamw {
-            beta1,
-            beta2,
-            eps,
-            amsgrad,
-            weight_decay,
-        } => stateful(Adam {
-            beta1,
-            beta2,
-            eps,
-            amsgrad,
-            weight_decay,
+        OptimizerKind::Adamw(hp) => stateful(Adam {
+            hp,
             decoupled: true,
         }),
-        OptimizerKind::Rmsprop {
-            alpha,
-            eps,
-            momentum,
-            centered,
-            weight_decay,
-        } => stateful(Rmsprop {
-            alpha,
-            eps,
-            momentum,
-            centered,
-            weight_decay,
-        }),
-        OptimizerKind::Adagrad {
-            lr_decay,
-            eps,
-            initial_accumulator,
-            weight_decay,
-        } => stateful(Adagrad {
-            lr_decay,
-            eps,
-            initial_accumulator,
-            weight_decay,
-        }),
-        OptimizerKind::Lion {
-            beta1,
-            beta2,
-            weight_decay,
-        } => stateful(Lion {
-            beta1,
-            beta2,
-            weight_decay,
-        }),
+        OptimizerKind::Rmsprop(hp) => stateful(hp),
+        OptimizerKind::Adagrad(hp) => stateful(hp),
+        OptimizerKind::Lion(hp) => stateful(hp),
     }
 }
 

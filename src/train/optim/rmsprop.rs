@@ -2,16 +2,9 @@
 
 use super::Rule;
 use super::aten::{add, addcdiv, addcmul, lerp};
+use crate::spec;
 
-pub(super) struct Rmsprop {
-    pub(super) alpha: f64,
-    pub(super) eps: f64,
-    pub(super) momentum: f64,
-    pub(super) centered: bool,
-    pub(super) weight_decay: f64,
-}
-
-impl Rule for Rmsprop {
+impl Rule for spec::Rmsprop {
     fn buffers(&self) -> Vec<&'static str> {
         let mut names = vec!["square_avg"];
         if self.momentum > 0.0 {

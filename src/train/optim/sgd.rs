@@ -2,15 +2,9 @@
 
 use super::Rule;
 use super::aten::add;
+use crate::spec;
 
-pub(super) struct Sgd {
-    pub(super) momentum: f64,
-    pub(super) dampening: f64,
-    pub(super) nesterov: bool,
-    pub(super) weight_decay: f64,
-}
-
-impl Rule for Sgd {
+impl Rule for spec::Sgd {
     fn buffers(&self) -> Vec<&'static str> {
         if self.momentum != 0.0 {
             vec!["momentum_buffer"]

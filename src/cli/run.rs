@@ -17,7 +17,7 @@ use crate::cli::{CliError, Exit};
 use crate::diagnostic::Diagnostics;
 use crate::front::plan::Plan;
 use crate::front::user_config::Defaults;
-use crate::front::{Overrides, validate_files};
+use crate::front::{Checked, Overrides, validate_files};
 use crate::sweep::executor::{self, SweepError, SweepOptions};
 use crate::sweep::preflight;
 use crate::sweep::processes::Processes;
@@ -202,64 +202,14 @@ pub fn run(args: RunArgs) -> Result<Exit, CliError> {
     if report_diagnostics(&checked)? {
         return Ok(Exit::Invalid);
     }
-    if let Some((pattern, glob)) = &args.only {
-        for plan in &mut checked.plans {
-            plan.runs.retain(|r| glob.is_match(&r.name));
-        }
-        checked.plans.retain(|p| !p.runs.is_empty());
-        // Recorded in plan.json with --set and --axis: a resume must choose the same runs.
-        for plan in &mut checked.plans {
-            plan.overrides.push(format!("--only {pattern}"));
-        }
-        if checked.plans.is_empty() {
-            return Err(CliError::Usage(format!(
-                "--only `{pattern}` matches no run; `xp plan {}` lists them",
-                args.file.display()
-            )));
-        }
-    }
-    let mut pre = Diagnostics::default();
-    // A Slurm job's devices are the compute nodes': what this machine lacks is only a warning.
-    let capability = match args.launcher {
-        Launcher::Local => miette::Severity::Error,
-        Launcher::Slurm => miette::Severity::Warning,
-    };
-    // Each run's process loads its own data: what the check loaded is not kept for the sweep.
-    let (_, found) = preflight::check(&checked.plans, args.device.as_deref(), capability);
-    let datasets = preflight::Datasets::default();
-    pre.extend_from(found);
-    if !pre.is_empty() {
-        let text = crate::diagnostic::render::Renderer::for_stderr().render(&pre, &checked.sources);
-        std::io::stderr().write_all(text.as_bytes())?;
-        if pre.has_errors() {
-            return Ok(Exit::Invalid);
-        }
-    }
-    crate::cli::compare::check_baselines(&checked.plans)?;
-    // Fallbacks (bf16 asked for on the CPU) are said once, with how many runs they concern.
-    let mut fallbacks: std::collections::BTreeMap<String, usize> = Default::default();
-    for run in checked.plans.iter().flat_map(|p| &p.runs) {
-        let device = preflight::device_of(&run.config, args.device.as_deref());
-        if let (_, Some(warning)) =
-            crate::train::precision::of_device(run.config.precision, &device)
-        {
-            *fallbacks.entry(warning).or_default() += 1;
-        }
-    }
-    for (warning, runs) in fallbacks {
-        eprintln!(
-            "warning: {warning} ({})",
-            crate::diagnostic::plural(runs, "run")
-        );
+    select_runs(&mut checked.plans, &args)?;
+    if !preflight_passes(&checked, &args)? {
+        return Ok(Exit::Invalid);
     }
     let source = std::fs::read_to_string(&args.file)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    // The first Ctrl-C or SIGTERM stops gracefully (the active run checkpoints); a second one
-    // exits at once — every file others read is replaced atomically, so nothing is corrupted.
-    for signal in [SIGINT, SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))?;
-        signal_hook::flag::register(signal, Arc::clone(&stop))?;
-    }
+    let stop = stop_on_signals()?;
+    // Each run's process loads its own data: what the preflight loaded is not kept.
+    let datasets = preflight::Datasets::default();
     let options = SweepOptions {
         runs_dir: args.runs_dir.clone(),
         device: args.device.clone(),
@@ -311,23 +261,7 @@ pub fn run(args: RunArgs) -> Result<Exit, CliError> {
         drop(progress);
         let report = match result {
             Ok(report) => report,
-            Err(SweepError::Io(e)) => return Err(CliError::Io(e)),
-            Err(SweepError::OverridesChanged {
-                dir,
-                recorded,
-                given,
-            }) => {
-                let command = args.resume_command_with(&recorded);
-                let e = SweepError::OverridesChanged {
-                    dir,
-                    recorded,
-                    given,
-                };
-                return Err(CliError::Usage(format!(
-                    "{e}\n`{command}` resumes the sweep as it was; without --resume a new sweep starts"
-                )));
-            }
-            Err(e) => return Err(CliError::Usage(e.to_string())),
+            Err(e) => return Err(sweep_error(e, &args)),
         };
         failures += report.failures();
         interrupted |= report.interrupted;
@@ -358,6 +292,100 @@ pub fn run(args: RunArgs) -> Result<Exit, CliError> {
         )?;
         if failures > 0 { Exit::Failure } else { gate }
     })
+}
+
+/// `--only`: the runs whose name matches, recorded in plan.json with `--set` and `--axis` so
+/// that a resume must choose the same runs.
+fn select_runs(plans: &mut Vec<Plan>, args: &Settings) -> Result<(), CliError> {
+    if let Some((pattern, glob)) = &args.only {
+        for plan in plans.iter_mut() {
+            plan.runs.retain(|r| glob.is_match(&r.name));
+        }
+        plans.retain(|p| !p.runs.is_empty());
+        for plan in plans.iter_mut() {
+            plan.overrides.push(format!("--only {pattern}"));
+        }
+        if plans.is_empty() {
+            return Err(CliError::Usage(format!(
+                "--only `{pattern}` matches no run; `xp plan {}` lists them",
+                args.file.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What can be checked before training: data, capabilities of this build and devices,
+/// baselines; fallbacks (bf16 asked for on the CPU) are said once, with how many runs they
+/// concern. Whether training may start.
+fn preflight_passes(checked: &Checked, args: &Settings) -> Result<bool, CliError> {
+    let mut pre = Diagnostics::default();
+    // A Slurm job's devices are the compute nodes': what this machine lacks is only a warning.
+    let capability = match args.launcher {
+        Launcher::Local => miette::Severity::Error,
+        Launcher::Slurm => miette::Severity::Warning,
+    };
+    let (_, found) = preflight::check(&checked.plans, args.device.as_deref(), capability);
+    pre.extend_from(found);
+    if !pre.is_empty() {
+        let text = crate::diagnostic::render::Renderer::for_stderr().render(&pre, &checked.sources);
+        std::io::stderr().write_all(text.as_bytes())?;
+        if pre.has_errors() {
+            return Ok(false);
+        }
+    }
+    crate::cli::compare::check_baselines(&checked.plans)?;
+    let mut fallbacks: std::collections::BTreeMap<String, usize> = Default::default();
+    for run in checked.plans.iter().flat_map(|p| &p.runs) {
+        let device = preflight::device_of(&run.config, args.device.as_deref());
+        if let (_, Some(warning)) =
+            crate::train::precision::of_device(run.config.precision, &device)
+        {
+            *fallbacks.entry(warning).or_default() += 1;
+        }
+    }
+    for (warning, runs) in fallbacks {
+        eprintln!(
+            "warning: {warning} ({})",
+            crate::diagnostic::plural(runs, "run")
+        );
+    }
+    Ok(true)
+}
+
+/// The first Ctrl-C or SIGTERM stops gracefully (the active run checkpoints); a second one
+/// exits at once — every file others read is replaced atomically, so nothing is corrupted.
+fn stop_on_signals() -> Result<Arc<AtomicBool>, CliError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))?;
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+    Ok(stop)
+}
+
+/// A sweep that could not start, as the CLI says it; a resume with other overrides gets the
+/// command that resumes the sweep as it was.
+fn sweep_error(e: SweepError, args: &Settings) -> CliError {
+    match e {
+        SweepError::Io(e) => CliError::Io(e),
+        SweepError::OverridesChanged {
+            dir,
+            recorded,
+            given,
+        } => {
+            let command = args.resume_command_with(&recorded);
+            let e = SweepError::OverridesChanged {
+                dir,
+                recorded,
+                given,
+            };
+            CliError::Usage(format!(
+                "{e}\n`{command}` resumes the sweep as it was; without --resume a new sweep starts"
+            ))
+        }
+        e => CliError::Usage(e.to_string()),
+    }
 }
 
 /// `report.html` in the sweep directory. A report that cannot be written is a warning: the

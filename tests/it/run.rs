@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::support::{root, stderr, succeeded, timeless_metrics, xp};
+use super::support::{experiment_dir, root, stderr, succeeded, timeless_metrics, xp};
 
 fn sweep_dir(runs: &Path, experiment: &str) -> PathBuf {
     let current = runs.join(experiment).join("current");
@@ -209,9 +209,7 @@ fn a_diverging_run_is_recorded_and_the_sweep_goes_on() {
 /// and the summary must still read back as the diverged run it is.
 #[test]
 fn a_run_diverging_through_non_finite_metrics_is_recorded_as_diverged() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("e.kdl"),
+    let dir = experiment_dir(
         r#"experiment "nan" {
     model "mlp" { hidden 8 }
     data "regression" features=4 samples=256
@@ -224,8 +222,7 @@ fn a_run_diverging_through_non_finite_metrics_is_recorded_as_diverged() {
     }
 }
 "#,
-    )
-    .unwrap();
+    );
     let out = xp(dir.path(), &["run", "e.kdl", "--runs-dir", "runs"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -255,17 +252,14 @@ fn a_run_diverging_through_non_finite_metrics_is_recorded_as_diverged() {
 /// into the space it reserved), and the error names the file.
 #[test]
 fn a_full_disk_fails_the_run_in_its_summary_and_names_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("e.kdl"),
+    let dir = experiment_dir(
         r#"experiment "full" {
     model "mlp" { hidden 8 }
     data "regression" features=4 samples=256
     train { steps 20; batch-size 16; optimizer "sgd" lr=0.01; log every=5 }
 }
 "#,
-    )
-    .unwrap();
+    );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_xp"))
         .args(["run", "e.kdl", "--runs-dir", "runs"])
         .current_dir(dir.path())
@@ -381,9 +375,7 @@ fn user_defaults_come_from_the_config_file_and_flags_win() {
 
 #[test]
 fn early_stopping_ends_a_run_as_completed_with_its_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("e.kdl"),
+    let dir = experiment_dir(
         r#"experiment "early" {
     model "mlp" { hidden 8 }
     data "regression" features=4 samples=256
@@ -396,8 +388,7 @@ fn early_stopping_ends_a_run_as_completed_with_its_reason() {
     }
 }
 "#,
-    )
-    .unwrap();
+    );
     let runs = dir.path().join("runs");
     let out = xp(
         dir.path(),
@@ -444,7 +435,7 @@ fn the_in_process_executor_matches_xp_run() {
     }
 }
 "#;
-    let dir = super::support::experiment_dir(text);
+    let dir = experiment_dir(text);
     succeeded(&xp(
         dir.path(),
         &["run", "e.kdl", "--runs-dir", "cli", "-q"],

@@ -1,5 +1,5 @@
 //! `xp plan FILE`: every run the experiment describes — name, id, axis values, effective batch,
-//! steps and estimated peak training memory — or, as JSON, with each run's resolved
+//! steps, warmup steps and estimated peak training memory — or, as JSON, with each run's resolved
 //! configuration and memory estimate. Writes nothing.
 
 use std::io::Write;
@@ -13,6 +13,7 @@ use crate::front::plan::{self, Plan};
 use crate::front::tree::Plain;
 use crate::front::{Overrides, validate_files};
 use crate::train::memory;
+use crate::train::schedule::planned_warmup;
 
 pub fn run(file: PathBuf, overrides: &Overrides, format: PlanFormat) -> Result<Exit, CliError> {
     let checked = validate_files(std::slice::from_ref(&file), overrides);
@@ -51,6 +52,7 @@ fn table(p: &Plan) -> String {
         "seed".to_owned(),
         "effective-batch".to_owned(),
         "steps".to_owned(),
+        "warmup".to_owned(),
         "memory".to_owned(),
     ]);
     let mut t = Table::new(headers);
@@ -68,6 +70,7 @@ fn table(p: &Plan) -> String {
             Some(s) => s.to_string(),
             None => format!("{} epochs", epochs(&r.config)),
         });
+        row.push(planned_warmup(&r.config.train).map_or_else(|how| how, |w| w.to_string()));
         row.push(memory::estimate_bytes(&r.config).map_or("?".to_owned(), memory::human_bytes));
         t.push(row);
     }
@@ -98,6 +101,10 @@ fn with_estimates(json: &mut serde_json::Value, plans: &[Plan]) {
         for (run, planned) in runs.iter_mut().zip(&plan.runs) {
             let estimate = memory::estimate(&planned.config, None);
             if let Some(run) = run.as_object_mut() {
+                run.insert(
+                    "warmup_steps".into(),
+                    planned_warmup(&planned.config.train).ok().into(),
+                );
                 run.insert(
                     "estimated_memory_bytes".into(),
                     estimate.map(|e| e.total()).into(),

@@ -245,6 +245,32 @@ impl LrSchedule {
     }
 }
 
+/// The warmup as `xp plan` shows it before any data is read: optimizer steps where the settings
+/// alone fix them, else how they follow from the data's size.
+pub fn planned_warmup(train: &Train) -> Result<usize, String> {
+    let schedule = &train.schedule;
+    let fixed = matches!(
+        (train.length, schedule.interval, schedule.warmup),
+        (_, Interval::Step, Some(Warmup::Steps(_)))
+            | (
+                Length::Steps(_),
+                Interval::Step,
+                Some(Warmup::Ratio(_)) | None
+            )
+    );
+    if fixed {
+        return Ok(LrSchedule::new(train, 1.0, 1, Direction::Minimize).warmup_steps());
+    }
+    let ratio = |r: f64| format!("{}% of the steps", (r * 1e4).round() / 1e2);
+    Err(match schedule.warmup {
+        Some(Warmup::Steps(w)) => format!("{w} steps in whole epochs"),
+        Some(Warmup::Ratio(r)) => ratio(r),
+        Some(Warmup::Epochs(x)) => format!("{x} epochs"),
+        None if schedule.kind.warms_up_by_default() => ratio(DEFAULT_WARMUP_RATIO),
+        None => return Ok(0),
+    })
+}
+
 /// A count from a real number of intervals, rounded up; negative and NaN give 0.
 fn ceil_count(x: f64) -> usize {
     x.ceil() as usize

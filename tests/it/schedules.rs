@@ -396,6 +396,36 @@ fn warmup_counts() {
     );
 }
 
+#[test]
+fn plan_shows_the_warmup_or_how_it_follows_from_the_data() {
+    let planned = |length, interval, warmup, kind: ScheduleKind| {
+        xp::train::schedule::planned_warmup(&train(length, schedule(interval, warmup, kind)))
+    };
+    let cosine = || ScheduleKind::Cosine { min_lr_ratio: 0.0 };
+    let step = Interval::Step;
+    assert_eq!(planned(Length::Steps(95), step, None, cosine()), Ok(10));
+    assert_eq!(
+        planned(Length::Epochs(3), step, None, cosine()),
+        Err("10% of the steps".to_owned())
+    );
+    assert_eq!(
+        planned(Length::Steps(95), step, Some(Warmup::Epochs(0.5)), cosine()),
+        Err("0.5 epochs".to_owned())
+    );
+    assert_eq!(
+        planned(Length::Epochs(3), step, None, ScheduleKind::Constant),
+        Ok(0)
+    );
+    assert_eq!(
+        planned(Length::Epochs(3), step, Some(Warmup::Steps(7)), cosine()),
+        Ok(7)
+    );
+    assert_eq!(
+        planned(Length::Epochs(3), step, Some(Warmup::Ratio(0.05)), cosine()),
+        Err("5% of the steps".to_owned())
+    );
+}
+
 proptest! {
     #[test]
     fn any_counts_stay_finite(
@@ -414,5 +444,80 @@ proptest! {
         let length = if by_epochs { Length::Epochs(steps) } else { Length::Steps(steps) };
         let interval = if by_epoch_interval { Interval::Epoch } else { Interval::Step };
         assert_finite(&train(length, schedule(interval, warmup, kind)), steps_per_epoch);
+    }
+}
+
+/// The warmup a schedule written as `kind` resolves to, with `extra` properties.
+fn resolved_warmup(kind: &str, extra: &str) -> (Option<Warmup>, usize) {
+    let text = format!(
+        r#"experiment "w" {{
+    model "mlp" {{ hidden 4 }}
+    data "regression" features=2 samples=16
+    train {{
+        steps 20
+        batch-size 4
+        optimizer "sgd" lr=0.1
+        schedule "{kind}" {extra}
+    }}
+}}"#
+    );
+    let checked = xp::front::validate_text("w.kdl", &text);
+    assert!(!checked.diags.has_errors(), "{kind} {extra}");
+    assert_eq!(checked.plans.len(), 1, "{kind} {extra}");
+    let run = &checked.plans[0].runs[0].config;
+    let first_lr = LrSchedule::new(&run.train, 0.1, 4, Direction::Minimize).lr(1);
+    let warmup = xp::train::schedule::planned_warmup(&run.train).expect("steps are fixed");
+    assert_eq!(first_lr == 0.0, warmup > 0, "{kind} {extra}");
+    (run.train.schedule.warmup, warmup)
+}
+
+#[test]
+fn pytorch_names_keep_pytorchs_warmup() {
+    // torch's ExponentialLR trains at lr from the first step; xp's own `exponential` warms up.
+    assert_eq!(
+        resolved_warmup("ExponentialLR", ""),
+        (Some(Warmup::Steps(0)), 0)
+    );
+    assert_eq!(resolved_warmup("exponential", ""), (None, 2));
+    // A warmup the user writes wins over the one the name implies, in any of its forms.
+    assert_eq!(
+        resolved_warmup("ExponentialLR", "warmup-ratio=0.25"),
+        (Some(Warmup::Ratio(0.25)), 5)
+    );
+    assert_eq!(
+        resolved_warmup("ExponentialLR", "warmup-steps=3"),
+        (Some(Warmup::Steps(3)), 3)
+    );
+    // The other PyTorch names never warmed up.
+    for kind in [
+        "StepLR step-size=5",
+        "CosineAnnealingLR",
+        "MultiStepLR { milestones 5; }",
+    ] {
+        let (name, extra) = kind.split_once(' ').unwrap_or((kind, ""));
+        assert_eq!(resolved_warmup(name, extra).1, 0, "{kind}");
+    }
+}
+
+#[test]
+fn the_reference_states_every_kinds_default_warmup() {
+    let schema = xp::front::schema::experiment();
+    let train = schema.document.node("experiment").map(|e| schema.body(e));
+    let schedule = train
+        .and_then(|b| b.node("train"))
+        .map(|t| schema.body(t))
+        .and_then(|b| b.node("schedule"))
+        .map(|s| schema.body(s))
+        .expect("the schema has train.schedule");
+    for kind in every_kind() {
+        let name = kind_name(&kind);
+        let variant = schedule.variant(name).expect("every kind is a variant");
+        let description = variant.body.description.as_deref().unwrap_or_default();
+        let warms = description.contains("Warms up for 10% of the steps unless told otherwise");
+        let states = warms
+            || description.contains("No warmup unless told otherwise")
+            || description.contains("takes no other");
+        assert!(states, "`{name}` does not state its default warmup");
+        assert_eq!(warms, kind.warms_up_by_default(), "`{name}`: {description}");
     }
 }

@@ -597,7 +597,8 @@ fn plan_prints_a_table_and_json_and_writes_nothing() {
         "{text}"
     );
     assert!(
-        lines[3].starts_with("lr=0.001,rank=4 ") && lines[3].ends_with(" 16     40  18.9 MiB"),
+        lines[3].starts_with("lr=0.001,rank=4 ")
+            && lines[3].ends_with(" 16     40       0  18.9 MiB"),
         "{text}"
     );
     assert_eq!(lines.len(), 7);
@@ -617,6 +618,7 @@ fn plan_prints_a_table_and_json_and_writes_nothing() {
     assert_eq!(runs[3]["config"]["lora"]["rank"], 8);
     assert_eq!(runs[3]["id"].as_str().unwrap().len(), 12);
     assert!(runs[3]["estimated_memory_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(runs[3]["warmup_steps"], 0);
     assert!(runs[3]["estimated_memory"]["activations"].as_u64().unwrap() > 0);
 
     let out = xp(

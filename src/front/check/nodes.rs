@@ -9,9 +9,9 @@ use miette::SourceSpan;
 use super::messages::{bad_format, kinds_help};
 use super::{CheckError, Checker, View};
 use crate::diagnostic::suggest::{list, suggest};
-use crate::front::schema::NodeSpec;
+use crate::front::schema::{NodeSpec, Variant};
 use crate::front::source::SourceId;
-use crate::front::tree::Node;
+use crate::front::tree::{Entry, Node};
 
 impl<'a> Checker<'a> {
     pub(super) fn check_children(
@@ -164,10 +164,14 @@ impl<'a> Checker<'a> {
                 Some(at) => {
                     first_arg = 1;
                     self.check_annotation(&node.entries[at]);
+                    let written = node.entries[at].value.as_string().map(str::to_owned);
                     let (variant, union) =
                         self.check_tag(&mut node.entries[at], body, tag, &node_name);
                     view.variant = variant;
                     view.union = union;
+                    if let (Some(variant), Some(written)) = (variant, written) {
+                        imply(node, at, variant, &written, &view.exclusive());
+                    }
                 }
             }
         }
@@ -247,4 +251,32 @@ impl<'a> Checker<'a> {
             }
         }
     }
+}
+
+/// Adds the properties the alias written as the node's kind implies, each unless the node sets
+/// it or another property of its exclusive group; they point at the alias.
+fn imply(
+    node: &mut Node,
+    tag_at: usize,
+    variant: &Variant,
+    written: &str,
+    groups: &[&Vec<String>],
+) {
+    let tag = &node.entries[tag_at];
+    let (source, span) = (tag.source, tag.span);
+    let implied: Vec<Entry> = variant
+        .implied_by(written)
+        .filter(|i| {
+            let group = groups
+                .iter()
+                .find(|g| g.contains(&i.prop))
+                .map_or_else(|| vec![i.prop.clone()], |g| g.to_vec());
+            !node
+                .entries
+                .iter()
+                .any(|e| e.name().is_some_and(|n| group.iter().any(|g| g == n)))
+        })
+        .map(|i| Entry::new(Some(&i.prop), i.value.clone(), source, span))
+        .collect();
+    node.entries.extend(implied);
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use kdl::{KdlDocument, KdlNode, KdlValue};
 
-use super::{Body, BodyRef, Format, NodeSpec, Schema, ValueSpec, ValueType, Variant};
+use super::{Body, BodyRef, Format, Implied, NodeSpec, Schema, ValueSpec, ValueType, Variant};
 use crate::front::parse::{args, children, prop};
 
 /// Loads a schema written in the dialect.
@@ -104,14 +104,30 @@ impl Loader<'_> {
         let name = first_string(node)
             .ok_or("`variant` needs a name")?
             .to_owned();
-        let aliases = children(node)
-            .iter()
-            .filter(|c| c.name().value() == "alias")
+        let alias_nodes = || {
+            children(node)
+                .iter()
+                .filter(|c| c.name().value() == "alias")
+        };
+        let aliases = alias_nodes()
             .filter_map(|c| first_string(c).map(str::to_owned))
+            .collect();
+        let implies = alias_nodes()
+            .filter_map(|c| first_string(c).map(|a| (a, c)))
+            .flat_map(|(alias, c)| {
+                c.entries().iter().filter_map(move |e| {
+                    e.name().map(|p| Implied {
+                        alias: alias.to_owned(),
+                        prop: p.value().to_owned(),
+                        value: e.value().clone(),
+                    })
+                })
+            })
             .collect();
         Ok(Variant {
             name,
             aliases,
+            implies,
             body: self.body(node, stack)?,
         })
     }

@@ -136,7 +136,25 @@ pub enum BodyRef {
 pub struct Variant {
     pub name: String,
     pub aliases: Vec<String>,
+    /// Properties an alias brings with it where the node sets none of their exclusive group:
+    /// a peer's name keeps the peer's meaning (`ExponentialLR` does not warm up, as in PyTorch).
+    pub implies: Vec<Implied>,
     pub body: Body,
+}
+
+/// A property that writing one alias implies.
+#[derive(Debug, Clone)]
+pub struct Implied {
+    pub alias: String,
+    pub prop: String,
+    pub value: KdlValue,
+}
+
+impl Variant {
+    /// The properties `alias` implies.
+    pub fn implied_by<'v>(&'v self, alias: &'v str) -> impl Iterator<Item = &'v Implied> {
+        self.implies.iter().filter(move |i| i.alias == alias)
+    }
 }
 
 /// A value slot: an argument or a property.

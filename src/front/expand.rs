@@ -298,6 +298,10 @@ impl Expander {
         if template::sole_expression(text).is_some() {
             return evaluate(entry, ctx, template::shared(), &mut self.expressions);
         }
+        if template::binding_statement(text).is_some() {
+            // Said by the check; never evaluated, since it could exhaust memory.
+            return Err(over_budget(entry, "it binds values"));
+        }
         let key = match self.names.get(text) {
             Some(k) => k.clone(),
             None => {

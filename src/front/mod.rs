@@ -12,6 +12,7 @@ pub(crate) mod points;
 pub(crate) mod resolve;
 pub mod schema;
 pub mod source;
+pub(crate) mod structure;
 pub(crate) mod template;
 pub(crate) mod tree;
 pub mod user_config;

@@ -8,6 +8,7 @@ use thiserror::Error;
 
 use crate::diagnostic::Diagnostics;
 use crate::front::source::SourceId;
+use crate::front::structure::{self, Problem};
 
 #[derive(Debug, Error, Diagnostic)]
 pub enum ParseError {
@@ -33,6 +34,32 @@ pub enum ParseError {
         #[label("one level too deep")]
         span: SourceSpan,
     },
+    #[error("this block is never closed")]
+    #[diagnostic(code("xp::parse::unclosed"))]
+    Unclosed {
+        #[label("opened here")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+    #[error("this `}}` closes no block")]
+    #[diagnostic(
+        code("xp::parse::unopened"),
+        help("remove it, or look above it for a block that lost its `{{`")
+    )]
+    Unopened {
+        #[label("nothing to close")]
+        span: SourceSpan,
+    },
+    #[error("{what} is out of range")]
+    #[diagnostic(code("xp::parse::out-of-range"))]
+    OutOfRange {
+        what: &'static str,
+        #[label("{what}")]
+        span: SourceSpan,
+        #[help]
+        help: &'static str,
+    },
     #[error("this file is KDL v1; xp reads it, but KDL v2 is the experiment language")]
     #[diagnostic(
         code("xp::parse::kdl-v1"),
@@ -54,7 +81,7 @@ pub const MAX_NESTING: usize = 64;
 
 /// Parses one file; syntax errors go to `diags` and yield `None`.
 pub fn parse(text: &str, source: SourceId, diags: &mut Diagnostics) -> Option<KdlDocument> {
-    if let Some(offset) = too_deep(text, MAX_NESTING) {
+    if let Some(offset) = structure::too_deep(text, MAX_NESTING) {
         diags.push(
             Some(source),
             ParseError::TooDeep {
@@ -75,6 +102,13 @@ pub fn parse(text: &str, source: SourceId, diags: &mut Diagnostics) -> Option<Kd
         });
         diags.push(Some(source), ParseError::KdlV1 { span });
         return Some(doc);
+    }
+    let problems = structure::problems(text);
+    if !problems.is_empty() {
+        for problem in problems {
+            diags.push(Some(source), structural(text, problem));
+        }
+        return None;
     }
     for d in v2_error.diagnostics {
         let span = narrow(text, d.span, d.message.as_deref());
@@ -102,73 +136,37 @@ pub fn parse(text: &str, source: SourceId, diags: &mut Diagnostics) -> Option<Kd
     None
 }
 
-/// The offset of the first `{` that opens a block deeper than `limit`, found by a linear scan
-/// that skips comments and strings (a template's `{{` is not a block).
-fn too_deep(text: &str, limit: usize) -> Option<usize> {
-    let bytes = text.as_bytes();
-    let mut depth = 0usize;
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'{' => {
-                depth += 1;
-                if depth > limit {
-                    return Some(i);
-                }
-            }
-            b'}' => depth = depth.saturating_sub(1),
-            b'/' if bytes.get(i + 1) == Some(&b'/') => {
-                i = memchr(bytes, i, b'\n');
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                let mut open = 1usize;
-                i += 2;
-                while i < bytes.len() && open > 0 {
-                    if bytes[i..].starts_with(b"/*") {
-                        open += 1;
-                        i += 1;
-                    } else if bytes[i..].starts_with(b"*/") {
-                        open -= 1;
-                        i += 1;
-                    }
-                    i += 1;
-                }
-                continue;
-            }
-            b'"' => {
-                i += 1;
-                while i < bytes.len() && bytes[i] != b'"' {
-                    i += if bytes[i] == b'\\' { 2 } else { 1 };
-                }
-            }
-            b'#' => {
-                let hashes = bytes[i..].iter().take_while(|&&b| b == b'#').count();
-                if bytes.get(i + hashes) == Some(&b'"') {
-                    let mut close = vec![b'"'];
-                    close.extend(std::iter::repeat_n(b'#', hashes));
-                    i += hashes + 1;
-                    while i < bytes.len() && !bytes[i..].starts_with(&close) {
-                        i += 1;
-                    }
-                    i += close.len();
-                    continue;
-                }
-                i += hashes;
-                continue;
-            }
-            _ => {}
-        }
-        i += 1;
+/// A problem of the file's structure as a diagnostic.
+fn structural(text: &str, problem: Problem) -> ParseError {
+    match problem {
+        Problem::Unclosed { open, early } => ParseError::Unclosed {
+            span: (open, 1).into(),
+            help: match early {
+                Some(close) => format!(
+                    "add its `}}`: the `}}` on line {} lines up with an outer block",
+                    line_of(text, close)
+                ),
+                None => "add its `}` where the block ends".to_owned(),
+            },
+        },
+        Problem::Unopened { close } => ParseError::Unopened {
+            span: (close, 1).into(),
+        },
+        Problem::OutOfRange { at, len, float } => ParseError::OutOfRange {
+            what: if float { "this number" } else { "this integer" },
+            span: (at, len).into(),
+            help: if float {
+                "a number must be below about 1.8e308"
+            } else {
+                "write a value this large as a float (`1e40`); settings take at most 64-bit integers"
+            },
+        },
     }
-    None
 }
 
-/// The index of the next `byte` at or after `from`, or the end.
-fn memchr(bytes: &[u8], from: usize, byte: u8) -> usize {
-    bytes[from..]
-        .iter()
-        .position(|&b| b == byte)
-        .map_or(bytes.len(), |p| from + p)
+/// The 1-based line of an offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
 /// kdl sometimes reports a span from the document start, or one running over several lines.

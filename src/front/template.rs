@@ -28,6 +28,30 @@ pub enum TemplateError {
         #[help]
         help: String,
     },
+    #[error("`{name}` reads as `{parts}` in a template: variable names are identifiers")]
+    #[diagnostic(
+        code("xp::template::dashed-name"),
+        help("name it `{fixed}` where it is defined, and write `{{{{ {fixed} }}}}`")
+    )]
+    Dashed {
+        name: String,
+        parts: String,
+        fixed: String,
+        #[label("not one variable")]
+        span: SourceSpan,
+    },
+    #[error("`{keyword}` is not available in an experiment's templates")]
+    #[diagnostic(
+        code("xp::template::statement"),
+        help(
+            "a template computes one value from the axes and vars; derive values in `vars` (`vars {{ warm \"{{{{ steps // 10 }}}}\" }}`) and use `{{% if %}}` or `{{% for %}}` to choose text"
+        )
+    )]
+    Statement {
+        keyword: &'static str,
+        #[label("not available here")]
+        span: SourceSpan,
+    },
     #[error("templates are not allowed here")]
     #[diagnostic(
         code("xp::template::not-allowed"),
@@ -56,6 +80,40 @@ pub fn sole_expression(s: &str) -> Option<(usize, &str)> {
         return None;
     }
     Some((trimmed_start + 2, inner))
+}
+
+/// The statements a template of an experiment may not use, where it uses one: those that bind
+/// values (`set`, `macro`, `call`) and recursive loops. With them a few lines can double a
+/// string at every step and exhaust memory before any budget is checked; without them a
+/// template's values grow only with its text. Derived values belong in `vars`.
+pub fn binding_statement(text: &str) -> Option<(&'static str, std::ops::Range<usize>)> {
+    const BINDING: [&str; 3] = ["set", "macro", "call"];
+    let mut from = 0;
+    while let Some(open) = text[from..].find("{%").map(|i| from + i) {
+        let close = text[open..].find("%}").map_or(text.len(), |i| open + i + 2);
+        let tag = &text[open + 2..close.saturating_sub(2).max(open + 2)];
+        let body = tag.trim_start_matches(['-', '+', '~']).trim_start();
+        let start = open + 2 + (tag.len() - body.len());
+        let first = body
+            .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .next()
+            .unwrap_or_default();
+        if let Some(keyword) = BINDING.iter().find(|k| **k == first) {
+            return Some((keyword, start..start + first.len()));
+        }
+        if first == "for" {
+            let words = body.split(|c: char| !c.is_ascii_alphanumeric() && c != '_');
+            if let Some(at) = words
+                .clone()
+                .position(|w| w == "recursive")
+                .and_then(|_| body.find("recursive"))
+            {
+                return Some(("recursive", start + at..start + at + "recursive".len()));
+            }
+        }
+        from = close;
+    }
+    None
 }
 
 /// The shared environment expressions are compiled in (compiled expressions borrow it).
@@ -147,6 +205,13 @@ pub fn check(
     scope: &Scope,
     errors: &mut Vec<TemplateError>,
 ) -> BTreeSet<String> {
+    if let Some((keyword, range)) = binding_statement(text) {
+        errors.push(TemplateError::Statement {
+            keyword,
+            span: at.span(Some(range), 0),
+        });
+        return BTreeSet::new();
+    }
     let (base, vars) = match sole_expression(text) {
         Some((offset, expr)) => (
             offset,
@@ -175,8 +240,31 @@ pub fn check(
         }
     };
     let mut read = vars.clone();
+    // A name with a `-` (an axis misnamed `batch-size`) reads as a subtraction of its parts.
+    let dashed: Vec<&String> = scope
+        .names
+        .iter()
+        .filter(|n| n.contains('-') && dashed_span(text, n, base).is_some())
+        .collect();
     for name in vars.iter().filter(|n| !scope.names.contains(*n)) {
-        let known = scope.names.iter().map(String::as_str);
+        if let Some(whole) = dashed.iter().find(|d| d.split('-').any(|p| p == name)) {
+            if whole.split('-').next() == Some(name.as_str()) {
+                read.insert((*whole).clone());
+                let span = at.span(dashed_span(text, whole, base), base);
+                errors.push(TemplateError::Dashed {
+                    name: (*whole).clone(),
+                    parts: whole.split('-').collect::<Vec<_>>().join(" - "),
+                    fixed: whole.replace('-', "_"),
+                    span,
+                });
+            }
+            continue;
+        }
+        let known = scope
+            .names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !n.contains('-'));
         let help = match suggest(name, known.clone()) {
             Some(s) => {
                 // The typo stands for its suggestion: no false "unused axis" on top.
@@ -196,6 +284,21 @@ pub fn check(
         });
     }
     read
+}
+
+/// Where a dashed name is written whole inside the template (`{{ batch-size }}`).
+fn dashed_span(text: &str, name: &str, base: usize) -> Option<std::ops::Range<usize>> {
+    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+    let bytes = text.as_bytes();
+    text[base..]
+        .match_indices(name)
+        .map(|(i, _)| i + base)
+        .find(|&i| {
+            let before = i.checked_sub(1).map(|j| bytes[j]);
+            let after = bytes.get(i + name.len()).copied();
+            !before.is_some_and(is_word) && !after.is_some_and(is_word)
+        })
+        .map(|i| i - base..i - base + name.len())
 }
 
 /// The first occurrence of a variable name as a whole word inside the template.

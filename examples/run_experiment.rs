@@ -26,7 +26,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         return Err("the experiment has errors".into());
     }
-    let (datasets, problems) = xp::sweep::preflight::load_data(&checked.plans);
+    let (datasets, problems) =
+        xp::sweep::preflight::load_data(&checked.plans, miette::Severity::Error);
     if let Some(p) = problems.first() {
         return Err(format!("{p:?}").into());
     }

@@ -65,7 +65,8 @@ pub fn run(args: ExecArgs) -> Result<Exit, CliError> {
         runs: vec![run.clone()],
         ..plan.clone()
     };
-    let (datasets, diags) = preflight::load_data(std::slice::from_ref(&single));
+    let (datasets, diags) =
+        preflight::load_data(std::slice::from_ref(&single), miette::Severity::Error);
     let device = device_of(&run.config, args.device.as_deref());
     let run_dir = sweep.run(&run.name);
     let mut summary = read_summary(&run_dir).unwrap_or_else(|| {

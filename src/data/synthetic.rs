@@ -3,6 +3,33 @@
 use super::{Dataset, Examples, Task, split};
 use crate::ops::IGNORE_INDEX;
 use crate::rng::Rng;
+use crate::spec::DataSource;
+
+/// The bytes a synthetic dataset takes once generated (`None` for data read from files), in
+/// floating point so that no size overflows: checked against the machine before generating.
+pub fn bytes(source: &DataSource) -> Option<f64> {
+    // A token sequence is two vectors (inputs u32, targets i64), each a 24-byte header and a
+    // heap block with about 16 bytes of allocator overhead.
+    let sequence = |tokens: f64| 2.0 * (24.0 + 16.0) + tokens * (4.0 + 8.0);
+    Some(match *source {
+        DataSource::Regression {
+            features, samples, ..
+        } => samples as f64 * (features as f64 + 1.0) * 4.0 + features as f64 * 8.0,
+        DataSource::Classification {
+            features,
+            classes,
+            samples,
+            ..
+        } => {
+            samples as f64 * (features as f64 * 4.0 + 8.0) + classes as f64 * features as f64 * 8.0
+        }
+        DataSource::ModularAddition { modulus, .. } => (modulus as f64).powi(2) * sequence(4.0),
+        DataSource::Copy {
+            length, samples, ..
+        } => samples as f64 * sequence(2.0 * length as f64),
+        _ => return None,
+    })
+}
 
 /// y = x·w + noise: `features` standard-normal inputs, one output, w ~ N(0, 1/features).
 pub fn regression(

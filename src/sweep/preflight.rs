@@ -2,7 +2,8 @@
 //! directory is read once (its config and its weights' headers) and each distinct dataset is
 //! loaded once, with that model's tokenizer (file errors point at their line); LoRA targets
 //! are matched against the model; and every run is checked against what this binary can do
-//! (devices, features). `xp validate` runs it too, with capability problems as
+//! (devices, features) and this machine's memory (a run that cannot fit is refused before its
+//! data is generated). `xp validate` runs it too, with capability problems as
 //! warnings, so the same file is judged the same way by both commands.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,7 +20,7 @@ use crate::diagnostic::Diag;
 use crate::front::plan::Plan;
 use crate::model::{self, hf, llama, lora};
 use crate::spec::{BatchSize, LlamaSource, Model, RunSpec};
-use crate::train::device;
+use crate::train::{device, memory};
 
 /// The datasets of a set of runs, by [`data_key`].
 #[derive(Default)]
@@ -126,12 +127,19 @@ pub struct Skipped {
 
 /// Loads every distinct dataset of the plans (reading their HF model directories); one
 /// diagnostic per distinct failure, and LoRA targets that match no layer of their model.
-pub fn load_data(plans: &[Plan]) -> (Datasets, Vec<Diag>) {
+/// Runs beyond this machine's memory are said with `too_big` severity (a warning where they
+/// will train elsewhere) and their data is not loaded.
+pub fn load_data(plans: &[Plan], too_big: Severity) -> (Datasets, Vec<Diag>) {
     let (models, mut diags) = open_models(plans);
+    diags.extend(too_large(plans, too_big));
     let mut out = Datasets::default();
     let mut failed: BTreeMap<String, ()> = BTreeMap::new();
     for run in plans.iter().flat_map(|p| &p.runs) {
         let spec = &run.config;
+        if beyond_machine(spec) {
+            // Said by [`too_large`]; generating its data would exhaust the machine.
+            continue;
+        }
         let (model_text, opened) = match &spec.model {
             Model::Llama(LlamaSource::Dims(d)) => (
                 ModelText {
@@ -166,6 +174,18 @@ pub fn load_data(plans: &[Plan]) -> (Datasets, Vec<Diag>) {
             && failed.insert(problem.to_string(), ()).is_none()
         {
             diags.push(diag(problem));
+        }
+        if let (Some(lora), Some(o)) = (&spec.lora, opened)
+            && lora.rank > o.dir.config.dim
+        {
+            let problem = LoraRank {
+                rank: lora.rank,
+                dim: o.dir.config.dim,
+                path: o.dir.path.display().to_string(),
+            };
+            if failed.insert(problem.to_string(), ()).is_none() {
+                diags.push(diag(problem));
+            }
         }
         let key = data_key(spec);
         if out.by_key.contains_key(&key) {
@@ -303,6 +323,22 @@ fn lora_problem(spec: &crate::spec::Lora, modules: &[String]) -> Option<LoraTarg
     Some(LoraTargets { message, help })
 }
 
+/// A LoRA rank above the width of an HF model's layers (a model from dimensions is checked
+/// with the other cross-field rules, pointing at the rank).
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error("LoRA rank {rank} is larger than the dimension {dim} of the model `{path}`")]
+#[diagnostic(
+    code("xp::run::lora-rank"),
+    help(
+        "a rank above the layer width adds parameters without adding capacity; use at most {dim}"
+    )
+)]
+pub struct LoraRank {
+    rank: usize,
+    dim: usize,
+    path: String,
+}
+
 /// An `init-from` file that cannot be used.
 #[derive(Debug, thiserror::Error, Diagnostic)]
 #[error("cannot use `{path}` for init-from: {reason}")]
@@ -437,6 +473,59 @@ pub fn device_of(spec: &RunSpec, flag: Option<&str>) -> String {
     }
 }
 
+/// The memory a run needs at least: its training estimate and its synthetic data, in floating
+/// point (sizes from the schema's ranges can pass any integer type), and the two parts.
+fn needed(spec: &RunSpec) -> (f64, f64) {
+    let training = memory::estimate(spec, None).map_or(0.0, |e| e.total() as f64);
+    let data = data::synthetic::bytes(&spec.data.source).unwrap_or(0.0);
+    (training, data)
+}
+
+/// Whether a run cannot fit in this machine's memory at all: its data is never generated.
+fn beyond_machine(spec: &RunSpec) -> bool {
+    let (training, data) = needed(spec);
+    memory::physical_memory().is_some_and(|total| training + data > total as f64)
+}
+
+/// Runs that need more memory than this machine has, said once with the largest of them.
+fn too_large(plans: &[Plan], severity: Severity) -> Option<Diag> {
+    let total = memory::physical_memory()?;
+    let over: Vec<(&str, f64, f64)> = plans
+        .iter()
+        .flat_map(|p| &p.runs)
+        .map(|r| (r.name.as_str(), needed(&r.config)))
+        .filter(|(_, (t, d))| t + d > total as f64)
+        .map(|(name, (t, d))| (name, t, d))
+        .collect();
+    let &(name, training, data) = over
+        .iter()
+        .max_by(|a, b| (a.1 + a.2).total_cmp(&(b.1 + b.2)))?;
+    let human = |b: f64| {
+        if b >= u64::MAX as f64 {
+            format!("more than {}", memory::human_bytes(u64::MAX))
+        } else {
+            memory::human_bytes(b as u64)
+        }
+    };
+    Some(Diag {
+        source: None,
+        inner: Box::new(Unsupported {
+            what: format!(
+                "more memory than this machine has ({})",
+                memory::human_bytes(total)
+            ),
+            runs: over.len(),
+            help: format!(
+                "the largest, `{name}`, needs about {} ({} to train, {} of data); make its model or data smaller, or run it where there is more memory (`--launcher slurm` with `resources {{ memory }}`)",
+                human(training + data),
+                human(training),
+                human(data)
+            ),
+            severity,
+        }),
+    })
+}
+
 /// What the runs ask for that this binary cannot do; errors for `xp run`, warnings for
 /// `xp validate`.
 pub fn capabilities(plans: &[Plan], device_flag: Option<&str>, severity: Severity) -> Vec<Diag> {
@@ -479,7 +568,7 @@ pub fn check(
 ) -> (Datasets, Vec<Diag>) {
     let mut diags = capabilities(plans, device_flag, capability);
     diags.extend(check_init_from(plans));
-    let (datasets, data) = load_data(plans);
+    let (datasets, data) = load_data(plans, capability);
     diags.extend(data);
     (datasets, diags)
 }

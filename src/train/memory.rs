@@ -432,6 +432,14 @@ fn llama_activations(
 }
 
 /// Bytes for people, in binary units: `512 B`, `85.3 MiB`, `1.20 GiB`.
+/// This machine's physical memory (Linux: `MemTotal` of /proc/meminfo); `None` elsewhere.
+pub fn physical_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut value = bytes as f64;

@@ -751,3 +751,50 @@ fn conversations_a_template_cannot_split_are_skipped_and_counted() {
         "{e}"
     );
 }
+
+#[test]
+fn a_lora_rank_beyond_the_hf_models_width_is_refused_before_training() {
+    let model = models().join("tiny-llama-hf");
+    let dim = hf::ModelDir::open(&model)
+        .expect("the fixture opens")
+        .config
+        .dim;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = root().join("tests/fixtures/chat/train.jsonl");
+    let file = dir.path().join("rank.kdl");
+    std::fs::write(
+        &file,
+        format!(
+            "experiment \"rank\" {{\n    model \"llama\" path={:?}\n    lora rank=4 {{ targets \"q_proj\"; }}\n    data \"jsonl\" path={:?}\n    train {{ steps 1; batch-size 4; }}\n}}\n",
+            model.display().to_string(),
+            data.display().to_string()
+        ),
+    )
+    .expect("experiment written");
+    let file = file.to_str().unwrap();
+    let output = |args: &[&str]| {
+        let out = xp(&root(), args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let at_width = format!("lora.rank={dim}");
+    let (code, text) = output(&["validate", file, "--set", &at_width]);
+    assert_eq!(code, Some(0), "{text}");
+    let too_wide = format!("lora.rank={}", dim * 32);
+    let runs = dir.path().join("runs");
+    let runs = runs.to_str().unwrap();
+    let message = format!("LoRA rank {} is larger than the dimension {dim}", dim * 32);
+    for args in [
+        vec!["validate", file, "--set", &too_wide],
+        vec!["run", file, "--set", &too_wide, "--runs-dir", runs, "-q"],
+    ] {
+        let (code, text) = output(&args);
+        assert_eq!(code, Some(2), "{args:?}: {text}");
+        assert!(text.contains(&message), "{args:?}: {text}");
+    }
+    assert!(!dir.path().join("runs/rank").exists(), "nothing is trained");
+}

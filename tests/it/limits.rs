@@ -195,3 +195,52 @@ fn a_sweep_of_ten_million_runs_is_refused_before_expansion() {
     assert!(text.contains("xp::sweep::too-many-runs"), "{text}");
     assert!(text.contains("10000000 runs"), "{text}");
 }
+
+#[test]
+fn runs_beyond_the_machines_memory_are_refused_before_anything_is_allocated() {
+    let dir = tempfile::tempdir().unwrap();
+    let huge = [
+        (
+            "modulus",
+            "    data \"modular-addition\" modulus=65536\n    model \"llama\" { layers 1; heads 1; dim 8; hidden 8; context 4 }\n    train { steps 1; batch-size 1 }\n",
+        ),
+        (
+            "features",
+            "    data \"regression\" features=9223372036854775807 samples=2\n    model \"mlp\" { hidden 4 }\n    train { steps 1; batch-size 1 }\n",
+        ),
+        (
+            "hidden",
+            "    data \"regression\" features=2 samples=8\n    model \"mlp\" { hidden 4000000000000 }\n    train { steps 1; batch-size 1 }\n",
+        ),
+    ];
+    for (name, body) in huge {
+        let file = format!("{name}.kdl");
+        write(
+            dir.path(),
+            &file,
+            &format!("experiment \"{name}\" {{\n{body}}}\n"),
+        );
+        // Validation says it (a warning: another machine may have the memory) and allocates
+        // nothing; running it here is refused.
+        let out = xp_within(dir.path(), &["validate", &file], 20).expect("validate finishes");
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", stdout(&out));
+        assert!(
+            stdout(&out).contains("more memory than this machine has"),
+            "{name}: {}",
+            stdout(&out)
+        );
+        let runs = dir.path().join("runs");
+        let out = xp_within(
+            dir.path(),
+            &["run", &file, "--runs-dir", runs.to_str().unwrap(), "-q"],
+            20,
+        )
+        .expect("run finishes");
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("more memory than this machine has"),
+            "{name}: {}",
+            stderr(&out)
+        );
+    }
+}

@@ -443,7 +443,8 @@ fn the_in_process_executor_matches_xp_run() {
 
     let checked = xp::front::validate_text("e.kdl", text);
     assert!(!checked.diags.has_errors());
-    let (datasets, problems) = xp::sweep::preflight::load_data(&checked.plans);
+    let (datasets, problems) =
+        xp::sweep::preflight::load_data(&checked.plans, miette::Severity::Error);
     assert!(problems.is_empty());
     let options = xp::sweep::executor::SweepOptions {
         runs_dir: dir.path().join("lib"),

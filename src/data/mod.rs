@@ -533,19 +533,16 @@ pub fn load_for(data: &Data, run_seed: u64, model: &ModelText) -> Result<Dataset
     })
 }
 
-/// Reads a data file as text, or says why not.
+/// Reads a data file as text, or says why not. Only regular files are read (a FIFO would
+/// block, a device never end), and none larger than this machine's memory.
 pub fn read_text(path: &Path) -> Result<Arc<String>, DataError> {
     let unreadable = |reason: String| DataError::Unreadable {
         path: path.display().to_string(),
         reason,
     };
-    let bytes = std::fs::read(path).map_err(|e| {
-        unreadable(match e.kind() {
-            std::io::ErrorKind::NotFound => "no such file".into(),
-            std::io::ErrorKind::IsADirectory => "it is a directory".into(),
-            _ => e.to_string(),
-        })
-    })?;
+    let limit = crate::train::memory::physical_memory().unwrap_or(u64::MAX);
+    let bytes =
+        crate::front::source::read_bytes(path, limit).map_err(|e| unreadable(e.reason()))?;
     match String::from_utf8(bytes) {
         Ok(text) => Ok(Arc::new(text)),
         Err(e) => {

@@ -14,6 +14,7 @@ use tokenizers::Tokenizer;
 
 use super::chat::ChatTemplate;
 use super::{DataError, text};
+use crate::front::source::{MODEL_FILE_BYTES, read_text_limited};
 
 /// A model's tokenizer, with its special tokens and chat template.
 #[derive(Debug)]
@@ -43,9 +44,11 @@ impl HfTokenizer {
         let pad = id("pad_token").or(eos).unwrap_or(0);
         let jinja = dir.join("chat_template.jinja");
         let (source, origin) = if jinja.is_file() {
-            let text = std::fs::read_to_string(&jinja).map_err(|e| DataError::Unreadable {
-                path: jinja.display().to_string(),
-                reason: e.to_string(),
+            let text = read_text_limited(&jinja, MODEL_FILE_BYTES).map_err(|reason| {
+                DataError::Unreadable {
+                    path: jinja.display().to_string(),
+                    reason,
+                }
             })?;
             (Some(text), jinja.display().to_string())
         } else {
@@ -216,10 +219,11 @@ fn read_json(path: &Path) -> Result<Option<Value>, DataError> {
     if !path.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path).map_err(|e| DataError::Unreadable {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let text =
+        read_text_limited(path, MODEL_FILE_BYTES).map_err(|reason| DataError::Unreadable {
+            path: path.display().to_string(),
+            reason,
+        })?;
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|e| DataError::Unreadable {

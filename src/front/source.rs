@@ -133,6 +133,7 @@ pub enum ReadFailure {
     },
     TooLarge {
         bytes: u64,
+        limit: u64,
     },
     /// The text up to the first invalid byte is valid; `lossy` is the whole file decoded lossily.
     NotUtf8 {
@@ -152,9 +153,9 @@ impl ReadFailure {
                 _ => e.to_string(),
             },
             ReadFailure::NotAFile { kind } => format!("it is {kind}, not a regular file"),
-            ReadFailure::TooLarge { bytes } => format!(
+            ReadFailure::TooLarge { bytes, limit } => format!(
                 "it is larger than {} MiB ({bytes} bytes or more)",
-                MAX_FILE_BYTES / (1024 * 1024)
+                limit.div_ceil(1024 * 1024)
             ),
             ReadFailure::NotUtf8 { .. } => "not UTF-8 text".to_owned(),
         }
@@ -165,7 +166,23 @@ impl ReadFailure {
 /// a device such as `/dev/zero`, a directory) is refused before it is opened, and the read
 /// itself stops after the limit, so no path makes this block or fill memory.
 pub fn read(path: &Path) -> Result<String, ReadFailure> {
-    use std::io::Read;
+    let bytes = read_bytes(path, MAX_FILE_BYTES)?;
+    String::from_utf8(bytes).map_err(|e| {
+        let valid_up_to = e.utf8_error().valid_up_to();
+        ReadFailure::NotUtf8 {
+            valid_up_to,
+            lossy: String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        }
+    })
+}
+
+/// The largest JSON or template file of a model directory or tokenizer that xp reads.
+pub const MODEL_FILE_BYTES: u64 = 1 << 30;
+
+/// Opens a path a user gave for reading, if it is a regular file: a FIFO, device, socket or
+/// directory is refused before it is opened (reading it could block or never end), and the
+/// open does not wait should the path have become a FIFO since.
+pub fn open_regular(path: &Path) -> Result<std::fs::File, ReadFailure> {
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let meta = std::fs::metadata(path).map_err(ReadFailure::Io)?;
     let ty = meta.file_type();
@@ -183,30 +200,43 @@ pub fn read(path: &Path) -> Result<String, ReadFailure> {
         };
         return Err(ReadFailure::NotAFile { kind });
     }
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(ReadFailure::TooLarge { bytes: meta.len() });
-    }
-    // Non-blocking open: should the path have become a FIFO since the check, opening it does
-    // not wait for a writer.
-    let file = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
-        .map_err(ReadFailure::Io)?;
+        .map_err(ReadFailure::Io)
+}
+
+/// Reads a regular file ([`open_regular`]) of at most `limit` bytes; the read stops after the
+/// limit, so a file that grows meanwhile cannot fill memory either.
+pub fn read_bytes(path: &Path, limit: u64) -> Result<Vec<u8>, ReadFailure> {
+    use std::io::Read;
+    let file = open_regular(path)?;
+    let len = file.metadata().map_err(ReadFailure::Io)?.len();
+    if len > limit {
+        return Err(ReadFailure::TooLarge { bytes: len, limit });
+    }
     let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
+    file.take(limit.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(ReadFailure::Io)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
+    if bytes.len() as u64 > limit {
         return Err(ReadFailure::TooLarge {
             bytes: bytes.len() as u64,
+            limit,
         });
     }
-    String::from_utf8(bytes).map_err(|e| {
-        let valid_up_to = e.utf8_error().valid_up_to();
+    Ok(bytes)
+}
+
+/// Reads a regular file of at most `limit` bytes as UTF-8 text, the reason as a short phrase.
+pub fn read_text_limited(path: &Path, limit: u64) -> Result<String, String> {
+    let bytes = read_bytes(path, limit).map_err(|e| e.reason())?;
+    String::from_utf8(bytes).map_err(|_| {
         ReadFailure::NotUtf8 {
-            valid_up_to,
-            lossy: String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            valid_up_to: 0,
+            lossy: String::new(),
         }
+        .reason()
     })
 }

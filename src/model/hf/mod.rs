@@ -15,6 +15,7 @@ use thiserror::Error;
 
 use super::llama;
 use crate::data::Source;
+use crate::front::source::{MODEL_FILE_BYTES, open_regular, read_text_limited};
 use config::Config;
 
 mod config;
@@ -103,9 +104,9 @@ impl ModelDir {
             ));
         }
         let file = path.join("config.json");
-        let text = std::fs::read_to_string(&file).map_err(|e| {
+        let text = read_text_limited(&file, MODEL_FILE_BYTES).map_err(|reason| {
             unreadable(
-                format!("config.json: {}", io_reason(&e)),
+                format!("config.json: {reason}"),
                 Some("an HF model directory has a config.json beside its weights"),
             )
         })?;
@@ -233,8 +234,8 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, HfError> {
     };
     let index = dir.join("model.safetensors.index.json");
     if index.is_file() {
-        let text =
-            std::fs::read_to_string(&index).map_err(|e| unreadable(&index, io_reason(&e), None))?;
+        let text = read_text_limited(&index, MODEL_FILE_BYTES)
+            .map_err(|reason| unreadable(&index, reason, None))?;
         let value: Value = serde_json::from_str(&text)
             .map_err(|e| unreadable(&index, format!("not JSON: {e}"), None))?;
         let Some(map) = value.get("weight_map").and_then(Value::as_object) else {
@@ -289,7 +290,7 @@ pub fn read_header(path: &Path) -> Result<BTreeMap<String, Header>, HfError> {
         reason,
         help: None,
     };
-    let mut file = std::fs::File::open(path).map_err(|e| bad(io_reason(&e)))?;
+    let mut file = open_regular(path).map_err(|e| bad(e.reason()))?;
     let mut len = [0u8; 8];
     file.read_exact(&mut len)
         .map_err(|_| bad("not a safetensors file (too short)".into()))?;

@@ -22,7 +22,7 @@ use crate::sweep::executor::{self, SweepError, SweepOptions};
 use crate::sweep::preflight;
 use crate::sweep::processes::Processes;
 use crate::sweep::progress::{Bars, Lines, Progress, Silent};
-use crate::sweep::record::{Status, SweepDir, short};
+use crate::sweep::record::{Status, SweepDir, atomic, short};
 use crate::sweep::slurm::launch::{Launch, launch};
 
 /// `xp run`'s flags resolved once, with the user's defaults where the flags leave something
@@ -206,7 +206,7 @@ pub fn run(args: RunArgs) -> Result<Exit, CliError> {
     if !preflight_passes(&checked, &args)? {
         return Ok(Exit::Invalid);
     }
-    let source = std::fs::read_to_string(&args.file)?;
+    let source = std::fs::read_to_string(&args.file).map_err(atomic::at(&args.file))?;
     let stop = stop_on_signals()?;
     // Each run's process loads its own data: what the preflight loaded is not kept.
     let datasets = preflight::Datasets::default();

@@ -59,7 +59,7 @@ pub fn save(run: &RunDir, spec: &RunSpec, built: &Built) -> io::Result<()> {
     let base_path = dir
         .as_ref()
         .map(|d| std::fs::canonicalize(&d.path).unwrap_or_else(|_| d.path.clone()));
-    std::fs::create_dir_all(run.adapter())?;
+    std::fs::create_dir_all(run.adapter()).map_err(atomic::at(&run.adapter()))?;
     let adapter_config = adapter_config(lora_spec, &config, &adapter, base_path.as_deref());
     write_json(&run.adapter_config(), &adapter_config)?;
     write_safetensors(&run.adapter_model(), &adapter)?;
@@ -179,7 +179,7 @@ fn write_hf_dir(
     tensors: &BTreeMap<String, Tensor>,
     untie: bool,
 ) -> io::Result<()> {
-    std::fs::create_dir_all(out)?;
+    std::fs::create_dir_all(out).map_err(atomic::at(out))?;
     let mut config = source.config_json.clone();
     for key in ["torch_dtype", "dtype"] {
         if config.contains_key(key) {
@@ -197,7 +197,7 @@ fn write_hf_dir(
     for name in TOKENIZER_FILES {
         let from = source.path.join(name);
         if from.is_file() {
-            let bytes = std::fs::read(&from)?;
+            let bytes = std::fs::read(&from).map_err(atomic::at(&from))?;
             atomic::write(&out.join(name), &bytes)?;
         }
     }
@@ -214,7 +214,7 @@ fn write_json(path: &Path, value: &Value) -> io::Result<()> {
 /// transformers and PEFT write.
 pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, Tensor>) -> io::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(atomic::at(dir))?;
     }
     let metadata = HashMap::from([("format".to_owned(), "pt".to_owned())]);
     let bytes = safetensors::serialize(tensors.iter(), Some(metadata)).map_err(io::Error::other)?;
@@ -222,7 +222,8 @@ pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, Tensor>) -> io:
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+            .map_err(atomic::at(path))?;
     }
     Ok(())
 }

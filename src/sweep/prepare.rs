@@ -9,7 +9,8 @@ use crate::front::plan::{Plan, PlannedRun};
 use crate::sweep::options::{SweepError, SweepOptions};
 use crate::sweep::preflight::device_of;
 use crate::sweep::record::{
-    ExperimentDir, Lock, LockError, RunDir, Status, Summary, SweepDir, read_summary, results,
+    ExperimentDir, Lock, LockError, RunDir, Status, Summary, SweepDir, atomic, read_summary,
+    results,
 };
 use crate::train::precision;
 
@@ -199,7 +200,8 @@ fn reuse(sweep: &SweepDir, run: &PlannedRun) -> std::io::Result<Option<Summary>>
     let Some(experiment) = sweep.experiment() else {
         return Ok(None);
     };
-    let mut earlier: Vec<PathBuf> = std::fs::read_dir(&experiment.path)?
+    let mut earlier: Vec<PathBuf> = std::fs::read_dir(&experiment.path)
+        .map_err(atomic::at(&experiment.path))?
         .flatten()
         .map(|e| e.path())
         .filter(|p| p != &sweep.path && p.is_dir())

@@ -111,7 +111,7 @@ pub fn quote(word: &str) -> String {
 
 /// Writes the script and submits it; returns the recorded job.
 pub fn submit(sweep: &SweepDir, s: &Submission) -> Result<Job, SlurmError> {
-    std::fs::create_dir_all(sweep.slurm())?;
+    std::fs::create_dir_all(sweep.slurm()).map_err(atomic::at(&sweep.slurm()))?;
     let path = sweep.slurm_script();
     atomic::write(&path, script(sweep, s).as_bytes())?;
     let output = Command::new(program("sbatch"))

@@ -244,3 +244,44 @@ fn runs_beyond_the_machines_memory_are_refused_before_anything_is_allocated() {
         );
     }
 }
+
+#[test]
+fn data_and_model_paths_to_fifos_and_devices_are_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = Command::new("mkfifo")
+        .arg(dir.path().join("fifo.txt"))
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    // An HF model directory whose config.json is a FIFO.
+    std::fs::create_dir(dir.path().join("model")).unwrap();
+    let made = Command::new("mkfifo")
+        .arg(dir.path().join("model/config.json"))
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let model = "    model \"llama\" { layers 1; heads 1; dim 8; hidden 8; context 16 }\n";
+    let cases = [
+        format!("    data \"text\" path=\"fifo.txt\"\n{model}"),
+        format!("    data \"text\" path=\"/dev/zero\"\n{model}"),
+        format!("    data \"jsonl\" path=\"/dev/zero\"\n{model}"),
+        "    data \"csv\" path=\"fifo.txt\" target=\"y\"\n    model \"mlp\" { hidden 4 }\n"
+            .to_owned(),
+        "    data \"text\" path=\"fifo.txt\"\n    model \"llama\" path=\"model\"\n".to_owned(),
+    ];
+    for body in cases {
+        write(
+            dir.path(),
+            "e.kdl",
+            &format!("experiment \"e\" {{\n{body}    train {{ steps 1; batch-size 1 }}\n}}\n"),
+        );
+        let out = xp_within(dir.path(), &["validate", "e.kdl"], 20)
+            .unwrap_or_else(|| panic!("validate blocked on {body}"));
+        assert_eq!(out.status.code(), Some(2), "{body}: {}", stdout(&out));
+        assert!(
+            stdout(&out).contains("not a regular file"),
+            "{body}: {}",
+            stdout(&out)
+        );
+    }
+}

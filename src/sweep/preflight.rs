@@ -18,7 +18,7 @@ use crate::data::{self, Dataset, ModelText, Task};
 use crate::diagnostic::Diag;
 use crate::front::plan::Plan;
 use crate::model::{self, hf, llama, lora};
-use crate::spec::{BatchSize, LlamaSource, Model, RunSpec};
+use crate::spec::{BatchSize, Batching, LlamaSource, Model, RunSpec};
 use crate::train::device;
 
 /// The datasets of a set of runs, by [`data_key`].
@@ -450,7 +450,7 @@ pub fn capabilities(plans: &[Plan], device_flag: Option<&str>, severity: Severit
         if let Err(e) = device::resolve(spec, device_flag) {
             missing(&e.what, &e.help);
         }
-        if spec.train.batch_size == BatchSize::Auto {
+        if spec.train.batching() == Batching::Examples(BatchSize::Auto) {
             missing(
                 "`batch-size \"auto\"` is not supported by this version of xp",
                 "give a batch size",
@@ -481,5 +481,6 @@ pub fn check(
     diags.extend(check_init_from(plans));
     let (datasets, data) = load_data(plans);
     diags.extend(data);
+    diags.extend(super::budgets::check(plans, &datasets));
     (datasets, diags)
 }

@@ -53,7 +53,9 @@ use serde::Serialize;
 
 use crate::data::{Dataset, Task, text};
 use crate::model::{hf, llama, lora};
-use crate::spec::{self, BatchSize, DataSource, Device, OptimizerKind, Precision, RunSpec};
+use crate::spec::{
+    self, BatchSize, Batching, DataSource, Device, OptimizerKind, Precision, RunSpec,
+};
 
 /// Activation bytes at the peak per byte of saved tensors (see the module's documentation):
 /// fitted to the slopes measured by tests/it/memory.rs, 2.0 to 2.4 over batch and sequence.
@@ -102,11 +104,20 @@ pub fn estimate_bytes(spec: &RunSpec) -> Option<u64> {
 /// unknown: `batch-size "auto"`, a CSV's width or a tokenizer's vocabulary without the data, an
 /// unreadable model directory, a model that does not fit the data.
 pub fn estimate(spec: &RunSpec, data: Option<&Dataset>) -> Option<Estimate> {
-    let micro = match spec.train.batch_size {
-        BatchSize::Fixed(b) => b.max(1),
-        BatchSize::Auto => return None,
+    let mut shape = shape(spec, data)?;
+    let micro = match spec.train.batching() {
+        Batching::Examples(BatchSize::Fixed(b)) => b.max(1),
+        Batching::Examples(BatchSize::Auto) => return None,
+        // At most `budget` tokens at once: as many rows as fit of the longest sequence that
+        // fits (the attention scores grow with the sequence, so the longest is the peak).
+        Batching::Tokens(budget) => match &mut shape {
+            Shape::Mlp { .. } => return None,
+            Shape::Llama { seq, .. } => {
+                *seq = (*seq).clamp(1, budget.max(1));
+                (budget / *seq).max(1)
+            }
+        },
     };
-    let shape = shape(spec, data)?;
     let half = computes_in_half(spec);
     let per_row = match &shape {
         Shape::Mlp { .. } => 1,

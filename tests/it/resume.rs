@@ -208,6 +208,87 @@ fn killed_at_any_point_a_run_resumes_bit_identically() {
     }
 }
 
+/// Token-budget batches of variable-length instruction data, accumulated over two
+/// micro-batches and logged every step.
+const TOKENS_EXPERIMENT: &str = r#"experiment "ck" {
+    model "llama" { layers 1; heads 2; dim 32; context 64 }
+    data "jsonl" path="data.jsonl"
+    train {
+        steps 40
+        batch-tokens 256
+        gradient-accumulation 2
+        optimizer "adamw" lr=3e-3
+        eval every=10
+        log every=1
+        checkpoint every=10 keep=2
+    }
+}
+"#;
+
+/// `count` prompt/response lines of lengths from 4 to about 60 bytes, from a fixed generator.
+pub fn variable_length_jsonl(count: usize) -> String {
+    let mut state = 7u64;
+    let mut next = |n: u64| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) % n
+    };
+    let mut out = String::new();
+    for _ in 0..count {
+        let prompt: String = (0..2 + next(40))
+            .map(|_| (b'a' + next(26) as u8) as char)
+            .collect();
+        let response: String = (0..1 + next(20))
+            .map(|_| (b'a' + next(26) as u8) as char)
+            .collect();
+        out.push_str(&format!(
+            "{{\"prompt\": \"{prompt}\", \"response\": \"{response}\"}}\n"
+        ));
+    }
+    out
+}
+
+/// Killed mid-epoch (the epoch is about 11 steps; the last checkpoint is step 20's), a run of
+/// token-budget batches resumes bit-identically: the epoch's length-grouped batches are drawn
+/// again from the checkpointed generator state.
+#[test]
+fn token_budget_batches_resume_bit_identically_mid_epoch() {
+    let case = Case::new(TOKENS_EXPERIMENT);
+    std::fs::write(
+        case.dir.path().join("data.jsonl"),
+        variable_length_jsonl(200),
+    )
+    .unwrap();
+    assert_eq!(case.run("reference", &[]).status.code(), Some(0));
+    case.kill_at("training", "eval#3", &[]);
+    let out = case.run("training", &["--resume"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_identical(&case, "training");
+    let metrics = timeless_metrics(&case.sweep("reference", "ck").join("run"));
+    let sizes: Vec<f64> = metrics
+        .iter()
+        .filter_map(|m| m["train/batch_size"].as_f64())
+        .collect();
+    assert_eq!(sizes.len(), 40, "every step logs its batch");
+    assert!(
+        sizes.iter().any(|&s| s != sizes[0]),
+        "token budgets vary the examples per step: {sizes:?}"
+    );
+    for m in &metrics {
+        let (Some(tokens), Some(size), Some(padding)) = (
+            m["train/tokens"].as_f64(),
+            m["train/batch_size"].as_f64(),
+            m["train/padding_ratio"].as_f64(),
+        ) else {
+            continue;
+        };
+        // Two micro-batches of at most 256 positions each.
+        assert!(tokens / (1.0 - padding) <= 512.0 + 1e-6, "{m}");
+        assert!(size >= 2.0 && (0.0..1.0).contains(&padding), "{m}");
+    }
+}
+
 /// A damaged newest checkpoint (truncated, one bit flipped in the weights, a garbage
 /// trainer.json) is passed over with a warning in train.log, and the run resumes from the one
 /// before it, bit-identically; with every checkpoint damaged the run fails saying so, and

@@ -208,6 +208,9 @@ pub fn train_in(
             let scale = t.state.loss_scale.as_ref();
             metrics = logged(data.task, loss, lr, grad_norm, scale, throughput);
             metrics.extend(shape.metrics(data.task));
+            if let Some(peak) = memory::peak_since_last() {
+                metrics.insert("train/peak_memory_bytes".into(), peak as f64);
+            }
         }
         if let Some(eval) = train
             .eval

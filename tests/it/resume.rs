@@ -96,8 +96,9 @@ fn summary(run: &Path) -> serde_json::Value {
 fn timeless(key: &str) -> bool {
     !matches!(
         key,
-        "started_at" | "finished_at" | "wall_s" | "tokens_per_s" | "peak_memory_bytes"
+        "started_at" | "finished_at" | "wall_s" | "tokens_per_s"
     ) && !key.ends_with("_per_s")
+        && !key.ends_with("peak_memory_bytes")
 }
 
 /// A summary.json or a results.json row without its wall-clock fields.
@@ -225,41 +226,14 @@ const TOKENS_EXPERIMENT: &str = r#"experiment "ck" {
 }
 "#;
 
-/// `count` prompt/response lines of lengths from 4 to about 60 bytes, from a fixed generator.
-pub fn variable_length_jsonl(count: usize) -> String {
-    let mut state = 7u64;
-    let mut next = |n: u64| {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (state >> 33) % n
-    };
-    let mut out = String::new();
-    for _ in 0..count {
-        let prompt: String = (0..2 + next(40))
-            .map(|_| (b'a' + next(26) as u8) as char)
-            .collect();
-        let response: String = (0..1 + next(20))
-            .map(|_| (b'a' + next(26) as u8) as char)
-            .collect();
-        out.push_str(&format!(
-            "{{\"prompt\": \"{prompt}\", \"response\": \"{response}\"}}\n"
-        ));
-    }
-    out
-}
-
 /// Killed mid-epoch (the epoch is about 11 steps; the last checkpoint is step 20's), a run of
 /// token-budget batches resumes bit-identically: the epoch's length-grouped batches are drawn
 /// again from the checkpointed generator state.
 #[test]
 fn token_budget_batches_resume_bit_identically_mid_epoch() {
     let case = Case::new(TOKENS_EXPERIMENT);
-    std::fs::write(
-        case.dir.path().join("data.jsonl"),
-        variable_length_jsonl(200),
-    )
-    .unwrap();
+    let data = super::batching::variable_length_jsonl(200);
+    std::fs::write(case.dir.path().join("data.jsonl"), data).unwrap();
     assert_eq!(case.run("reference", &[]).status.code(), Some(0));
     case.kill_at("training", "eval#3", &[]);
     let out = case.run("training", &["--resume"]);

@@ -73,14 +73,18 @@ pub fn direction_of(metric: &str) -> Direction {
     }
 }
 
-/// Whether a metric has a best value worth keeping (not the lr, gradient norm, throughput or
-/// f16's loss scale and skipped steps).
+/// Whether a metric has a best value worth keeping (not the lr, gradient norm, throughput,
+/// f16's loss scale and skipped steps, nor what a step's batch held and the memory it took).
 pub fn ranked(metric: &str) -> bool {
     !(metric.ends_with("/lr")
         || metric.ends_with("grad_norm")
         || metric.ends_with("_per_s")
         || metric.ends_with("/loss_scale")
-        || metric.ends_with("/skipped_steps"))
+        || metric.ends_with("/skipped_steps")
+        || metric.ends_with("/batch_size")
+        || metric.ends_with("/tokens")
+        || metric.ends_with("/padding_ratio")
+        || metric.ends_with("/peak_memory_bytes"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -263,7 +267,12 @@ pub enum CsvTask {
 #[serde(rename_all = "kebab-case")]
 pub struct Train {
     pub length: Length,
-    pub batch_size: BatchSize,
+    /// Examples per micro-batch; `None` when micro-batches are cut by `batch_tokens` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<BatchSize>,
+    /// Tokens per micro-batch, padding included (`batch-tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_tokens: Option<usize>,
     pub gradient_accumulation: usize,
     pub optimizer: OptimizerConfig,
     pub schedule: Schedule,
@@ -530,12 +539,30 @@ pub enum Tolerance {
     Relative(f64),
 }
 
+/// How a run's micro-batches are cut: `batch-size` or `batch-tokens`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batching {
+    /// A number of examples (or "auto").
+    Examples(BatchSize),
+    /// Examples grouped by length, at most this many tokens (padding included) each.
+    Tokens(usize),
+}
+
 impl Train {
+    /// How micro-batches are cut (`batch-size` when neither is set, as its default).
+    pub fn batching(&self) -> Batching {
+        match (self.batch_tokens, self.batch_size) {
+            (Some(tokens), _) => Batching::Tokens(tokens),
+            (None, Some(size)) => Batching::Examples(size),
+            (None, None) => Batching::Examples(BatchSize::Fixed(32)),
+        }
+    }
+
     /// Examples per optimizer step, when the batch size is fixed.
     pub fn effective_batch(&self) -> Option<usize> {
-        match self.batch_size {
-            BatchSize::Fixed(b) => Some(b * self.gradient_accumulation),
-            BatchSize::Auto => None,
+        match self.batching() {
+            Batching::Examples(BatchSize::Fixed(b)) => Some(b * self.gradient_accumulation),
+            Batching::Examples(BatchSize::Auto) | Batching::Tokens(_) => None,
         }
     }
 }

@@ -60,12 +60,14 @@ fn table(p: &Plan) -> String {
         let mut row = vec![r.name.clone(), r.id.clone()];
         row.extend(r.axes.iter().map(|(_, v)| Plain(v).to_string()));
         row.push(r.seed.to_string());
-        row.push(
-            r.config
-                .train
-                .effective_batch()
-                .map_or("auto".to_owned(), |b| b.to_string()),
-        );
+        let train = &r.config.train;
+        row.push(match (train.effective_batch(), train.batch_tokens) {
+            (Some(b), _) => b.to_string(),
+            (None, Some(tokens)) => {
+                format!("{} × {tokens} tokens", train.gradient_accumulation)
+            }
+            (None, None) => "auto".to_owned(),
+        });
         row.push(match plan::steps(&r.config) {
             Some(s) => s.to_string(),
             None => format!("{} epochs", epochs(&r.config)),

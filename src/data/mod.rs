@@ -2,6 +2,7 @@
 //! split, batched into tensors. Synthetic tasks are generated from the seed; files are read
 //! by their loaders, which report bad input as diagnostics naming file and line.
 
+pub mod budget;
 pub mod chat;
 pub(crate) mod csv;
 pub(crate) mod jsonl;
@@ -69,6 +70,14 @@ impl Examples {
         match self {
             Examples::Tabular { .. } => 0,
             Examples::Tokens { inputs, .. } => inputs.iter().map(Vec::len).max().unwrap_or(0),
+        }
+    }
+
+    /// Each example's tokens (1 for a row of a table).
+    pub fn lengths(&self) -> Vec<usize> {
+        match self {
+            Examples::Tabular { .. } => vec![1; self.len()],
+            Examples::Tokens { inputs, .. } => inputs.iter().map(Vec::len).collect(),
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub(crate) mod curves;
 pub(crate) mod html;
+pub(crate) mod monitoring;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::ErrorKind;
@@ -107,7 +108,7 @@ pub fn write(paths: &[PathBuf], output: &Path) -> Result<Written, ReportError> {
 }
 
 /// The metrics worth a chart of all runs: the losses, the objective where it is another
-/// metric, and the learning rate.
+/// metric, the learning rate, and the [`monitoring`] charts.
 pub fn chart_metrics(runs: &[Run]) -> Vec<String> {
     let mut out: Vec<String> = LOSSES.iter().map(|m| (*m).to_owned()).collect();
     for run in runs {
@@ -118,6 +119,7 @@ pub fn chart_metrics(runs: &[Run]) -> Vec<String> {
         }
     }
     out.push(LR.to_owned());
+    out.extend(monitoring::METRICS.iter().map(|m| (*m).to_owned()));
     out
 }
 

@@ -2,6 +2,7 @@
 //! preflight checks, progress, the adapter export, fault injection for the crash tests, who
 //! owns a running run, and `record/`, the owner of every run- and sweep-directory path and file.
 
+pub(crate) mod budgets;
 pub mod executor;
 pub(crate) mod export;
 pub(crate) mod fault;

@@ -2,21 +2,23 @@
 
 use candle_core::{D, DType, Device, Tensor};
 
-use crate::data::{Dataset, Examples, Task};
+use crate::data::{Dataset, Examples, Task, budget};
 use crate::model::{Built, Mode};
 use crate::ops;
 use crate::rng::Rng;
 
 use super::TrainError;
 use super::metrics::Metrics;
+use super::order::Grouping;
 use super::shards::{loss_sum, on_shards, shards_of};
 
 /// Validation metrics over the whole split (or its first `limit` batches), in order, without
-/// dropout.
+/// dropout; batches of the training's size, or with token budgets consecutive examples within
+/// the budget.
 pub(super) fn evaluate(
     built: &Built,
     data: &Dataset,
-    micro: usize,
+    grouping: &Grouping,
     limit: Option<usize>,
     compute: DType,
     device: &Device,
@@ -24,7 +26,16 @@ pub(super) fn evaluate(
     let n = data.validation.len();
     let (mut loss, mut counted, mut correct) = (0.0, 0usize, 0usize);
     let indices: Vec<usize> = (0..n).collect();
-    for (i, chunk) in indices.chunks(micro.max(1)).enumerate() {
+    let batches: Vec<Vec<usize>> = match grouping {
+        Grouping::Fixed(micro) => indices
+            .chunks((*micro).max(1))
+            .map(<[usize]>::to_vec)
+            .collect(),
+        Grouping::Tokens { budget, .. } => {
+            budget::consecutive(&indices, &data.validation.lengths(), *budget)
+        }
+    };
+    for (i, chunk) in batches.iter().enumerate() {
         if limit.is_some_and(|l| i >= l) {
             break;
         }

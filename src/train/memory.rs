@@ -49,11 +49,15 @@
 //!   grow: the gradients backward allocates (each as zeros plus a sum) sit beside them. On the
 //!   CPU each shard running at once adds [`SHARD_OVERHEAD`].
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use serde::Serialize;
 
 use crate::data::{Dataset, Task, text};
 use crate::model::{hf, llama, lora};
-use crate::spec::{self, BatchSize, DataSource, Device, OptimizerKind, Precision, RunSpec};
+use crate::spec::{
+    self, BatchSize, Batching, DataSource, Device, OptimizerKind, Precision, RunSpec,
+};
 
 /// Activation bytes at the peak per byte of saved tensors (see the module's documentation):
 /// fitted to the slopes measured by tests/it/memory.rs, 2.0 to 2.4 over batch and sequence.
@@ -102,11 +106,20 @@ pub fn estimate_bytes(spec: &RunSpec) -> Option<u64> {
 /// unknown: `batch-size "auto"`, a CSV's width or a tokenizer's vocabulary without the data, an
 /// unreadable model directory, a model that does not fit the data.
 pub fn estimate(spec: &RunSpec, data: Option<&Dataset>) -> Option<Estimate> {
-    let micro = match spec.train.batch_size {
-        BatchSize::Fixed(b) => b.max(1),
-        BatchSize::Auto => return None,
+    let mut shape = shape(spec, data)?;
+    let micro = match spec.train.batching() {
+        Batching::Examples(BatchSize::Fixed(b)) => b.max(1),
+        Batching::Examples(BatchSize::Auto) => return None,
+        // At most `budget` tokens at once: as many rows as fit of the longest sequence that
+        // fits (the attention scores grow with the sequence, so the longest is the peak).
+        Batching::Tokens(budget) => match &mut shape {
+            Shape::Mlp { .. } => return None,
+            Shape::Llama { seq, .. } => {
+                *seq = (*seq).clamp(1, budget.max(1));
+                (budget / *seq).max(1)
+            }
+        },
     };
-    let shape = shape(spec, data)?;
     let half = computes_in_half(spec);
     let per_row = match &shape {
         Shape::Mlp { .. } => 1,
@@ -452,5 +465,40 @@ pub fn human_bytes(bytes: u64) -> String {
         0 => format!("{bytes} B"),
         _ if value < 10.0 => format!("{value:.2} {}", UNITS[unit]),
         _ => format!("{value:.1} {}", UNITS[unit]),
+    }
+}
+
+/// The highest [`peak_since_last`] reading of this process so far.
+static HIGHEST: AtomicU64 = AtomicU64::new(0);
+
+/// The process's resident-memory high-water mark: Linux's `VmHWM`, the most physical memory the
+/// process has held at once (tensors, allocator slack, the binary, thread stacks). `None`
+/// where the platform does not report it.
+fn high_water_mark() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The process's peak resident memory since the previous call (since it started, at the first):
+/// the high-water mark, which is then reset to the memory resident now (Linux's
+/// `/proc/self/clear_refs`, "5"), so the next call measures the next stretch of steps. Where
+/// the reset is refused the mark stays the peak since the start, still a true peak.
+pub fn peak_since_last() -> Option<u64> {
+    let peak = high_water_mark()?;
+    HIGHEST.fetch_max(peak, Ordering::Relaxed);
+    // A failed reset leaves the mark as it is: the next reading is the peak since the start.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    Some(peak)
+}
+
+/// The process's peak resident memory since it started: the highest of the readings of
+/// [`peak_since_last`] and the mark now.
+pub fn process_peak() -> Option<u64> {
+    let highest = HIGHEST.load(Ordering::Relaxed);
+    match high_water_mark() {
+        Some(now) => Some(now.max(highest)),
+        None => (highest > 0).then_some(highest),
     }
 }

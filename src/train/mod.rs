@@ -23,9 +23,9 @@ use std::time::Instant;
 
 use candle_core::{DType, Device};
 
-use crate::data::{Batch, Dataset};
+use crate::data::{Batch, Dataset, Task, budget};
 use crate::model::Built;
-use crate::spec::{BatchSize, RunSpec};
+use crate::spec::{BatchSize, Batching, RunSpec};
 
 pub use event::{Event, Sink, Snapshot, Why};
 pub use loss_scale::LossScale;
@@ -36,6 +36,7 @@ pub use state::{Resume, TrainerState};
 
 use eval::evaluate;
 use metrics::{judge, logged};
+use order::Grouping;
 use shards::{Pass, forward_backward};
 use state::Trainer;
 use update::{clip, update};
@@ -79,6 +80,10 @@ pub enum TrainError {
     Resume(String),
     #[error("{0} is not supported by this version of xp")]
     Unsupported(&'static str),
+    #[error(
+        "no training example fits in `batch-tokens {budget}`: the shortest has {shortest} tokens"
+    )]
+    NothingFits { budget: usize, shortest: usize },
 }
 
 /// Options of a run beyond its spec.
@@ -128,13 +133,14 @@ pub fn train_in(
     compute: DType,
 ) -> Result<Outcome, TrainError> {
     let train = &spec.train;
-    let micro = micro_batch(spec)?;
+    let grouping = grouping(spec, data)?;
     let accum = train.gradient_accumulation.max(1);
-    let steps_per_epoch = (data.train.len() / (micro * accum)).max(1);
+    let steps_per_epoch = (order::batches_per_epoch(data.train.len(), &grouping) / accum).max(1);
     let resumed_from = control.resume.as_ref().map(|r| r.state.step);
     let mut t = Trainer::start(
         spec,
         data.train.len(),
+        grouping.clone(),
         steps_per_epoch,
         compute,
         control.resume,
@@ -161,11 +167,13 @@ pub fn train_in(
         let step = t.state.step + 1;
         let lr = t.schedule.lr(step);
         // One draw per optimizer step: an epoch is `steps_per_epoch` whole steps.
-        let rows = t.order.next(micro * accum);
-        let batches: Vec<Batch> = rows
-            .chunks(micro)
+        let batches: Vec<Batch> = t
+            .order
+            .next(accum)
+            .iter()
             .map(|r| data.batch(&data.train, r, device))
             .collect::<Result<_, _>>()?;
+        let shape = StepShape::of(&batches)?;
         let pass = Pass {
             task: data.task,
             counted: batches.iter().map(|b| b.counted).sum(),
@@ -199,13 +207,24 @@ pub fn train_in(
             let throughput = t.state.tokens as f64 / elapsed().max(1e-9);
             let scale = t.state.loss_scale.as_ref();
             metrics = logged(data.task, loss, lr, grad_norm, scale, throughput);
+            metrics.extend(shape.metrics(data.task));
+            if let Some(peak) = memory::peak_since_last() {
+                metrics.insert("train/peak_memory_bytes".into(), peak as f64);
+            }
         }
         if let Some(eval) = train
             .eval
             .filter(|e| step.is_multiple_of(e.every) || step == total)
         {
             sink.event(&Event::Evaluating { step })?;
-            metrics.extend(evaluate(built, data, micro, eval.batches, compute, device)?);
+            metrics.extend(evaluate(
+                built,
+                data,
+                &grouping,
+                eval.batches,
+                compute,
+                device,
+            )?);
         }
         let (improved, stop) = judge(spec, &mut t.schedule, &mut t.state, &metrics);
         if !metrics.is_empty() {
@@ -250,11 +269,61 @@ pub fn train_in(
     })
 }
 
-/// The micro-batch size. "auto" needs the device's memory to choose; until that exists it is
-/// refused here (and by `xp run`'s preflight) rather than silently replaced by some size.
-fn micro_batch(spec: &RunSpec) -> Result<usize, TrainError> {
-    match spec.train.batch_size {
-        BatchSize::Fixed(b) => Ok(b.max(1)),
-        BatchSize::Auto => Err(TrainError::Unsupported("batch-size \"auto\"")),
+/// How the run's micro-batches are cut. "auto" needs the device's memory to choose; until
+/// that exists it is refused here (and by `xp run`'s preflight) rather than silently replaced
+/// by some size. A token budget no training example fits in is refused too.
+fn grouping(spec: &RunSpec, data: &Dataset) -> Result<Grouping, TrainError> {
+    match spec.train.batching() {
+        Batching::Examples(BatchSize::Fixed(b)) => Ok(Grouping::Fixed(b.max(1))),
+        Batching::Examples(BatchSize::Auto) => Err(TrainError::Unsupported("batch-size \"auto\"")),
+        Batching::Tokens(budget) => {
+            let lengths = data.train.lengths();
+            if data.train.is_empty() || budget::over_budget(&lengths, budget) == lengths.len() {
+                return Err(TrainError::NothingFits {
+                    budget,
+                    shortest: lengths.iter().copied().min().unwrap_or(0),
+                });
+            }
+            Ok(Grouping::Tokens { budget, lengths })
+        }
+    }
+}
+
+/// What one optimizer step's micro-batches held, for its metrics.
+#[derive(Debug, Clone, Copy)]
+struct StepShape {
+    examples: usize,
+    /// Tokens of the examples (rows of a table), padding excluded.
+    tokens: usize,
+    /// Positions of the padded batches.
+    positions: usize,
+}
+
+impl StepShape {
+    fn of(batches: &[Batch]) -> candle_core::Result<StepShape> {
+        let mut shape = StepShape {
+            examples: 0,
+            tokens: 0,
+            positions: 0,
+        };
+        for b in batches {
+            shape.examples += b.inputs.dim(0)?;
+            shape.tokens += b.tokens;
+            shape.positions += b.inputs.elem_count();
+        }
+        Ok(shape)
+    }
+
+    /// `train/batch_size` (examples in the step); for sequences also `train/tokens` (their
+    /// tokens, padding excluded) and `train/padding_ratio` (padding's share of the padded
+    /// batches' positions).
+    fn metrics(&self, task: Task) -> Metrics {
+        let mut metrics = Metrics::from([("train/batch_size".to_owned(), self.examples as f64)]);
+        if let Task::Language { .. } = task {
+            let padding = 1.0 - self.tokens as f64 / self.positions.max(1) as f64;
+            metrics.insert("train/tokens".to_owned(), self.tokens as f64);
+            metrics.insert("train/padding_ratio".to_owned(), padding.max(0.0));
+        }
+        metrics
     }
 }

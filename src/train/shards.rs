@@ -270,4 +270,87 @@ mod tests {
         assert_eq!(loss.to_bits(), loss2.to_bits());
         assert_eq!(grads, grads2, "one thread and two give the same bits");
     }
+
+    /// A token-budget step (length-grouped micro-batches padded to their longest, several
+    /// accumulated) has the loss of the mean over the step's target tokens, computed here
+    /// independently from each example alone, unpadded.
+    #[test]
+    fn a_token_budget_steps_loss_is_the_mean_over_its_target_tokens() {
+        use crate::data::Examples;
+        use crate::ops::IGNORE_INDEX as IGNORE;
+        use crate::train::order::{Grouping, Order};
+        let text = r#"experiment "t" {
+    device "cpu"
+    model "llama" { layers 1; heads 2; dim 16; hidden 32; context 48 }
+    data "copy" length=4 vocab=16 samples=8
+    train { batch-tokens 96; optimizer "sgd" lr=0.1; }
+}"#;
+        let checked = crate::front::validate_text("t.kdl", text);
+        let spec = &checked.plans[0].runs[0].config;
+        let mut data = crate::data::load(&spec.data, spec.seed, Some(48)).unwrap();
+        let mut rng = Rng::new(4);
+        let (mut inputs, mut targets) = (Vec::new(), Vec::new());
+        for _ in 0..40 {
+            let len = 2 + rng.below(40);
+            let prompt = rng.below(len);
+            inputs.push((0..len).map(|_| rng.below(16) as u32).collect::<Vec<_>>());
+            targets.push(
+                (0..len)
+                    .map(|i| {
+                        if i < prompt {
+                            IGNORE
+                        } else {
+                            rng.below(16) as i64
+                        }
+                    })
+                    .collect::<Vec<_>>(),
+            );
+        }
+        data.train = Examples::Tokens { inputs, targets };
+        let device = Device::Cpu;
+        let built =
+            crate::model::build(spec, &data, Default::default(), true, "", &device).unwrap();
+        let grouping = Grouping::Tokens {
+            budget: 96,
+            lengths: data.train.lengths(),
+        };
+        let mut order = Order::new(data.train.len(), grouping, 1, true);
+        let step = order.next(3);
+        assert_eq!(step.len(), 3);
+        let batches: Vec<Batch> = step
+            .iter()
+            .map(|rows| data.batch(&data.train, rows, &device).unwrap())
+            .collect();
+        assert!(
+            batches.iter().any(|b| b.tokens < b.inputs.elem_count()),
+            "some micro-batch is padded"
+        );
+        let pass = Pass {
+            task: data.task,
+            counted: batches.iter().map(|b| b.counted).sum(),
+            compute: DType::F32,
+            scale: None,
+        };
+        let (loss, _) = forward_backward(&built, &pass, &batches, &mut Rng::new(0)).unwrap();
+        let (mut sum, mut count) = (0.0, 0usize);
+        for &row in step.iter().flatten() {
+            let alone = data.batch(&data.train, &[row], &device).unwrap();
+            let output = built
+                .model
+                .forward(
+                    &alone.inputs,
+                    &mut Mode {
+                        train: true,
+                        rng: &mut Rng::new(0),
+                        compute: DType::F32,
+                    },
+                )
+                .unwrap();
+            let l = loss_sum(data.task, &output, &alone.targets).unwrap();
+            sum += f64::from(l.to_scalar::<f32>().unwrap());
+            count += alone.counted;
+        }
+        let mean = sum / count as f64;
+        assert!((loss - mean).abs() <= 1e-5 * mean, "{loss} vs {mean}");
+    }
 }

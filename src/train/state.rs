@@ -15,7 +15,7 @@ use super::event::{Event, Sink, Snapshot, Why};
 use super::loss_scale::LossScale;
 use super::metrics::Metrics;
 use super::optim::{self, Optimizer};
-use super::order::{Order, OrderState, shuffles};
+use super::order::{Grouping, Order, OrderState, shuffles};
 use super::schedule::LrSchedule;
 
 /// Everything mutable in the loop besides the parameters and the optimizer's buffers: with
@@ -63,6 +63,7 @@ impl Trainer {
     pub fn start(
         spec: &RunSpec,
         examples: usize,
+        grouping: Grouping,
         steps_per_epoch: usize,
         compute: DType,
         resume: Option<Resume>,
@@ -75,7 +76,7 @@ impl Trainer {
             spec.objective.direction,
         );
         let mut optimizer = optim::build(&train.optimizer);
-        let mut order = Order::new(examples, spec.seed, shuffles(spec));
+        let mut order = Order::new(examples, grouping.clone(), spec.seed, shuffles(spec));
         let mut s = TrainerState {
             step: 0,
             epoch: 0.0,
@@ -97,7 +98,7 @@ impl Trainer {
             schedule
                 .load_state(&r.state.schedule)
                 .map_err(TrainError::Resume)?;
-            order = Order::restore(examples, &r.state.order);
+            order = Order::restore(examples, grouping, &r.state.order);
             s = r.state;
             // A checkpoint of another precision (the same run on another device) has no scale, or
             // one f16 no longer needs.

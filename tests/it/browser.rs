@@ -282,3 +282,30 @@ fn a_report_of_500_runs_loads_in_a_browser() {
         browser_alone.as_secs_f64(),
     );
 }
+
+/// The monitoring charts of a token-budget sweep (batch size, padding and peak memory over
+/// steps) are drawn in a browser, a curve with points per run.
+#[test]
+#[ignore = "needs chromium; .ci/run runs it with --include-ignored"]
+fn the_monitoring_charts_draw_a_curve_per_run() {
+    let (dir, _) = super::batching::token_budget_sweep();
+    let page = write_report(dir.path(), &["runs"]);
+    let dom = headless(&page, &["--dump-dom"]);
+    assert_eq!(errors(&dom), "", "the page's script failed");
+    for metric in [
+        "train/batch_size",
+        "train/padding_ratio",
+        "train/peak_memory_bytes",
+    ] {
+        let svg = chart(&dom, metric);
+        assert_eq!(
+            svg.matches("<path class=\"curve\"").count(),
+            2,
+            "{metric}: {svg}"
+        );
+        assert!(
+            !svg.contains(" d=\"\""),
+            "{metric}: every run's curve has points"
+        );
+    }
+}

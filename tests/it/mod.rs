@@ -1,3 +1,4 @@
+mod batching;
 mod browser;
 mod codes;
 mod compare;

@@ -203,9 +203,19 @@ fn a_trained_sweep_gets_a_report_of_its_curves() {
     let page = std::fs::read_to_string(&target).unwrap();
     assert!(page.contains("<h1>quickstart</h1>"));
     let data = embedded(&page);
+    // The losses, the objective, the learning rate, and what each step's batch held and the
+    // memory it took.
     assert_eq!(
         data["charts"],
-        json!(["train/loss", "val/loss", "val/accuracy", "train/lr"])
+        json!([
+            "train/loss",
+            "val/loss",
+            "val/accuracy",
+            "train/lr",
+            "train/batch_size",
+            "train/padding_ratio",
+            "train/peak_memory_bytes"
+        ])
     );
     for run in data["runs"].as_array().unwrap() {
         let loss = &run["curves"]["train/loss"];

@@ -48,7 +48,8 @@ fn reference() -> Vec<Case> {
 fn train(length: Length, schedule: Schedule) -> spec::Train {
     spec::Train {
         length,
-        batch_size: BatchSize::Fixed(1),
+        batch_size: Some(BatchSize::Fixed(1)),
+        batch_tokens: None,
         gradient_accumulation: 1,
         optimizer: spec::OptimizerConfig {
             lr: 0.1,

@@ -35,8 +35,8 @@ pub fn current_sweep(dir: &Path, runs: &str, experiment: &str) -> PathBuf {
     base.join(std::fs::read_link(base.join("current")).expect("a current sweep"))
 }
 
-/// A run's metrics.jsonl without its wall-clock fields: what must be bit-identical between
-/// two trainings of the same run.
+/// A run's metrics.jsonl without its wall-clock fields and measures of the process (its peak
+/// memory): what must be bit-identical between two trainings of the same run.
 pub fn timeless_metrics(run: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .expect("metrics.jsonl")
@@ -44,7 +44,9 @@ pub fn timeless_metrics(run: &Path) -> Vec<serde_json::Value> {
         .map(|l| {
             let mut v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
             if let Some(o) = v.as_object_mut() {
-                o.retain(|k, _| k != "time_s" && !k.ends_with("_per_s"));
+                o.retain(|k, _| {
+                    k != "time_s" && !k.ends_with("_per_s") && !k.ends_with("peak_memory_bytes")
+                });
             }
             v
         })

@@ -123,7 +123,10 @@ fn zip_pairs_element_by_element_and_blocks_combine_by_product() {
             "rank=8,lr=0.01,batch=32"
         ]
     );
-    assert_eq!(p.runs[1].config.train.batch_size, BatchSize::Fixed(32));
+    assert_eq!(
+        p.runs[1].config.train.batch_size,
+        Some(BatchSize::Fixed(32))
+    );
     assert_eq!(
         codes(&experiment(
             "        zip {\n            lr 1e-3 1e-2\n            rank 4\n        }"
@@ -163,7 +166,7 @@ fn random_is_deterministic_from_its_seed_and_in_range() {
     for r in &wider.runs {
         assert!(matches!(
             r.config.train.batch_size,
-            BatchSize::Fixed(8..=12)
+            Some(BatchSize::Fixed(8..=12))
         ));
     }
     // Independent of other blocks: a grid before it does not change its draws.
@@ -231,7 +234,7 @@ fn templates_keep_their_type_render_text_and_none_unsets() {
     );
     let r = &p.runs[0].config;
     assert_eq!(r.train.length, Length::Steps(100));
-    assert_eq!(r.train.batch_size, BatchSize::Fixed(16));
+    assert_eq!(r.train.batch_size, Some(BatchSize::Fixed(16)));
     assert_eq!(r.train.optimizer.lr, 0.005);
     assert_eq!(r.train.grad_clip, Some(1.0));
     assert_eq!(r.train.schedule.warmup, None);

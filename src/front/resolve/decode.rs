@@ -217,14 +217,18 @@ fn train(t: &Reader) -> Res<Train> {
         Some(e) => Length::Epochs(e),
         None => Length::Steps(t.c_usize("steps")?.unwrap_or(1000)),
     };
-    let batch = t.need("batch-size")?;
-    let batch_size = match batch.arg(0)? {
-        KdlValue::String(_) => BatchSize::Auto,
-        v => BatchSize::Fixed(uint(v).ok_or("bad batch size")?),
+    // `batch-size` has a default unless `batch-tokens` is given (they exclude each other).
+    let batch_size = match t.child("batch-size") {
+        Some(batch) => Some(match batch.arg(0)? {
+            KdlValue::String(_) => BatchSize::Auto,
+            v => BatchSize::Fixed(uint(v).ok_or("bad batch size")?),
+        }),
+        None => None,
     };
     Ok(Train {
         length,
         batch_size,
+        batch_tokens: t.c_usize("batch-tokens")?,
         gradient_accumulation: t.need("gradient-accumulation")?.a_usize(0)?,
         optimizer: optimizer(&t.need("optimizer")?)?,
         schedule: schedule(&t.need("schedule")?)?,

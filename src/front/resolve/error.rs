@@ -95,6 +95,17 @@ pub enum RunError {
         span: SourceSpan,
     },
 
+    #[error("`batch-tokens` needs token data, and `{data}` data is a table")]
+    #[diagnostic(
+        code("xp::run::batch-tokens-data"),
+        help("token budgets are for jsonl and text data; give `batch-size` instead")
+    )]
+    BatchTokensData {
+        data: String,
+        #[label("a token budget")]
+        span: SourceSpan,
+    },
+
     #[error("`{what}` needs evaluations, and this run has no `eval`")]
     #[diagnostic(
         code("xp::run::needs-eval"),

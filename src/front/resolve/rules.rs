@@ -51,7 +51,7 @@ pub fn synthetic_sequence_length(data: &DataSource) -> Option<usize> {
 /// The cross-field rules of one run, pointing at the values that break them.
 pub fn rules(experiment: &Node, spec: &RunSpec) -> Vec<Diag> {
     let run = Run { experiment, spec };
-    let rules: [fn(&Run) -> Option<Diag>; 11] = [
+    let rules: [fn(&Run) -> Option<Diag>; 12] = [
         warmup_shorter_than_training,
         eval_within_training,
         checkpoint_within_training,
@@ -63,6 +63,7 @@ pub fn rules(experiment: &Node, spec: &RunSpec) -> Vec<Diag> {
         lora_rank_within_dim,
         context_holds_an_example,
         batch_within_data,
+        batch_tokens_need_tokens,
     ];
     rules.iter().filter_map(|rule| rule(&run)).collect()
 }
@@ -367,6 +368,26 @@ fn batch_within_data(run: &Run) -> Option<Diag> {
         RunError::BatchTooLarge {
             batch,
             examples,
+            span,
+        },
+    ))
+}
+
+/// Token budgets cut sequences; tables have no tokens to count.
+fn batch_tokens_need_tokens(run: &Run) -> Option<Diag> {
+    run.spec.train.batch_tokens?;
+    let tabular = matches!(
+        run.spec.data.source,
+        DataSource::Regression { .. } | DataSource::Classification { .. } | DataSource::Csv { .. }
+    );
+    if !tabular {
+        return None;
+    }
+    let (source, span) = run.arg_at(&["train", "batch-tokens"]).unwrap_or(run.here());
+    Some(diag(
+        source,
+        RunError::BatchTokensData {
+            data: run.data_kind(),
             span,
         },
     ))

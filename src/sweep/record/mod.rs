@@ -98,10 +98,8 @@ pub fn short(v: f64) -> String {
     }
 }
 
-/// The process's peak resident memory, where the platform reports it.
+/// The process's peak resident memory, where the platform reports it (see
+/// [`crate::train::memory::process_peak`]).
 pub fn peak_memory_bytes() -> Option<u64> {
-    let status = fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    crate::train::memory::process_peak()
 }

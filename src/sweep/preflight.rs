@@ -328,7 +328,7 @@ fn lora_problem(spec: &crate::spec::Lora, modules: &[String]) -> Option<LoraTarg
 #[derive(Debug, thiserror::Error, Diagnostic)]
 #[error("LoRA rank {rank} is larger than the dimension {dim} of the model `{path}`")]
 #[diagnostic(
-    code("xp::run::lora-rank"),
+    code("xp::model::lora-rank"),
     help(
         "a rank above the layer width adds parameters without adding capacity; use at most {dim}"
     )

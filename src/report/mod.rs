@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::compare::discover::discover;
+use crate::compare::discover::{Sweeps, discover};
 use crate::compare::{self, CompareError, Comparison, Request, Run};
 use crate::sweep::record::{RunDir, atomic};
 
@@ -75,7 +75,7 @@ const LR: &str = "train/lr";
 /// Writes the report of the runs under `paths` (run directories, sweep directories or folders
 /// above them) to `output`, atomically.
 pub fn write(paths: &[PathBuf], output: &Path) -> Result<Written, ReportError> {
-    let found = discover(paths)?;
+    let found = discover(paths, Sweeps::All)?;
     let mut warnings = found.warnings;
     let metrics = chart_metrics(&found.runs);
     let wanted: Vec<&str> = metrics.iter().map(String::as_str).collect();

@@ -116,7 +116,7 @@ fn statuses(out: &mut String, report: &ReportPage) {
                 out,
                 "<li class=\"{}\"><b>{}</b> {}",
                 status_class(&r.status),
-                escape(&r.name),
+                escape(&r.label),
                 escape(&r.status)
             );
             if let Some(why) = &r.reason {

@@ -301,7 +301,7 @@
   function minis() {
     var box = document.getElementById('minis');
     if (!box || !NS) return;
-    var w = 260, h = 120, m = 6, right = 52;
+    var w = 260, h = 120, m = 6, right = 62;
     data.runs.forEach(function (run, i) {
       var fig = node('figure', 'mini status-' + run.status.replace(/[^a-z]/g, ''), undefined, box);
       var caption = node('figcaption', '', undefined, fig);

@@ -8,8 +8,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use xp::compare::discover::discover;
-use xp::compare::format::{Format, render};
+use xp::compare::discover::{Sweeps, discover};
+use xp::compare::format::{Format, View, render};
 use xp::compare::{Request, compare};
 use xp::front::validate_text;
 
@@ -129,7 +129,7 @@ fn main() {
     let samples: Vec<Duration> = (0..7)
         .map(|_| {
             let start = Instant::now();
-            let found = discover(&paths).unwrap();
+            let found = discover(&paths, Sweeps::All).unwrap();
             assert_eq!(found.runs.len(), n);
             std::hint::black_box(found);
             start.elapsed()
@@ -140,12 +140,17 @@ fn main() {
         ms(median(samples))
     );
 
-    let found = discover(&paths).unwrap();
+    let found = discover(&paths, Sweeps::All).unwrap();
     let samples: Vec<Duration> = (0..7)
         .map(|_| {
             let start = Instant::now();
             let report = compare(&found.runs, &Request::default()).unwrap();
-            std::hint::black_box(render(&report.comparison, None, Format::Table));
+            std::hint::black_box(render(
+                &report.comparison,
+                None,
+                Format::Table,
+                View::default(),
+            ));
             start.elapsed()
         })
         .collect();

@@ -13,8 +13,8 @@ use globset::Glob;
 
 use crate::cli::{CliError, Exit};
 use crate::compare::baseline::{self, Baseline, FileFormat};
-use crate::compare::discover::discover;
-use crate::compare::format::{self, Format};
+use crate::compare::discover::{Sweeps, discover};
+use crate::compare::format::{self, Format, View};
 use crate::compare::{
     self, CompareError, Gate, Gates, Request, TableOptions, gated_columns, junit,
 };
@@ -71,6 +71,16 @@ pub struct CompareArgs {
     /// training elsewhere); ends when every run has ended, with the gate's verdict.
     #[arg(long, conflicts_with_all = ["save_baseline", "junit"])]
     pub watch: bool,
+    /// Only each experiment's current sweep: in a folder holding a `current` link
+    /// (`runs/<experiment>/`), the sweep it points to.
+    #[arg(long)]
+    pub latest: bool,
+    /// Every column, however wide: the table is not fitted to the terminal (or `COLUMNS`).
+    #[arg(long)]
+    pub wide: bool,
+    /// List every constant setting instead of one line about them.
+    #[arg(short, long)]
+    pub verbose: bool,
     /// Seconds between two tables with `--watch`.
     #[arg(
         long,
@@ -134,7 +144,16 @@ pub fn run(args: CompareArgs) -> Result<Exit, CliError> {
             args.interval
         )));
     }
-    let mut found = discover(&args.paths).map_err(usage)?;
+    let sweeps = if args.latest {
+        Sweeps::Current
+    } else {
+        Sweeps::All
+    };
+    let view = View {
+        width: (!args.wide).then(table_width),
+        verbose: args.verbose,
+    };
+    let mut found = discover(&args.paths, sweeps).map_err(usage)?;
     warn(&found.warnings)?;
     let gates = if rules.is_empty() {
         Gates::FromRuns
@@ -159,6 +178,7 @@ pub fn run(args: CompareArgs) -> Result<Exit, CliError> {
         &report.comparison,
         report.verdict.as_ref(),
         args.format.into(),
+        view,
     );
     if args.watch {
         let terminal = std::io::stdout().is_terminal();
@@ -193,12 +213,13 @@ pub fn run(args: CompareArgs) -> Result<Exit, CliError> {
             out.flush()?;
             drop(out);
             std::thread::sleep(std::time::Duration::from_secs_f64(args.interval));
-            found = discover(&args.paths).map_err(usage)?;
+            found = discover(&args.paths, sweeps).map_err(usage)?;
             report = compare::compare(&found.runs, &request).map_err(usage)?;
             text = format::render(
                 &report.comparison,
                 report.verdict.as_ref(),
                 args.format.into(),
+                view,
             );
         }
     } else {
@@ -223,6 +244,25 @@ pub fn run(args: CompareArgs) -> Result<Exit, CliError> {
     std::mem::forget(report);
     std::mem::forget(found);
     Ok(outcome)
+}
+
+/// The width of output that is not a terminal and names none in `COLUMNS`.
+const PIPE_WIDTH: usize = 200;
+
+/// The width a table fits: `COLUMNS` where it is a number, else the terminal's, else
+/// [`PIPE_WIDTH`].
+pub(crate) fn table_width() -> usize {
+    if let Some(n) = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        return n;
+    }
+    match terminal_size::terminal_size_of(std::io::stdout()) {
+        Some((terminal_size::Width(w), _)) if w > 0 => usize::from(w),
+        _ => PIPE_WIDTH,
+    }
 }
 
 fn warn(warnings: &[String]) -> Result<(), CliError> {
@@ -311,7 +351,7 @@ pub fn gate_sweeps(finished: &[(PathBuf, &Plan)], only: Option<&str>) -> Result<
             (b.experiment.is_empty() || experiments.contains(b.experiment.as_str()))
                 && only.as_ref().is_none_or(|g| g.is_match(&b.name))
         });
-        let found = discover(&dirs).map_err(usage)?;
+        let found = discover(&dirs, Sweeps::All).map_err(usage)?;
         warn(&found.warnings)?;
         let request = Request {
             options: TableOptions {
@@ -324,7 +364,16 @@ pub fn gate_sweeps(finished: &[(PathBuf, &Plan)], only: Option<&str>) -> Result<
             gates: Gates::FromRuns,
         };
         let report = compare::compare(&found.runs, &request).map_err(usage)?;
-        let text = format::render(&report.comparison, report.verdict.as_ref(), Format::Table);
+        let view = View {
+            width: Some(table_width()),
+            verbose: false,
+        };
+        let text = format::render(
+            &report.comparison,
+            report.verdict.as_ref(),
+            Format::Table,
+            view,
+        );
         out.write_all(text.as_bytes())?;
         if report.verdict.as_ref().is_some_and(|v| !v.passed()) {
             outcome = worse(outcome, Exit::Failure);

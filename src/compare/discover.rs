@@ -2,7 +2,8 @@
 //! directory is one holding `summary.json`; the walk does not enter it and skips hidden
 //! entries) and reads them, a level of the tree at a time on every core. Symbolic links are
 //! followed (`current`, runs `--reuse` linked), and a directory reached twice counts once, under
-//! the first path in name order.
+//! the first path in name order. With [`Sweeps::Current`] the walk enters only the `current`
+//! sweep of a folder that has one (`runs/<experiment>/`).
 
 use std::collections::HashSet;
 use std::fs;
@@ -11,7 +12,18 @@ use std::path::{Path, PathBuf};
 
 use super::CompareError;
 use super::runs::{Recorded, Run};
-use crate::sweep::record::{RunDir, Status};
+use crate::sweep::record::{ExperimentDir, RunDir, Status};
+
+/// Which sweeps of an experiment's folder the walk enters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sweeps {
+    /// Every one.
+    #[default]
+    All,
+    /// Only the one its `current` link points to (`--latest`); a folder without the link is
+    /// walked whole.
+    Current,
+}
 
 /// The runs found, in path order, and what could not be read (those runs are left out).
 #[derive(Debug, Default)]
@@ -20,10 +32,12 @@ pub struct Found {
     pub warnings: Vec<String>,
 }
 
-/// A directory to look at: as the user reaches it, and resolved (which identifies it).
+/// A directory to look at: as the user reaches it, resolved (which identifies it), and the name
+/// of the folder it is in (for a run, its sweep; a linked run belongs to the sweep linking it).
 struct Dir {
     shown: PathBuf,
     real: PathBuf,
+    parent: String,
 }
 
 /// What a directory turned out to be.
@@ -35,7 +49,7 @@ enum Seen {
 
 /// Every run under `paths`: run directories, sweep directories or any folder above them. A run
 /// reached twice (through `current`, or two overlapping paths) counts once.
-pub fn discover(paths: &[PathBuf]) -> Result<Found, CompareError> {
+pub fn discover(paths: &[PathBuf], sweeps: Sweeps) -> Result<Found, CompareError> {
     let mut level = Vec::new();
     let mut problems = Vec::new();
     for path in paths {
@@ -64,7 +78,11 @@ pub fn discover(paths: &[PathBuf]) -> Result<Found, CompareError> {
             dir
         };
         match fs::canonicalize(&dir) {
-            Ok(real) => level.push(Dir { shown: dir, real }),
+            Ok(real) => level.push(Dir {
+                shown: dir,
+                parent: name_of(real.parent()),
+                real,
+            }),
             Err(e) => problems.push(format!("cannot read `{shown}`: {e}")),
         }
     }
@@ -77,7 +95,7 @@ pub fn discover(paths: &[PathBuf]) -> Result<Found, CompareError> {
     while !level.is_empty() {
         level.retain(|d| seen.insert(d.real.clone()));
         let mut next = Vec::new();
-        for seen in look_at_all(&level) {
+        for seen in look_at_all(&level, sweeps) {
             match seen {
                 Seen::Run(run, warning) => {
                     warnings.extend(warning);
@@ -107,8 +125,15 @@ pub fn discover(paths: &[PathBuf]) -> Result<Found, CompareError> {
     })
 }
 
+/// The last component of a path, as text.
+fn name_of(path: Option<&Path>) -> String {
+    path.and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// Looks at the directories on every core, keeping their order.
-fn look_at_all(dirs: &[Dir]) -> Vec<Seen> {
+fn look_at_all(dirs: &[Dir], sweeps: Sweeps) -> Vec<Seen> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 16);
@@ -116,7 +141,9 @@ fn look_at_all(dirs: &[Dir]) -> Vec<Seen> {
     std::thread::scope(|scope| {
         let handles: Vec<_> = dirs
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(look_at).collect::<Vec<_>>()))
+            .map(|part| {
+                scope.spawn(move || part.iter().map(|d| look_at(d, sweeps)).collect::<Vec<_>>())
+            })
             .collect();
         handles
             .into_iter()
@@ -130,11 +157,25 @@ fn look_at_all(dirs: &[Dir]) -> Vec<Seen> {
 }
 
 /// A run directory (its `summary.json` reads) or a folder to look into.
-fn look_at(dir: &Dir) -> Seen {
+fn look_at(dir: &Dir, sweeps: Sweeps) -> Seen {
     let shown = dir.shown.display();
     match fs::read(RunDir::new(&dir.real).summary()) {
-        Ok(bytes) => read_run(&dir.shown, &dir.real, &bytes),
+        Ok(bytes) => read_run(dir, &bytes),
         Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+            let current = ExperimentDir {
+                path: dir.real.clone(),
+            }
+            .current();
+            if sweeps == Sweeps::Current
+                && let Ok(real) = fs::canonicalize(&current)
+                && real.is_dir()
+            {
+                return Seen::Folder(vec![Dir {
+                    shown: dir.shown.join(current.file_name().unwrap_or_default()),
+                    real,
+                    parent: name_of(Some(&dir.real)),
+                }]);
+            }
             let entries = match fs::read_dir(&dir.real) {
                 Ok(entries) => entries,
                 Err(e) => return Seen::Unreadable(format!("cannot read `{shown}`: {e}")),
@@ -152,6 +193,7 @@ fn look_at(dir: &Dir) -> Seen {
                     Some(Dir {
                         shown: dir.shown.join(e.file_name()),
                         real,
+                        parent: name_of(Some(&dir.real)),
                     })
                 })
                 .collect();
@@ -164,7 +206,8 @@ fn look_at(dir: &Dir) -> Seen {
 
 /// One run directory: `summary.json` must parse; a missing or broken `config.json` leaves the
 /// run without settings (and a warning); `metrics.jsonl` is read only for unfinished runs.
-fn read_run(shown: &Path, real: &Path, summary: &[u8]) -> Seen {
+fn read_run(dir: &Dir, summary: &[u8]) -> Seen {
+    let (shown, real) = (dir.shown.as_path(), dir.real.as_path());
     let name = shown.display();
     let mut summary: Recorded = match serde_json::from_slice(summary) {
         Ok(s) => s,
@@ -199,12 +242,13 @@ fn read_run(shown: &Path, real: &Path, summary: &[u8]) -> Seen {
     } else {
         None
     };
-    let (run, problem) = Run::read(
+    let (mut run, problem) = Run::read(
         shown.to_path_buf(),
         summary,
         config.as_deref(),
         metrics.as_deref(),
     );
+    run.sweep = dir.parent.clone();
     if let Some(e) = problem {
         warning = Some(format!(
             "`{name}`: config.json is not a run configuration ({e}); its settings are left out"

@@ -6,11 +6,11 @@ use std::fmt::Write;
 
 use serde_json::{Value, json};
 
-use super::gate::{Verdict, delta};
+use super::gate::Verdict;
+use super::grid::{cut, grid, sections, unique_names};
 use super::runs::{Column, finite_json, show};
-use super::table::{Comparison, Row, Stat};
+use super::table::{Comparison, Stat};
 use crate::spec::Direction;
-use crate::sweep::record::short;
 
 /// An output format of `xp compare`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,9 +21,22 @@ pub enum Format {
     Markdown,
 }
 
-pub fn render(c: &Comparison, verdict: Option<&Verdict>, format: Format) -> String {
+/// How a person's table is laid out; the other formats carry everything whatever it says.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct View {
+    /// The width to fit in characters (the least important columns hidden); `None`: every
+    /// column, however wide.
+    pub width: Option<usize>,
+    /// List every constant setting instead of a line about them.
+    pub verbose: bool,
+}
+
+/// The width prose lines under a table fit when the table itself is not fitted.
+const PROSE: usize = 100;
+
+pub fn render(c: &Comparison, verdict: Option<&Verdict>, format: Format, view: View) -> String {
     match format {
-        Format::Table => table(c, verdict),
+        Format::Table => table(c, verdict, view),
         Format::Csv => csv(c, verdict),
         Format::Json => {
             serde_json::to_string_pretty(&json_value(c, verdict)).unwrap_or_default() + "\n"
@@ -63,10 +76,35 @@ pub(crate) fn headline(c: &Comparison) -> String {
 }
 
 pub(crate) fn sort_note(c: &Comparison) -> String {
-    match &c.sort {
-        Some((col, d)) => format!("sorted by {col} ({})", direction_word(*d)),
-        None => "sorted by name".into(),
+    let several = sections(c).len() > 1;
+    match (&c.sort, several) {
+        (Some((col, d)), false) => format!("sorted by {col} ({})", direction_word(*d)),
+        (None, false) => "sorted by name".into(),
+        (Some((col, d)), true) => {
+            format!("each experiment sorted by {col} ({})", direction_word(*d))
+        }
+        (None, true) => "each experiment ranked by its objective".into(),
     }
+}
+
+/// How an experiment's rows are ranked, for the line above them.
+fn group_line(c: &Comparison, experiment: &str, rows: &[usize]) -> String {
+    let runs: usize = rows.iter().map(|i| c.rows[*i].runs).sum();
+    let name = match experiment {
+        "" if !c.group_by.is_empty() => "across experiments",
+        "" => "no experiment",
+        e => e,
+    };
+    let ranked = match c.group(experiment).and_then(|g| g.sort.as_ref()) {
+        Some((col, d)) => format!("ranked by {col} ({})", direction_word(*d)),
+        None => "sorted by name".into(),
+    };
+    let runs = if runs == 1 {
+        "1 run".to_owned()
+    } else {
+        format!("{runs} runs")
+    };
+    format!("{name}: {runs}, {ranked}")
 }
 
 /// The gate in one line.
@@ -99,95 +137,7 @@ fn verdict_line(v: &Verdict) -> String {
     }
 }
 
-/// A metric cell for people: 4 significant digits, a group's spread, the change from the
-/// baseline.
-fn human_value(row: &Row, col: &Column) -> String {
-    let Some(stat) = row.values.get(col) else {
-        return String::new();
-    };
-    let mut s = number(col, stat.mean);
-    if let Some(std) = stat.std {
-        let _ = write!(s, " ± {}", short(std));
-    }
-    if let Some(base) = row.base.as_ref().and_then(|b| b.get(col)) {
-        let _ = write!(s, " ({})", delta(stat.mean, *base));
-    }
-    s
-}
-
-fn number(col: &Column, v: f64) -> String {
-    if matches!(col, Column::Steps | Column::PeakMemory) && v.fract() == 0.0 {
-        format!("{v}")
-    } else {
-        short(v)
-    }
-}
-
-/// Columns of a human table: headings, then for each row its cells; `right` aligns numbers.
-pub(crate) struct Grid {
-    pub(crate) headings: Vec<String>,
-    pub(crate) right: Vec<bool>,
-    pub(crate) rows: Vec<Vec<String>>,
-}
-
-pub(crate) fn grid(c: &Comparison, verdict: Option<&Verdict>, marker: &str) -> Grid {
-    let mut headings = vec![String::new(), "name".to_owned(), "status".to_owned()];
-    let mut right = vec![false, false, false];
-    if verdict.is_some() {
-        headings.push("gate".into());
-        right.push(false);
-    }
-    if !c.group_by.is_empty() {
-        headings.push("runs".into());
-        right.push(true);
-    }
-    headings.extend(c.labels.iter().cloned());
-    for key in &c.settings {
-        let numeric = c
-            .rows
-            .iter()
-            .filter_map(|r| r.settings.get(key))
-            .all(|v| v.is_number() || v.is_null());
-        right.push(numeric);
-    }
-    headings.extend(c.columns.iter().map(|c| c.to_string()));
-    right.extend(c.columns.iter().map(|_| true));
-    let rows = c
-        .rows
-        .iter()
-        .map(|r| {
-            let mut cells = vec![
-                if r.best {
-                    marker.to_owned()
-                } else {
-                    String::new()
-                },
-                r.name.clone(),
-                r.status.clone(),
-            ];
-            if verdict.is_some() {
-                cells.push(r.gate.unwrap_or_default().to_owned());
-            }
-            if !c.group_by.is_empty() {
-                cells.push(r.runs.to_string());
-            }
-            cells.extend(
-                c.settings
-                    .iter()
-                    .map(|k| r.settings.get(k).map(show).unwrap_or_default()),
-            );
-            cells.extend(c.columns.iter().map(|col| human_value(r, col)));
-            cells
-        })
-        .collect();
-    Grid {
-        headings,
-        right,
-        rows,
-    }
-}
-
-fn table(c: &Comparison, verdict: Option<&Verdict>) -> String {
+fn table(c: &Comparison, verdict: Option<&Verdict>, view: View) -> String {
     let mut out = String::new();
     if let Some(v) = verdict {
         out.push_str(&gate_line(v));
@@ -222,27 +172,31 @@ fn table(c: &Comparison, verdict: Option<&Verdict>) -> String {
         }
         out.push('\n');
     }
-    let marked = if c.rows.iter().any(|r| r.best) {
-        " · * best"
-    } else {
-        ""
+    let prose = view.width.unwrap_or(PROSE);
+    let sections = sections(c);
+    let marked = match (c.rows.iter().any(|r| r.best), sections.len() > 1) {
+        (false, _) => "",
+        (true, false) => "* best",
+        (true, true) => "* best of each",
     };
-    let _ = writeln!(out, "{} · {}{marked}", headline(c), sort_note(c));
-    if !c.constant.is_empty() {
-        out.push_str(&wrapped_constants(c));
+    // Several experiments: the line above each one's rows says how they are ranked.
+    let mut parts = vec![headline(c)];
+    if sections.len() == 1 {
+        parts.push(sort_note(c));
     }
+    if !marked.is_empty() {
+        parts.push(marked.to_owned());
+    }
+    while parts.len() > 1 && parts.join(" · ").chars().count() > prose {
+        parts.pop();
+    }
+    let _ = writeln!(out, "{}", cut(&parts.join(" · "), prose));
     out.push('\n');
-    let g = grid(c, verdict, "*");
-    let widths: Vec<usize> = (0..g.headings.len())
-        .map(|i| {
-            g.rows
-                .iter()
-                .map(|r| r[i].chars().count())
-                .chain([g.headings[i].chars().count()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
+    let mut g = grid(c, verdict.is_some(), "*", false);
+    if let Some(width) = view.width {
+        g.fit(width);
+    }
+    let widths = g.widths();
     let line = |cells: &[String]| {
         let mut s = String::new();
         for (i, cell) in cells.iter().enumerate() {
@@ -261,18 +215,65 @@ fn table(c: &Comparison, verdict: Option<&Verdict>) -> String {
         s.trim_end().to_owned() + "\n"
     };
     out.push_str(&line(&g.headings));
-    for r in &g.rows {
-        out.push_str(&line(r));
+    for (experiment, rows) in &sections {
+        if sections.len() > 1 {
+            let _ = writeln!(out, "{}", cut(&group_line(c, experiment, rows), prose));
+        }
+        for i in rows {
+            out.push_str(&line(&g.rows[*i]));
+        }
+    }
+    let under = [
+        (!g.hidden.is_empty()).then(|| {
+            let count = match g.hidden.len() {
+                1 => "1 column".to_owned(),
+                n => format!("{n} columns"),
+            };
+            listing(
+                &format!("hidden: {count}"),
+                &g.hidden,
+                &format!(" to fit {} characters; --wide shows them", prose),
+                prose,
+            )
+        }),
+        (!c.constant.is_empty() && !view.verbose).then(|| {
+            let items: Vec<String> = c
+                .constant
+                .iter()
+                .map(|(k, v)| format!("{k}={}", show(v)))
+                .collect();
+            let count = match items.len() {
+                1 => "1 setting".to_owned(),
+                n => format!("{n} settings"),
+            };
+            listing(
+                &format!("constant: {count}"),
+                &items,
+                "; -v lists them",
+                prose,
+            )
+        }),
+        (!c.constant.is_empty() && view.verbose).then(|| wrapped_constants(c, prose)),
+    ];
+    let under: Vec<String> = under.into_iter().flatten().collect();
+    if !under.is_empty() {
+        out.push('\n');
+        for text in under {
+            out.push_str(text.trim_end());
+            out.push('\n');
+        }
     }
     if verdict.is_none() {
+        let names = unique_row_names(c);
         let notes: Vec<String> = c
             .rows
             .iter()
-            .filter(|r| r.failed > 0)
-            .map(|r| match &r.reason {
-                Some(why) if r.runs == 1 => format!("  {} {}: {why}", r.name, r.status),
-                Some(why) => format!("  {}: {why}", r.name),
-                None => format!("  {} {}", r.name, r.status),
+            .zip(&names)
+            .filter(|(r, _)| r.failed > 0)
+            .map(|(r, name)| match &r.reason {
+                Some(why) if r.runs == 1 => format!("  {name} {}: {why}", r.status),
+                Some(why) => format!("  {name}: {why}"),
+                None => format!("  {name} {}", r.status),
             })
             .collect();
         if !notes.is_empty() {
@@ -287,28 +288,74 @@ fn table(c: &Comparison, verdict: Option<&Verdict>) -> String {
     out
 }
 
-/// The width constant settings wrap at.
-const WIDTH: usize = 100;
+/// Each row's name, qualified by its sweep (and experiment) where names repeat.
+fn unique_row_names(c: &Comparison) -> Vec<String> {
+    let dirs: Vec<String> = c
+        .rows
+        .iter()
+        .map(|r| {
+            r.dir
+                .as_ref()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    let idents: Vec<[&str; 4]> = c
+        .rows
+        .iter()
+        .zip(&dirs)
+        .map(|(r, d)| {
+            [
+                r.experiment.as_str(),
+                r.sweep.as_str(),
+                r.name.as_str(),
+                d.as_str(),
+            ]
+        })
+        .collect();
+    unique_names(&idents)
+}
 
-/// The constant settings, `key=value` wrapped at [`WIDTH`] columns.
-fn wrapped_constants(c: &Comparison) -> String {
+/// `head (a, b, …)tail` in at most `width` characters: as many items as fit, `…` for the rest.
+fn listing(head: &str, items: &[String], tail: &str, width: usize) -> String {
+    let line = |shown: &[&str], all: bool| {
+        let more = if all { "" } else { ", …" };
+        format!("{head} ({}{more}){tail}", shown.join(", "))
+    };
+    let mut shown: Vec<&str> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        shown.push(item);
+        if line(&shown, i + 1 == items.len()).chars().count() > width {
+            shown.pop();
+            break;
+        }
+    }
+    if shown.is_empty() {
+        format!("{head}{tail}")
+    } else {
+        line(&shown, shown.len() == items.len())
+    }
+}
+
+/// The constant settings, `key=value` wrapped at `width` columns.
+fn wrapped_constants(c: &Comparison, width: usize) -> String {
     const HEADING: &str = "constant: ";
     let mut out = String::from(HEADING);
-    let mut width = HEADING.len();
+    let mut used = HEADING.len();
     let mut first = true;
     for (k, v) in &c.constant {
         let item = format!("{k}={}", show(v));
         let len = item.chars().count();
-        if !first && width + 2 + len > WIDTH {
+        if !first && used + 2 + len > width {
             out.push('\n');
             out.push_str(&" ".repeat(HEADING.len()));
-            width = HEADING.len();
+            used = HEADING.len();
         } else if !first {
             out.push_str("  ");
-            width += 2;
+            used += 2;
         }
         out.push_str(&item);
-        width += len;
+        used += len;
         first = false;
     }
     out.push('\n');
@@ -317,7 +364,9 @@ fn wrapped_constants(c: &Comparison) -> String {
 
 fn csv(c: &Comparison, verdict: Option<&Verdict>) -> String {
     let grouped = !c.group_by.is_empty();
-    let mut header: Vec<String> = vec!["name".into(), "experiment".into(), "status".into()];
+    let mut header: Vec<String> = ["name", "experiment", "sweep", "status"]
+        .map(String::from)
+        .to_vec();
     if grouped {
         header.push("runs".into());
     }
@@ -351,7 +400,12 @@ fn csv(c: &Comparison, verdict: Option<&Verdict>) -> String {
     let mut w = csv::Writer::from_writer(Vec::new());
     let _ = w.write_record(&header);
     for r in &c.rows {
-        let mut cells = vec![r.name.clone(), r.experiment.clone(), r.status.clone()];
+        let mut cells = vec![
+            r.name.clone(),
+            r.experiment.clone(),
+            r.sweep.clone(),
+            r.status.clone(),
+        ];
         if grouped {
             cells.push(r.runs.to_string());
         }
@@ -403,6 +457,7 @@ fn json_value(c: &Comparison, verdict: Option<&Verdict>) -> Value {
             let mut o = serde_json::Map::new();
             o.insert("name".into(), Value::from(r.name.clone()));
             o.insert("experiment".into(), Value::from(r.experiment.clone()));
+            o.insert("sweep".into(), Value::from(r.sweep.clone()));
             o.insert("status".into(), Value::from(r.status.clone()));
             o.insert("best".into(), Value::from(r.best));
             o.insert(
@@ -452,6 +507,11 @@ fn json_value(c: &Comparison, verdict: Option<&Verdict>) -> Value {
         "experiments": c.experiments,
         "objective": c.objective.as_ref().map(|o| json!({"metric": o.metric, "direction": direction_word(o.direction)})),
         "sort": c.sort.as_ref().map(|(col, d)| json!({"column": col.to_string(), "direction": direction_word(*d)})),
+        "groups": c.groups.iter().map(|g| json!({
+            "experiment": g.experiment,
+            "objective": g.objective.as_ref().map(|o| json!({"metric": o.metric, "direction": direction_word(o.direction)})),
+            "sort": g.sort.as_ref().map(|(col, d)| json!({"column": col.to_string(), "direction": direction_word(*d)})),
+        })).collect::<Vec<_>>(),
         "group_by": c.group_by,
         "constant": c.constant,
         "settings": c.settings,
@@ -550,7 +610,7 @@ fn markdown(c: &Comparison, verdict: Option<&Verdict>) -> String {
         );
     }
     out.push('\n');
-    let g = grid(c, verdict, "★");
+    let g = grid(c, verdict.is_some(), "★", c.experiments.len() > 1);
     let _ = writeln!(
         out,
         "| {} |",

@@ -365,6 +365,7 @@ pub fn evaluate(c: &mut Comparison, base: &Baseline, joined: &Joined, gates: &Ga
         c.rows.push(Row {
             name: b.name.clone(),
             experiment: b.experiment.clone(),
+            sweep: String::new(),
             status: "missing".into(),
             failed: 0,
             unfinished: 0,

@@ -9,6 +9,7 @@ pub mod discover;
 pub(crate) mod filter;
 pub mod format;
 pub(crate) mod gate;
+pub(crate) mod grid;
 pub(crate) mod junit;
 pub(crate) mod runs;
 pub(crate) mod table;
@@ -18,7 +19,7 @@ use crate::diagnostic::suggest::list;
 pub use baseline::{Baseline, JoinOn};
 pub use gate::{Gate, Gates, Verdict};
 pub use runs::{Column, Run};
-pub use table::{Comparison, Row, TableOptions};
+pub use table::{Comparison, Group, Row, TableOptions};
 
 /// Why a comparison cannot be made: paths, patterns, expressions, rules or baseline files that
 /// do not work. All are usage errors (exit 2); a regression is not an error but a [`Verdict`].

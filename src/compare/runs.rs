@@ -53,6 +53,9 @@ pub struct Recorded {
 pub struct Run {
     /// The directory, as reached from the path it was found under.
     pub dir: PathBuf,
+    /// The name of the sweep directory holding it (`20261202-101500`), which tells apart runs
+    /// of one name from several sweeps; set by [`discover`](super::discover).
+    pub sweep: String,
     pub summary: Recorded,
     /// `config.json` flattened by [`flatten`].
     pub config: BTreeMap<String, Value>,
@@ -91,6 +94,7 @@ impl Run {
         };
         let mut run = Run {
             dir,
+            sweep: String::new(),
             summary,
             config,
             objective,

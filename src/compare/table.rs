@@ -1,5 +1,6 @@
 //! Building the comparison: the settings that vary between the runs (and those that do not),
-//! the metric columns, one row per run or per group (mean ± std), the order and the best row.
+//! the metric columns, one row per run or per group (mean ± std), and the order: rows together
+//! by experiment, each experiment's ranked by its own objective, with its best row.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -57,6 +58,8 @@ pub struct Row {
     pub name: String,
     /// The experiment; for a group spanning several, empty.
     pub experiment: String,
+    /// The sweep directory's name (a run's row only).
+    pub sweep: String,
     /// A run's status; a group's, or its counts (`2 completed, 1 failed`).
     pub status: String,
     /// Runs in the row that failed or diverged.
@@ -91,17 +94,43 @@ pub struct Comparison {
     pub experiments: Vec<String>,
     /// The objective most runs share.
     pub objective: Option<Objective>,
-    /// The column rows are sorted by, best first; `None`: by name.
+    /// The column every experiment's rows are sorted by, when they all are by the same one;
+    /// `None`: by name, or each by its own (see [`Comparison::groups`]).
     pub sort: Option<(Column, Direction)>,
+    /// The experiments in the order their rows come, each with its ranking.
+    pub groups: Vec<Group>,
     /// Settings every run has with one value (runs without a config.json aside).
     pub constant: BTreeMap<String, Value>,
     /// The setting columns: varying settings by full key, or the group-by names.
     pub settings: Vec<String>,
+    /// The settings of [`Comparison::settings`] that vary only from one experiment to another:
+    /// within each experiment they have one value.
+    pub between: BTreeSet<String>,
     /// Their headings: the shortest unambiguous dotted suffix of each key.
     pub labels: Vec<String>,
     pub group_by: Vec<String>,
     pub columns: Vec<Column>,
     pub rows: Vec<Row>,
+}
+
+/// The rows of one experiment (empty: of groups spanning experiments), ranked together.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub experiment: String,
+    /// Its runs' objective (the most common one).
+    pub objective: Option<Objective>,
+    /// The column its rows are sorted by, best first; `None`: by name.
+    pub sort: Option<(Column, Direction)>,
+}
+
+impl Comparison {
+    /// The ranking of an experiment's rows (the first group's for one the table lacks).
+    pub fn group(&self, experiment: &str) -> Option<&Group> {
+        self.groups
+            .iter()
+            .find(|g| g.experiment == experiment)
+            .or(self.groups.first())
+    }
 }
 
 /// The built-in fields a name may refer to before axes and settings.
@@ -313,16 +342,29 @@ pub fn build(runs: &[&Run], options: &TableOptions) -> Result<Comparison, Compar
             columns.push(c.clone());
         }
     }
-    let mut sort = sort_column(options.sort.as_deref(), objective.as_ref(), &candidates)?;
-    if options.hide_settings && sort.as_ref().is_some_and(|(c, _)| !columns.contains(c)) {
-        sort = None;
+    // `--sort` must name something some run has; each experiment then sorts by it as its own
+    // runs have it (its best value, or its final one).
+    let common = sort_column(options.sort.as_deref(), objective.as_ref(), &candidates)?;
+    let mut groups = experiment_groups(runs, options.sort.as_deref(), &common);
+    if options.hide_settings {
+        for g in &mut groups {
+            g.sort = g.sort.take().filter(|(c, _)| columns.contains(c));
+        }
     }
-    if let Some((c, _)) = &sort
-        && !columns.contains(c)
-        && !options.hide_settings
-    {
-        columns.insert(0, c.clone());
+    let mut front = 0;
+    for g in &groups {
+        if let Some((c, _)) = &g.sort
+            && !columns.contains(c)
+        {
+            columns.insert(front, c.clone());
+            front += 1;
+        }
     }
+    let between = if options.group_by.is_empty() {
+        between_experiments(runs, &varying)
+    } else {
+        BTreeSet::new()
+    };
     let (settings, labels, mut rows) = if options.group_by.is_empty() {
         let labels = varying.iter().map(|k| fields.label(k)).collect();
         let rows = runs
@@ -334,34 +376,139 @@ pub fn build(runs: &[&Run], options: &TableOptions) -> Result<Comparison, Compar
         let rows = group_rows(runs, &fields, &options.group_by, &columns);
         (options.group_by.clone(), options.group_by.clone(), rows)
     };
-    rows.sort_by(|a, b| (&a.experiment, &a.name, &a.dir).cmp(&(&b.experiment, &b.name, &b.dir)));
-    if let Some((column, direction)) = &sort {
-        rows.sort_by(|a, b| order(a.values.get(column), b.values.get(column), *direction));
-        let with_value = rows
-            .iter()
-            .filter(|r| r.values.contains_key(column))
-            .count();
-        if with_value > 1
-            && let Some(best) = rows
-                .iter_mut()
-                .find(|r| r.values.contains_key(column) && r.failed == 0)
-        {
-            best.best = true;
-        }
+    if !rows.iter().any(|r| r.experiment.is_empty()) {
+        groups.retain(|g| !g.experiment.is_empty());
     }
+    rank(&mut rows, &groups);
+    let sort = match groups.split_first() {
+        Some((first, rest)) if rest.iter().all(|g| g.sort == first.sort) => first.sort.clone(),
+        _ => None,
+    };
     let experiments: BTreeSet<&str> = runs.iter().map(|r| r.summary.experiment.as_str()).collect();
     Ok(Comparison {
         runs: runs.len(),
         experiments: experiments.into_iter().map(str::to_owned).collect(),
         objective,
         sort,
+        groups,
         constant,
         settings,
+        between,
         labels,
         group_by: options.group_by.clone(),
         columns,
         rows,
     })
+}
+
+/// Each experiment's ranking, in name order, then one for rows spanning experiments (a
+/// `--group-by` group can): by `--sort` as the experiment's runs have it, else by its own
+/// objective.
+fn experiment_groups(
+    runs: &[&Run],
+    sort: Option<&str>,
+    common: &Option<(Column, Direction)>,
+) -> Vec<Group> {
+    let mut by_experiment: BTreeMap<&str, Vec<&Run>> = BTreeMap::new();
+    for run in runs {
+        by_experiment
+            .entry(run.summary.experiment.as_str())
+            .or_default()
+            .push(run);
+    }
+    let mut groups: Vec<Group> = by_experiment
+        .into_iter()
+        .map(|(experiment, members)| {
+            let objective = objectives(&members).into_iter().next();
+            let own = candidates(&members);
+            let sort = sort_column(sort, objective.as_ref(), &own)
+                .ok()
+                .flatten()
+                .or_else(|| sort.and(common.clone()));
+            Group {
+                experiment: experiment.to_owned(),
+                objective,
+                sort,
+            }
+        })
+        .collect();
+    if !groups.iter().any(|g| g.experiment.is_empty()) {
+        let objective = objectives(runs).into_iter().next();
+        groups.push(Group {
+            experiment: String::new(),
+            sort: common.clone(),
+            objective,
+        });
+    }
+    groups
+}
+
+/// Orders the rows: by experiment in the groups' order, each experiment's rows best first by its
+/// sort column (rows without a value last, ties by name), and marks each experiment's best row.
+fn rank(rows: &mut [Row], groups: &[Group]) {
+    let at = |r: &Row| {
+        groups
+            .iter()
+            .position(|g| g.experiment == r.experiment)
+            .unwrap_or(groups.len())
+    };
+    rows.sort_by(|a, b| (&a.experiment, &a.name, &a.dir).cmp(&(&b.experiment, &b.name, &b.dir)));
+    rows.sort_by(|a, b| {
+        at(a)
+            .cmp(&at(b))
+            .then_with(|| match groups.get(at(a)).and_then(|g| g.sort.as_ref()) {
+                Some((column, direction)) => {
+                    order(a.values.get(column), b.values.get(column), *direction)
+                }
+                None => std::cmp::Ordering::Equal,
+            })
+    });
+    for (i, group) in groups.iter().enumerate() {
+        let Some((column, _)) = &group.sort else {
+            continue;
+        };
+        let with_value = rows
+            .iter()
+            .filter(|r| at(r) == i && r.values.contains_key(column))
+            .count();
+        if with_value > 1
+            && let Some(best) = rows
+                .iter_mut()
+                .find(|r| at(r) == i && r.values.contains_key(column) && r.failed == 0)
+        {
+            best.best = true;
+        }
+    }
+}
+
+/// The varying settings that have one value within each experiment (`experiment` itself among
+/// them): they say which experiment a row is, not how its runs differ.
+fn between_experiments(runs: &[&Run], varying: &[String]) -> BTreeSet<String> {
+    let mut first: BTreeMap<(&str, &str), Option<&Value>> = BTreeMap::new();
+    let mut differs: BTreeSet<&str> = BTreeSet::new();
+    for run in runs {
+        let experiment = run.summary.experiment.as_str();
+        for key in varying {
+            if differs.contains(key.as_str()) {
+                continue;
+            }
+            let value = run.config.get(key);
+            match first.get(&(experiment, key.as_str())) {
+                None => {
+                    first.insert((experiment, key.as_str()), value);
+                }
+                Some(seen) if *seen != value => {
+                    differs.insert(key.as_str());
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    varying
+        .iter()
+        .filter(|k| !differs.contains(k.as_str()))
+        .cloned()
+        .collect()
 }
 
 /// Best first; rows without a value last.
@@ -424,6 +571,7 @@ fn run_row(run: &Run, varying: &[String], columns: &[Column]) -> Row {
     Row {
         name: s.name.clone(),
         experiment: s.experiment.clone(),
+        sweep: run.sweep.clone(),
         status: s.status.as_str().to_owned(),
         failed: usize::from(run.failed()),
         unfinished: usize::from(run.unfinished()),
@@ -519,6 +667,7 @@ fn group_rows(runs: &[&Run], fields: &Fields, group_by: &[String], columns: &[Co
                 } else {
                     String::new()
                 },
+                sweep: String::new(),
                 status,
                 failed: members.iter().filter(|r| r.failed()).count(),
                 unfinished: members.iter().filter(|r| r.unfinished()).count(),

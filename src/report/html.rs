@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::ReportPage;
-use crate::compare::format::{grid, headline, sort_note};
+use crate::compare::format::{headline, sort_note};
+use crate::compare::grid::grid;
 use crate::compare::runs::show;
 use crate::compare::table::Comparison;
 
@@ -115,7 +116,7 @@ fn statuses(out: &mut String, report: &ReportPage) {
                 out,
                 "<li class=\"{}\"><b>{}</b> {}",
                 status_class(&r.status),
-                escape(&r.name),
+                escape(&r.label),
                 escape(&r.status)
             );
             if let Some(why) = &r.reason {
@@ -130,7 +131,7 @@ fn statuses(out: &mut String, report: &ReportPage) {
 
 /// The comparison table, the columns of `xp compare`'s; the script sorts it by a heading.
 fn table(out: &mut String, c: &Comparison) {
-    let g = grid(c, None, "★");
+    let g = grid(c, false, "★", c.experiments.len() > 1);
     let _ = write!(
         out,
         "<section id=\"runs\">\n<h2>Runs</h2>\n<p class=\"note\">{} · click a heading to sort</p>\n",

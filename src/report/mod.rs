@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::compare::discover::discover;
+use crate::compare::discover::{Sweeps, discover};
+use crate::compare::grid::unique_names;
 use crate::compare::{self, CompareError, Comparison, Request, Run};
 use crate::sweep::record::{RunDir, atomic};
 
@@ -56,6 +57,9 @@ pub struct Data {
 #[derive(Debug, Serialize)]
 pub struct RunData {
     pub name: String,
+    /// Its name in the legend and on its chart, unique among the runs: the name, qualified by
+    /// its sweep (and experiment) where names repeat.
+    pub label: String,
     pub status: String,
     pub reason: Option<String>,
     pub curves: BTreeMap<String, Curve>,
@@ -75,7 +79,7 @@ const LR: &str = "train/lr";
 /// Writes the report of the runs under `paths` (run directories, sweep directories or folders
 /// above them) to `output`, atomically.
 pub fn write(paths: &[PathBuf], output: &Path) -> Result<Written, ReportError> {
-    let found = discover(paths)?;
+    let found = discover(paths, Sweeps::All)?;
     let mut warnings = found.warnings;
     let metrics = chart_metrics(&found.runs);
     let wanted: Vec<&str> = metrics.iter().map(String::as_str).collect();
@@ -140,11 +144,30 @@ pub fn build(
     order.sort_by_key(|&i| position.get(runs[i].dir.as_path()).copied());
     let mut curves: Vec<Option<BTreeMap<String, Curve>>> = curves.into_iter().map(Some).collect();
     curves.resize_with(runs.len(), || None);
+    let dirs: Vec<String> = order
+        .iter()
+        .map(|i| runs[*i].dir.display().to_string())
+        .collect();
+    let idents: Vec<[&str; 4]> = order
+        .iter()
+        .zip(&dirs)
+        .map(|(i, dir)| {
+            let r = &runs[*i];
+            [
+                r.summary.experiment.as_str(),
+                r.sweep.as_str(),
+                r.summary.name.as_str(),
+                dir.as_str(),
+            ]
+        })
+        .collect();
+    let mut labels = unique_names(&idents).into_iter();
     let data: Vec<RunData> = order
         .into_iter()
         .map(|i| {
             let s = &runs[i].summary;
             RunData {
+                label: labels.next().unwrap_or_else(|| s.name.clone()),
                 name: s.name.clone(),
                 status: s.status.as_str().to_owned(),
                 reason: s.reason.clone(),

@@ -210,7 +210,7 @@
     this.marker.setAttribute('cy', hit.py[best.j]);
     this.marker.setAttribute('fill', color(best.run));
     this.marker.style.display = 'block';
-    this.tip.textContent = data.runs[best.run].name + '\nstep ' + hit.steps[best.j] + '\n' +
+    this.tip.textContent = data.runs[best.run].label + '\nstep ' + hit.steps[best.j] + '\n' +
       this.metric + ' ' + fmt(hit.values[best.j]) + (state.smoothing ? ' (smoothed)' : '');
     this.tip.style.display = 'block';
     var left = hit.px[best.j] * box.width / W, top = hit.py[best.j] * box.height / H;
@@ -253,7 +253,7 @@
       entry.type = 'button';
       var swatch = node('span', 'swatch', undefined, entry);
       swatch.style.background = color(i);
-      node('span', 'name', run.name, entry);
+      node('span', 'name', run.label, entry);
       entry.addEventListener('click', function () {
         state.hidden[i] = !state.hidden[i];
         entry.classList.toggle('off', !!state.hidden[i]);
@@ -296,15 +296,16 @@
     });
   }
 
-  // A small chart of each run's own losses, each on its own scale.
+  // A small chart of each run's own losses, each on its own scale. The highest and lowest
+  // values are labelled in a margin to the right of the plot, where no curve runs.
   function minis() {
     var box = document.getElementById('minis');
     if (!box || !NS) return;
-    var w = 240, h = 120, m = 6;
+    var w = 260, h = 120, m = 6, right = 62;
     data.runs.forEach(function (run, i) {
       var fig = node('figure', 'mini status-' + run.status.replace(/[^a-z]/g, ''), undefined, box);
       var caption = node('figcaption', '', undefined, fig);
-      node('span', 'name', run.name, caption);
+      node('span', 'name', run.label, caption).title = run.label;
       node('span', 'status', run.status, caption);
       var frame = svg('svg', { viewBox: '0 0 ' + w + ' ' + h, class: 'mini-plot' }, fig);
       var curves = data.own.map(function (metric) { return run.curves[metric]; });
@@ -322,9 +323,12 @@
         svg('text', { x: String(w / 2), y: String(h / 2), class: 'empty' }, frame).textContent =
           'no losses logged';
       } else {
+        var top = hi, bottom = lo;
         if (hi === lo) { hi += 1; lo -= 1; }
         if (x1 === x0) { x1 += 1; x0 -= 1; }
-        var sx = (w - 2 * m) / (x1 - x0), sy = (h - 2 * m) / (hi - lo);
+        var edge = w - right;
+        var sx = (edge - 2 * m) / (x1 - x0), sy = (h - 2 * m) / (hi - lo);
+        svg('line', { class: 'axis', x1: edge, x2: edge, y1: m, y2: h - m }, frame);
         curves.forEach(function (c, k) {
           if (!c) return;
           var parts = new Array(c.x.length);
@@ -336,10 +340,13 @@
             class: 'mini-curve' + (k ? ' dashed' : ''), stroke: color(i), d: parts.join('')
           }, frame);
         });
-        svg('text', { x: String(w - m), y: '14', class: 'tick', 'text-anchor': 'end' }, frame)
-          .textContent = fmt(hi);
-        svg('text', { x: String(w - m), y: String(h - m - 2), class: 'tick', 'text-anchor': 'end' }, frame)
-          .textContent = fmt(lo);
+        var at = function (v) { return h - m - (v - lo) * sy; };
+        svg('text', { x: String(edge + 4), y: (at(top) + 4).toFixed(1), class: 'tick mini-value' }, frame)
+          .textContent = fmt(top);
+        if (bottom !== top) {
+          svg('text', { x: String(edge + 4), y: (at(bottom) + 4).toFixed(1), class: 'tick mini-value' }, frame)
+            .textContent = fmt(bottom);
+        }
       }
       if (run.reason) node('p', 'reason', run.reason, fig);
     });

@@ -195,6 +195,81 @@ fn the_table_sorts_and_the_charts_answer_the_pointer_legend_and_controls() {
     assert_ne!(recorded(&dom, "data-log-ticks"), "0");
 }
 
+/// Measures the page of many sweeps as it is laid out: how wide the page is against the window,
+/// how wide the comparison table is against its box, the legend's names, and whether a small
+/// chart's value labels sit beside its curves rather than on them.
+const MEASURE: &str = r#"<script>
+window.addEventListener('load', function () {
+  var body = document.body, page = document.documentElement;
+  var table = document.getElementById('runs-table'), box = table.parentNode;
+  body.setAttribute('data-page', page.scrollWidth + ',' + window.innerWidth);
+  body.setAttribute('data-box', table.scrollWidth + ',' + box.clientWidth + ',' +
+    getComputedStyle(box).overflowX);
+  body.setAttribute('data-legend', JSON.stringify(Array.prototype.map.call(
+    document.querySelectorAll('#legend .entry .name'), function (e) { return e.textContent; })));
+  var overlaps = 0, labels = 0;
+  Array.prototype.forEach.call(document.querySelectorAll('svg.mini-plot'), function (plot) {
+    var right = -Infinity;
+    Array.prototype.forEach.call(plot.querySelectorAll('path.mini-curve'), function (p) {
+      var b = p.getBBox();
+      right = Math.max(right, b.x + b.width);
+    });
+    Array.prototype.forEach.call(plot.querySelectorAll('text.mini-value'), function (t) {
+      labels += 1;
+      if (t.getBBox().x < right) overlaps += 1;
+    });
+  });
+  body.setAttribute('data-minis', labels + ',' + overlaps);
+});
+</script>
+"#;
+
+#[test]
+#[ignore = "needs chromium; .ci/run runs it with --include-ignored"]
+#[cfg(unix)]
+fn a_report_of_many_sweeps_keeps_its_table_in_its_box_and_its_names_unique() {
+    let dir = tempfile::tempdir().unwrap();
+    super::compare_many::many_sweeps(dir.path());
+    let page = write_report(dir.path(), &["runs"]);
+    let measured = dir.path().join("measured.html");
+    let text = std::fs::read_to_string(&page).unwrap();
+    std::fs::write(
+        &measured,
+        text.replace("</body>", &format!("{MEASURE}</body>")),
+    )
+    .unwrap();
+    let numbers = |dom: &str, name: &str| -> Vec<f64> {
+        recorded(dom, name)
+            .split(',')
+            .filter_map(|n| n.parse().ok())
+            .collect()
+    };
+    for window in ["1400,900", "1000,900"] {
+        let dom = headless(
+            &measured,
+            &["--dump-dom", &format!("--window-size={window}")],
+        );
+        assert_eq!(errors(&dom), "", "the page's script failed");
+        // The page is no wider than the window; the table, wider than its box, scrolls in it.
+        let page = numbers(&dom, "data-page");
+        assert!(page[0] <= page[1], "{window}: page {page:?}");
+        let table = numbers(&dom, "data-box");
+        assert!(table[0] > table[1], "{window}: table {table:?}");
+        assert!(recorded(&dom, "data-box").ends_with(",auto"));
+        let legend: Vec<String> =
+            serde_json::from_str(&recorded(&dom, "data-legend").replace("&quot;", "\"")).unwrap();
+        assert_eq!(legend.len(), 15);
+        let mut unique = legend.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), legend.len(), "{legend:?}");
+        // Every small chart's labels beside the plot, none over a curve.
+        let minis = numbers(&dom, "data-minis");
+        assert!(minis[0] >= 15.0, "{minis:?}");
+        assert_eq!(minis[1], 0.0, "labels over curves: {minis:?}");
+    }
+}
+
 /// 500 runs of 300 logged steps each, written as `xp run` writes them.
 fn many_runs(sweep: &Path, runs: usize, steps: u64) {
     for i in 0..runs {

@@ -363,7 +363,8 @@ fn groups_aggregate_the_other_varying_values() {
         .iter()
         .map(|r| r["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["model.kind=mlp", "model.kind=llama"]);
+    // Each group holds one experiment's runs: the groups come in experiment order.
+    assert_eq!(names, ["model.kind=llama", "model.kind=mlp"]);
     // A short name several settings end in is ambiguous.
     let out = compare(&["runs", "--group-by", "kind"]);
     assert_eq!(out.status.code(), Some(2));

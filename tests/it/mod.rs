@@ -2,6 +2,7 @@ mod batching;
 mod browser;
 mod codes;
 mod compare;
+mod compare_many;
 mod data;
 mod hf;
 mod limits;

@@ -256,3 +256,52 @@ fn paths_without_runs_and_unwritable_outputs_are_usage_errors() {
     assert!(stderr(&out).contains("cannot write the report `taken.html`"));
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
 }
+
+/// The headings of the page's comparison table.
+pub fn table_headings(page: &str) -> Vec<String> {
+    let from = page.find("<table id=\"runs-table\"").unwrap();
+    let head = &page[from..];
+    let head = &head[..head.find("</thead>").unwrap()];
+    head.split("<th data-type=")
+        .skip(1)
+        .map(|th| {
+            let text = &th[th.find('>').unwrap() + 1..];
+            text[..text.find("</th>").unwrap()].to_owned()
+        })
+        .collect()
+}
+
+#[test]
+#[cfg(unix)]
+fn a_report_of_many_sweeps_names_every_run_once_and_shows_metrics_first() {
+    let dir = tempfile::tempdir().unwrap();
+    super::compare_many::many_sweeps(dir.path());
+    let (out, page) = report(dir.path(), &["runs"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let data = embedded(&page);
+    let runs = data["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 15);
+    let mut labels: Vec<&str> = runs.iter().map(|r| r["label"].as_str().unwrap()).collect();
+    // A name one sweep alone has stays as it is; a repeated one says its sweep.
+    assert!(labels.contains(&"wd0.1"), "{labels:?}");
+    assert!(labels.contains(&"20250301-080000/wd0.0"), "{labels:?}");
+    assert!(labels.contains(&"20250101-120000/r8-s1"), "{labels:?}");
+    labels.sort_unstable();
+    labels.dedup();
+    assert_eq!(labels.len(), runs.len(), "legend names are unique");
+    // The table: what a row is, then the metrics, then the settings.
+    let headings = table_headings(&page);
+    let at = |h: &str| {
+        headings
+            .iter()
+            .position(|x| x == h)
+            .unwrap_or_else(|| panic!("no {h} in {headings:?}"))
+    };
+    assert!(at("name") < at("sweep") && at("sweep") < at("experiment"));
+    assert!(at("status") < at("best:val/loss"));
+    assert!(at("tokens_per_s") < at("rank"), "{headings:?}");
+    // Rows of an experiment together: the lora-rank rows, then the mlp-wd ones.
+    let body = &page[page.find("<tbody>").unwrap()..page.find("</tbody>").unwrap()];
+    let first_mlp = body.find("<td>mlp-wd</td>").unwrap();
+    assert!(!body[first_mlp..].contains("<td>lora-rank</td>"));
+}

@@ -66,7 +66,7 @@ fn write_runs(sweep: &Path) -> usize {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
             dir.join("config.json"),
-            serde_json::to_vec_pretty(&run.config).unwrap(),
+            serde_json::to_vec_pretty(&run.settings).unwrap(),
         )
         .unwrap();
         let x = (i % 997) as f64 / 997.0;

@@ -250,9 +250,7 @@ fn read_run(dir: &Dir, summary: &[u8]) -> Seen {
     );
     run.sweep = dir.parent.clone();
     if let Some(e) = problem {
-        warning = Some(format!(
-            "`{name}`: config.json is not a run configuration ({e}); its settings are left out"
-        ));
+        warning = Some(format!("`{name}`: {e}"));
     }
     Seen::Run(Box::new(run), warning)
 }

@@ -1,17 +1,16 @@
 //! One compared run as read from its directory: the parts of `summary.json` a comparison needs
-//! (for a run still going, the latest values of its `metrics.jsonl`), its configuration
-//! flattened to dotted keys, and the metric [`Column`]s values are read through.
+//! (for a run still going, the latest values of its `metrics.jsonl`), its settings by their
+//! dotted names (`config.json`), and the metric [`Column`]s values are read through.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use crate::spec::{Direction, Objective, Regression, direction_of, ranked};
+use crate::front::resolve::{self, Settings};
+use crate::spec::{Direction, Objective, Regression, RunSpec, direction_of, ranked};
 use crate::sweep::record::{Best, Status};
 
 /// What a comparison reads of `summary.json`. Every field but `name` and `status` may be
@@ -57,7 +56,7 @@ pub struct Run {
     /// of one name from several sweeps; set by [`discover`](super::discover).
     pub sweep: String,
     pub summary: Recorded,
-    /// `config.json` flattened by [`flatten`].
+    /// The settings of `config.json` a comparison shows, by their dotted names.
     pub config: BTreeMap<String, Value>,
     pub objective: Option<Objective>,
     pub regression: Option<Regression>,
@@ -66,41 +65,34 @@ pub struct Run {
 impl Run {
     /// A run from its files: the parsed summary, the bytes of `config.json` (if any), and the
     /// text of `metrics.jsonl`, which brings a run that has not finished up to date. A
-    /// `config.json` that is not JSON leaves the run without settings, and says why.
+    /// `config.json` that cannot be read leaves the run without settings, and says why.
     pub fn read(
         dir: PathBuf,
         summary: Recorded,
         config: Option<&[u8]>,
         metrics: Option<&str>,
-    ) -> (Run, Option<serde_json::Error>) {
-        let (config, regression, problem) = match config.map(flatten_json) {
-            Some(Ok(f)) => (f.settings, f.regression, None),
+    ) -> (Run, Option<String>) {
+        let (config, spec, problem) = match config.map(read_config) {
+            Some(Ok((settings, spec))) => (settings, spec, None),
             Some(Err(e)) => (BTreeMap::new(), None, Some(e)),
             None => (BTreeMap::new(), None, None),
         };
-        let objective = match (
-            config.get("objective.metric").and_then(Value::as_str),
-            config.get("objective.direction").and_then(Value::as_str),
-        ) {
-            (Some(metric), Some(direction)) => Some(Objective {
-                metric: metric.to_owned(),
-                direction: if direction == "maximize" {
-                    Direction::Maximize
-                } else {
-                    Direction::Minimize
+        let objective = spec.as_ref().map(|s| s.objective.clone()).or_else(|| {
+            Some(Objective {
+                metric: config.get("objective")?.as_str()?.to_owned(),
+                direction: match config.get("objective.direction").and_then(Value::as_str) {
+                    Some("maximize") => Direction::Maximize,
+                    _ => Direction::Minimize,
                 },
-            }),
-            _ => None,
-        };
+            })
+        });
         let mut run = Run {
             dir,
             sweep: String::new(),
             summary,
             config,
             objective,
-            regression: regression
-                .and_then(|r| serde_json::from_value::<Option<Regression>>(r).ok())
-                .flatten(),
+            regression: spec.and_then(|s| s.regression),
         };
         if let Some(text) = metrics {
             run.catch_up(text);
@@ -157,153 +149,31 @@ impl Run {
     }
 }
 
-/// Settings that say nothing about how a run trains.
-const UNCOMPARED: [&str; 2] = ["description", "regression"];
-
-/// `config.json`, flattened.
-#[derive(Debug, Default)]
-pub struct Flat {
-    pub settings: BTreeMap<String, Value>,
-    /// The `regression` block, as written.
-    pub regression: Option<Value>,
+/// Whether a setting says something about how a run trains: not the experiment's name and
+/// description (fields of their own) nor its regression gate.
+fn compared(key: &str) -> bool {
+    !matches!(key, "experiment" | "description" | "regression") && !key.starts_with("regression.")
 }
 
-/// `config.json` as dotted keys (`train.optimizer.lr`), leaves only, read straight from its
-/// bytes. Unset (null) values and empty lists are left out, as are `description` and
-/// `regression` (kept aside); the payload serde nests under a tagged enum's `kind` sits beside
-/// its tag (`train.optimizer.kind` = `adamw`, `train.optimizer.beta1` = 0.9).
-pub fn flatten_json(bytes: &[u8]) -> Result<Flat, serde_json::Error> {
-    let mut leaves = Vec::with_capacity(64);
-    let mut regression = None;
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    Node {
-        leaves: &mut leaves,
-        regression: &mut regression,
-        key: String::new(),
-        object: None,
-        top: true,
+/// `config.json`: the settings a comparison shows, and the run they make (for its objective
+/// and regression gate) where it reads back.
+pub fn read_config(bytes: &[u8]) -> Result<(BTreeMap<String, Value>, Option<RunSpec>), String> {
+    let settings: Settings = serde_json::from_slice(bytes).map_err(|e| {
+        format!("config.json is not a run configuration ({e}); its settings are left out")
+    })?;
+    if settings.0.iter().any(|(_, v)| v.is_object()) {
+        return Err(
+            "config.json was written by an earlier version of xp, whose names for settings differ; its settings are left out (run it again to compare them)"
+                .to_owned(),
+        );
     }
-    .deserialize(&mut de)?;
-    de.end()?;
-    Ok(Flat {
-        settings: leaves.into_iter().collect(),
-        regression,
-    })
-}
-
-/// A value of `config.json` being flattened: a leaf is stored under `key`, children of an
-/// object under `object` (a tagged enum's `kind` keeps its parent's), else under `key`.
-struct Node<'a, 'p> {
-    leaves: &'a mut Vec<(String, Value)>,
-    regression: &'a mut Option<Value>,
-    key: String,
-    object: Option<&'p str>,
-    top: bool,
-}
-
-impl Node<'_, '_> {
-    fn leaf<E>(self, v: Value) -> Result<(), E> {
-        if !self.key.is_empty() {
-            self.leaves.push((self.key, v));
-        }
-        Ok(())
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for Node<'_, '_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Node<'_, '_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a resolved run configuration")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
-        self.leaf(Value::from(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
-        self.leaf(Value::from(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
-        self.leaf(Value::from(v))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
-        self.leaf(Value::from(v))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<(), E> {
-        self.leaf(Value::from(v))
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_none<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element::<Value>()? {
-            items.push(item);
-        }
-        if items.is_empty() {
-            Ok(())
-        } else {
-            self.leaf(Value::Array(items))
-        }
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let prefix = self.object.unwrap_or(&self.key);
-        while let Some(Key(key)) = map.next_key::<Key>()? {
-            let key: &str = &key;
-            if self.top && UNCOMPARED.contains(&key) {
-                let v = map.next_value::<Value>()?;
-                if key == "regression" {
-                    *self.regression = Some(v);
-                }
-                continue;
-            }
-            let mut full = String::with_capacity(prefix.len() + 1 + key.len());
-            if !prefix.is_empty() {
-                full.push_str(prefix);
-                full.push('.');
-            }
-            full.push_str(key);
-            map.next_value_seed(Node {
-                leaves: &mut *self.leaves,
-                regression: &mut *self.regression,
-                key: full,
-                object: (key == "kind").then_some(prefix),
-                top: false,
-            })?;
-        }
-        Ok(())
-    }
-}
-
-/// An object key, borrowed from the file unless it has escapes.
-struct Key<'de>(Cow<'de, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a key")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-        }
-        d.deserialize_str(KeyVisitor)
-    }
+    let spec = resolve::spec(&settings).ok();
+    let shown = settings
+        .0
+        .into_iter()
+        .filter(|(k, _)| compared(k))
+        .collect();
+    Ok((shown, spec))
 }
 
 /// The direction of a metric: the objective's for the objective, else by its name (accuracy
@@ -454,35 +324,6 @@ pub fn canonical(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tagged_enums_flatten_beside_their_tag() {
-        let config = serde_json::json!({
-            "description": "left out",
-            "seed": 1,
-            "tags": [],
-            "lora": null,
-            "train": {"optimizer": {"lr": 0.01, "kind": {"kind": "adamw", "beta1": 0.9}}},
-            "model": {"kind": "mlp", "hidden": [64, 64]}
-        });
-        let flat = flatten_json(config.to_string().as_bytes())
-            .unwrap()
-            .settings;
-        let keys: Vec<&str> = flat.keys().map(String::as_str).collect();
-        assert_eq!(
-            keys,
-            [
-                "model.hidden",
-                "model.kind",
-                "seed",
-                "train.optimizer.beta1",
-                "train.optimizer.kind",
-                "train.optimizer.lr"
-            ]
-        );
-        assert_eq!(show(&flat["model.hidden"]), "[64 64]");
-        assert_eq!(flat["train.optimizer.kind"], "adamw");
-    }
 
     #[test]
     fn columns_parse_and_print_alike() {

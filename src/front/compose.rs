@@ -376,9 +376,15 @@ pub fn apply(experiment: &mut Node, overrides: &[Override], schema: &Schema) -> 
     diags
 }
 
-/// Reads a value as KDL would (`50`, `1e-3`, `#true`, `"x"`); anything else is a string.
+/// Reads a value as KDL would (`50`, `1e-3`, `#true`, `"x"`), `true` and `false` as JSON
+/// writes them; anything else is a string.
 fn value_of(text: &str) -> KdlValue {
     let trimmed = text.trim();
+    match trimmed {
+        "true" => return KdlValue::Bool(true),
+        "false" => return KdlValue::Bool(false),
+        _ => {}
+    }
     match KdlDocument::parse(&format!("v {trimmed}")) {
         Ok(doc) => {
             let node = doc.nodes().first();
@@ -391,8 +397,226 @@ fn value_of(text: &str) -> KdlValue {
     }
 }
 
+/// Reads a list of values (`64 64`, `[q_proj v_proj]`, `["a", "b"]` as JSON writes it) as
+/// KDL arguments; text that is neither is one value.
+fn values_of(text: &str) -> Vec<KdlValue> {
+    let trimmed = text.trim();
+    if let Ok(serde_json::Value::Array(items)) = serde_json::from_str(trimmed) {
+        let values: Vec<KdlValue> = items
+            .iter()
+            .filter_map(|v| match v {
+                serde_json::Value::String(s) => Some(KdlValue::String(s.clone())),
+                serde_json::Value::Bool(b) => Some(KdlValue::Bool(*b)),
+                serde_json::Value::Number(n) => match n.as_i64() {
+                    Some(i) => Some(KdlValue::Integer(i.into())),
+                    None => n.as_f64().map(KdlValue::Float),
+                },
+                _ => None,
+            })
+            .collect();
+        if values.len() == items.len() && !values.is_empty() {
+            return values;
+        }
+    }
+    let inner = trimmed
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(trimmed);
+    match KdlDocument::parse(&format!("v {inner}")) {
+        Ok(doc) => match doc.nodes().first().map(|n| n.entries()) {
+            Some(entries) if !entries.is_empty() && entries.iter().all(|e| e.name().is_none()) => {
+                entries.iter().map(|e| e.value().clone()).collect()
+            }
+            _ => vec![value_of(inner)],
+        },
+        Err(_) => vec![value_of(inner)],
+    }
+}
+
 fn override_entry(key: Option<&str>, text: &str, start: usize, source: SourceId) -> Entry {
     Entry::new(key, value_of(text), source, (start, text.len()).into())
+}
+
+/// Where a dotted setting path lands in a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// The node's arguments: its first one, or all of them when it takes a list.
+    Args { list: bool },
+    /// A further named argument (`objective.direction`).
+    Arg(usize),
+    /// A property (`train.optimizer.lr`).
+    Prop,
+}
+
+/// A segment of a setting path that names nothing.
+#[derive(Debug)]
+pub struct PathError {
+    /// The index of the segment.
+    pub at: usize,
+    pub segment: String,
+    /// `in `schedule``.
+    pub context: String,
+    pub help: String,
+}
+
+/// The node a path of node names leads to from `node` (whose schema is `spec`), created where
+/// missing, and its schema.
+pub fn descend<'n, 's>(
+    mut node: &'n mut Node,
+    mut spec: &'s NodeSpec,
+    segments: &[&str],
+    schema: &'s Schema,
+    source: SourceId,
+) -> Result<(&'n mut Node, &'s NodeSpec), PathError> {
+    for (i, &seg) in segments.iter().enumerate() {
+        let Some(child) = child_spec(node, spec, seg, schema) else {
+            return Err(unknown_segment(node, spec, seg, i, schema));
+        };
+        let at = match node.nodes().iter().position(|n| n.name == seg) {
+            Some(at) => at,
+            None => {
+                let mut created = Node::new(seg, source, (0, 0).into());
+                created.children = None;
+                node.nodes_mut().push(created);
+                node.nodes().len() - 1
+            }
+        };
+        node = &mut node.nodes_mut()[at];
+        spec = child;
+    }
+    Ok((node, spec))
+}
+
+/// The schema of a child node `name` of `node`.
+pub fn child_spec<'s>(
+    node: &Node,
+    spec: &'s NodeSpec,
+    name: &str,
+    schema: &'s Schema,
+) -> Option<&'s NodeSpec> {
+    node_spec(schema.body(spec), kind_of(node).as_deref(), name)
+}
+
+/// Where the setting at a dotted path lives: the node that holds it (created where missing)
+/// and which of its values it is. A path names a node (its arguments), or ends in a property
+/// or a named argument of the node before.
+pub fn locate<'n>(
+    node: &'n mut Node,
+    spec: &NodeSpec,
+    segments: &[&str],
+    schema: &Schema,
+    source: SourceId,
+) -> Result<(&'n mut Node, Slot), PathError> {
+    let Some((last, parents)) = segments.split_last() else {
+        return Err(unknown_segment(node, spec, "", 0, schema));
+    };
+    let (parent, parent_spec) = descend(node, spec, parents, schema, source)?;
+    let body = schema.body(parent_spec);
+    let kind = kind_of(parent);
+    if let Some(child) = node_spec(body, kind.as_deref(), last) {
+        let list = schema.body(child).args.first().is_some_and(|a| a.multiple);
+        let (target, _) = descend(parent, parent_spec, &[last], schema, source)?;
+        return Ok((target, Slot::Args { list }));
+    }
+    if prop_spec(body, kind.as_deref(), last).is_some() {
+        return Ok((parent, Slot::Prop));
+    }
+    if let Some(i) = arg_index(body, kind.as_deref(), last) {
+        return Ok((parent, Slot::Arg(i)));
+    }
+    Err(unknown_segment(
+        parent,
+        parent_spec,
+        last,
+        parents.len(),
+        schema,
+    ))
+}
+
+/// Sets a located setting to `values` (one, or several for a list).
+pub fn assign(target: &mut Node, slot: Slot, name: &str, values: Vec<Entry>) {
+    match slot {
+        Slot::Args { list: true } => {
+            target.entries.retain(|e| e.key.is_some());
+            for (i, v) in values.into_iter().enumerate() {
+                target.set_arg(i, v);
+            }
+        }
+        Slot::Args { list: false } => {
+            for (i, v) in values.into_iter().enumerate() {
+                target.set_arg(i, v);
+            }
+        }
+        Slot::Arg(i) => {
+            if let Some(v) = values.into_iter().next() {
+                target.set_arg(i, v);
+            }
+        }
+        Slot::Prop => {
+            for mut v in values {
+                v.key = Some((name.to_owned(), v.span));
+                target.set_prop(v);
+            }
+        }
+    }
+}
+
+fn kind_of(node: &Node) -> Option<String> {
+    node.arg(0).and_then(|a| a.as_str()).map(str::to_owned)
+}
+
+/// The error for a segment that names nothing in `node`: what it could have been.
+fn unknown_segment(
+    node: &Node,
+    spec: &NodeSpec,
+    segment: &str,
+    at: usize,
+    schema: &Schema,
+) -> PathError {
+    let body = schema.body(spec);
+    let kind = kind_of(node);
+    let mut names: Vec<&str> = node_names(body, kind.as_deref());
+    names.extend(prop_names(body, kind.as_deref()));
+    names.extend(arg_names(body, kind.as_deref()));
+    let mut seen = Vec::new();
+    names.retain(|n| {
+        let new = !seen.contains(n);
+        seen.push(*n);
+        new
+    });
+    let starting: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !segment.is_empty() && n.starts_with(&format!("{segment}-")))
+        .collect();
+    let help = if !starting.is_empty() {
+        format!("did you mean {}?", or_list(&starting))
+    } else if let Some(s) = suggest(segment, names.iter().copied()) {
+        format!("did you mean `{s}`?")
+    } else if names.is_empty() {
+        format!("`{}` has no settings below it", node.name)
+    } else {
+        format!("the settings here are: {}", list(names.iter().copied()))
+    };
+    let context = match &kind {
+        Some(k) if body.tag().is_some() => format!("of `{} \"{k}\"`", node.name),
+        _ => format!("in `{}`", node.name),
+    };
+    PathError {
+        at,
+        segment: segment.to_owned(),
+        context,
+        help,
+    }
+}
+
+/// `` `a`, `b` or `c` ``.
+fn or_list(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => format!("`{one}`"),
+        [init @ .., last] => format!("{} or `{last}`", list(init.iter().copied())),
+    }
 }
 
 fn apply_set(experiment: &mut Node, o: &Override, schema: &Schema) -> Result<(), ComposeError> {
@@ -404,58 +628,30 @@ fn apply_set(experiment: &mut Node, o: &Override, schema: &Schema) -> Result<(),
         });
     };
     let value_start = path.len() + 1;
-    let mut segments: Vec<(&str, usize)> = Vec::new();
-    let mut offset = 0;
-    for seg in path.split('.') {
-        segments.push((seg, offset));
-        offset += seg.len() + 1;
-    }
+    let segments: Vec<&str> = path.split('.').collect();
+    let offset = |i: usize| segments[..i].iter().map(|s| s.len() + 1).sum::<usize>();
     let Some(experiment_spec) = schema.document.node("experiment") else {
         return Ok(());
     };
-    let mut node = experiment;
-    let mut body = schema.body(experiment_spec);
-    let mut context = "in `experiment`".to_owned();
-    for (i, &(seg, at)) in segments.iter().enumerate() {
-        let last = i + 1 == segments.len();
-        let kind = node.arg(0).and_then(|a| a.as_str()).map(str::to_owned);
-        let child = node_spec(body, kind.as_deref(), seg);
-        if last && child.is_none() && prop_spec(body, kind.as_deref(), seg).is_some() {
-            node.set_prop(override_entry(Some(seg), value, value_start, o.source));
-            return Ok(());
-        }
-        let Some(spec) = child else {
-            let mut names: Vec<&str> = node_names(body, kind.as_deref());
-            if last {
-                names.extend(prop_names(body, kind.as_deref()));
+    let (target, slot) =
+        locate(experiment, experiment_spec, &segments, schema, o.source).map_err(|e| {
+            ComposeError::UnknownPath {
+                span: (offset(e.at), e.segment.len()).into(),
+                segment: e.segment,
+                context: e.context,
+                help: e.help,
             }
-            let help = match suggest(seg, names.iter().copied()) {
-                Some(s) => format!("did you mean `{s}`?"),
-                None => format!("the settings here are: {}", list(names.iter().copied())),
-            };
-            return Err(ComposeError::UnknownPath {
-                segment: seg.to_owned(),
-                context,
-                span: (at, seg.len()).into(),
-                help,
-            });
-        };
-        if node.child(seg).is_none() {
-            let mut created = Node::new(seg, o.source, (at, seg.len()).into());
-            created.children = None;
-            node.nodes_mut().push(created);
-        }
-        let Some(next) = node.child_mut(seg) else {
-            return Ok(());
-        };
-        if last {
-            next.set_arg(0, override_entry(None, value, value_start, o.source));
-            return Ok(());
-        }
-        context = format!("in `{seg}`");
-        body = schema.body(spec);
-        node = next;
-    }
+        })?;
+    let span: SourceSpan = (value_start, value.len()).into();
+    let values: Vec<Entry> = match slot {
+        Slot::Args { list: true } => values_of(value)
+            .into_iter()
+            .map(|v| Entry::new(None, v, o.source, span))
+            .collect(),
+        _ => vec![override_entry(None, value, value_start, o.source)],
+    };
+    let name = segments.last().copied().unwrap_or_default();
+    assign(target, slot, name, values);
     Ok(())
 }
 
@@ -479,6 +675,15 @@ fn prop_spec<'a>(body: &'a Body, kind: Option<&str>, name: &str) -> Option<&'a V
     bodies(body, kind).iter().find_map(|b| b.prop(name))
 }
 
+/// The position of the argument called `name` (the node's own and then its kind's).
+fn arg_index(body: &Body, kind: Option<&str>, name: &str) -> Option<usize> {
+    let mut all = body.args.clone();
+    if let Some((v, _)) = kind.and_then(|k| body.variant_for(k)) {
+        all.extend(v.body.args.iter().cloned());
+    }
+    all.iter().position(|a| a.name.as_deref() == Some(name))
+}
+
 fn node_names<'a>(body: &'a Body, kind: Option<&str>) -> Vec<&'a str> {
     bodies(body, kind)
         .iter()
@@ -492,6 +697,14 @@ fn prop_names<'a>(body: &'a Body, kind: Option<&str>) -> Vec<&'a str> {
         .iter()
         .flat_map(|b| b.props.iter().filter_map(|p| p.name.as_deref()))
         .filter(|n| *n != "*")
+        .collect()
+}
+
+/// Arguments after the first, by name (the first is the node's own key).
+fn arg_names<'a>(body: &'a Body, kind: Option<&str>) -> Vec<&'a str> {
+    bodies(body, kind)
+        .iter()
+        .flat_map(|b| b.args.iter().skip(1).filter_map(|a| a.name.as_deref()))
         .collect()
 }
 

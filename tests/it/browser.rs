@@ -288,8 +288,11 @@ fn many_runs(sweep: &Path, runs: usize, steps: u64) {
         std::fs::write(run.join("summary.json"), summary.to_string()).unwrap();
         let config = json!({
             "seed": 1,
-            "objective": {"metric": "val/loss", "direction": "minimize"},
-            "train": {"steps": steps, "optimizer": {"lr": lr, "kind": {"kind": "adamw"}}},
+            "objective": "val/loss",
+            "objective.direction": "minimize",
+            "train.steps": steps,
+            "train.optimizer": "adamw",
+            "train.optimizer.lr": lr,
         });
         std::fs::write(run.join("config.json"), config.to_string()).unwrap();
         let mut lines = String::new();

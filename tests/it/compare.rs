@@ -233,7 +233,7 @@ fn settings_that_differ_are_columns_and_the_rest_is_listed_once() {
         serde_json::json!(["lora.alpha", "lora.rank", "seed"])
     );
     assert_eq!(report["constant"]["train.optimizer.lr"], 0.01);
-    assert_eq!(report["constant"]["model.kind"], "llama");
+    assert_eq!(report["constant"]["model"], "llama");
     // Across experiments a setting only some runs have differs; it is blank where absent.
     let (_, both) = compared(&["runs"]);
     let settings: Vec<&str> = both["settings"]
@@ -242,8 +242,9 @@ fn settings_that_differ_are_columns_and_the_rest_is_listed_once() {
         .iter()
         .map(|s| s.as_str().unwrap())
         .collect();
-    assert_eq!(settings[0], "experiment");
-    assert!(settings.contains(&"lora.rank") && settings.contains(&"model.kind"));
+    // The experiment is a field of its own, not a setting.
+    assert!(!settings.contains(&"experiment") && settings.contains(&"data"));
+    assert!(settings.contains(&"lora.rank") && settings.contains(&"model"));
     assert!(row(&both, "wd0.0")["settings"].get("lora.rank").is_none());
 }
 
@@ -328,7 +329,7 @@ fn filters_see_fields_axes_metrics_and_settings() {
     );
     // A run without the variable (the MLP runs have no `rank`) does not match.
     assert_eq!(names("rank < 8"), ["r4-s1", "r4-s2"]);
-    assert_eq!(names("model_kind == \"mlp\""), ["wd0.0", "wd0.1"]);
+    assert_eq!(names("model == \"mlp\""), ["wd0.0", "wd0.1"]);
     assert_eq!(names("best_val_loss < 0.42"), ["r8-s1", "wd0.0", "wd0.1"]);
     assert_eq!(names("final[\"val/accuracy\"] >= 0.93"), ["wd0.1"]);
     assert_eq!(
@@ -356,7 +357,7 @@ fn groups_aggregate_the_other_varying_values() {
     // Settings group too, by key or by a short name; several keys at once.
     let (_, by_alpha) = compared(&["runs/lora-rank", "--group-by", "lora.alpha,seed"]);
     assert_eq!(by_alpha["rows"].as_array().unwrap().len(), 6);
-    let (_, by_kind) = compared(&["runs", "--group-by", "model.kind"]);
+    let (_, by_kind) = compared(&["runs", "--group-by", "model"]);
     let names: Vec<&str> = by_kind["rows"]
         .as_array()
         .unwrap()
@@ -364,9 +365,9 @@ fn groups_aggregate_the_other_varying_values() {
         .map(|r| r["name"].as_str().unwrap())
         .collect();
     // Each group holds one experiment's runs: the groups come in experiment order.
-    assert_eq!(names, ["model.kind=llama", "model.kind=mlp"]);
+    assert_eq!(names, ["model=llama", "model=mlp"]);
     // A short name several settings end in is ambiguous.
-    let out = compare(&["runs", "--group-by", "kind"]);
+    let out = compare(&["runs", "--group-by", "dropout"]);
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -487,14 +488,11 @@ fn the_regression_block_of_the_runs_is_the_default_gate() {
     }
     let mut config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
-    config["regression"] = serde_json::json!({
-        "baseline": "unused.csv",
-        "join-on": null,
-        "metrics": [
-            {"name": "val/loss", "tolerance": {"relative": 5.0}, "direction": null},
-            {"name": "val/accuracy", "tolerance": {"absolute": 0.005}, "direction": null}
-        ]
-    });
+    config["regression.baseline"] = "unused.csv".into();
+    config["regression.metric"] = serde_json::json!([
+        {"name": "val/loss", "tolerance": "5%"},
+        {"name": "val/accuracy", "tolerance": 0.005}
+    ]);
     std::fs::write(run.join("config.json"), config.to_string()).unwrap();
     let base = dir.path().join("base.csv");
     std::fs::write(

@@ -8,6 +8,7 @@ mod hf;
 mod limits;
 mod llama;
 mod memory;
+mod names;
 mod no_panic;
 mod ops;
 mod optimizers;

@@ -19,6 +19,7 @@ use crate::front::check::{self, experiment::scope};
 use crate::front::expand::{Expander, RunName};
 use crate::front::points::{self, Point};
 use crate::front::resolve;
+pub use crate::front::resolve::{Settings, value_json};
 use crate::front::schema::{NodeSpec, Schema};
 use crate::front::source::{SourceId, Sources};
 use crate::front::tree::Node;
@@ -35,19 +36,54 @@ pub struct Plan {
     pub runs: Vec<PlannedRun>,
 }
 
+/// One run of a plan. In `plan.json` its configuration is its [`Settings`] (the names users
+/// write); the [`RunSpec`] is read back from them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "RecordedRun")]
 pub struct PlannedRun {
     pub name: String,
     pub id: String,
     /// Axis values in declaration order.
-    #[serde(serialize_with = "axes_json", deserialize_with = "axes_from_json")]
+    #[serde(serialize_with = "axes_json")]
     pub axes: Vec<(String, kdl::KdlValue)>,
     pub seed: u64,
+    #[serde(skip)]
     pub config: RunSpec,
+    /// Every setting by its dotted KDL path (`config.json`).
+    #[serde(rename = "config")]
+    pub settings: Settings,
     /// The canonical KDL form (`config.kdl`); not in `plan.json` (each run directory has it),
     /// so empty in a plan read back.
     #[serde(skip)]
     pub config_kdl: String,
+}
+
+/// A planned run as `plan.json` holds it.
+#[derive(Deserialize)]
+struct RecordedRun {
+    name: String,
+    id: String,
+    #[serde(deserialize_with = "axes_from_json")]
+    axes: Vec<(String, kdl::KdlValue)>,
+    seed: u64,
+    config: Settings,
+}
+
+impl TryFrom<RecordedRun> for PlannedRun {
+    type Error = String;
+    fn try_from(r: RecordedRun) -> Result<PlannedRun, String> {
+        let config = resolve::spec(&r.config)
+            .map_err(|e| format!("run `{}` has a configuration xp cannot read: {e}", r.name))?;
+        Ok(PlannedRun {
+            name: r.name,
+            id: r.id,
+            axes: r.axes,
+            seed: r.seed,
+            config,
+            settings: r.config,
+            config_kdl: String::new(),
+        })
+    }
 }
 
 /// Reads the axes back in their order in the file.
@@ -94,19 +130,6 @@ fn axes_json<S: serde::Serializer>(
         map.serialize_entry(k, &value_json(v))?;
     }
     map.end()
-}
-
-pub fn value_json(v: &kdl::KdlValue) -> serde_json::Value {
-    match v {
-        kdl::KdlValue::String(s) => serde_json::Value::from(s.as_str()),
-        kdl::KdlValue::Integer(i) => i64::try_from(*i).map_or_else(
-            |_| serde_json::Value::from(i.to_string()),
-            serde_json::Value::from,
-        ),
-        kdl::KdlValue::Float(f) => serde_json::Value::from(*f),
-        kdl::KdlValue::Bool(b) => serde_json::Value::from(*b),
-        kdl::KdlValue::Null => serde_json::Value::Null,
-    }
 }
 
 #[derive(Debug, Error, Diagnostic)]
@@ -156,6 +179,7 @@ struct Resolved {
     name: Option<RunName>,
     spec: RunSpec,
     kdl: String,
+    settings: Settings,
 }
 
 /// Plans a composed experiment whose static check found no errors.
@@ -369,11 +393,13 @@ impl Resolver<'_> {
             return;
         }
         let kdl = resolve::canonical(&tree, self.schema, self.sources);
+        let settings = resolve::settings(&tree, self.schema, self.sources);
         out.runs.push(Resolved {
             point,
             name,
             spec,
             kdl,
+            settings,
         });
     }
 }

@@ -19,6 +19,7 @@ pub(super) fn name_runs(runs: Vec<Resolved>, repeats: bool) -> (Vec<PlannedRun>,
         name,
         spec,
         kdl,
+        settings,
     } in runs
     {
         let run_name = match &name {
@@ -43,6 +44,7 @@ pub(super) fn name_runs(runs: Vec<Resolved>, repeats: bool) -> (Vec<PlannedRun>,
             axes: point.axes.clone(),
             seed: spec.seed,
             config: spec,
+            settings,
             config_kdl: kdl,
         });
     }

@@ -9,6 +9,7 @@ mod defaults;
 mod error;
 mod reader;
 mod rules;
+mod settings;
 mod shape;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ pub use canonical::canonical;
 pub use decode::decode;
 pub use defaults::fill;
 pub use rules::rules;
+pub use settings::{Settings, settings, spec, value_json};
 
 use crate::front::load::base_dir;
 use crate::front::source::Sources;

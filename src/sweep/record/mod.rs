@@ -62,7 +62,7 @@ pub fn write_config(sweep: &SweepDir, run: &PlannedRun) -> io::Result<RunDir> {
     if !run.config_kdl.is_empty() {
         atomic::write(&dir.config_kdl(), run.config_kdl.as_bytes())?;
     }
-    let config = serde_json::to_vec_pretty(&run.config).map_err(io::Error::other)?;
+    let config = serde_json::to_vec_pretty(&run.settings).map_err(io::Error::other)?;
     atomic::write(&dir.config_json(), &config)?;
     Ok(dir)
 }

@@ -517,12 +517,18 @@ pub fn distinct(a: f64, b: f64) -> (String, String) {
     }
 }
 
-/// The change from `base` to `value`: relative where the baseline is not zero.
+/// The change from `base` to `value`: relative where the baseline is not zero; `=` where it
+/// rounds to nothing (`-0.00%`).
 pub fn delta(value: f64, base: f64) -> String {
     if value == base {
         "=".into()
     } else if base != 0.0 {
-        format!("{:+.2}%", (value - base) / base.abs() * 100.0)
+        let percent = (value - base) / base.abs() * 100.0;
+        if format!("{:.2}", percent.abs()) == "0.00" {
+            "=".into()
+        } else {
+            format!("{percent:+.2}%")
+        }
     } else {
         let d = value - base;
         format!("{}{}", if d > 0.0 { "+" } else { "" }, short(d))
@@ -532,6 +538,15 @@ pub fn delta(value: f64, base: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_change_that_rounds_to_nothing_reads_as_equal() {
+        assert_eq!(delta(0.5, 0.5), "=");
+        assert_eq!(delta(0.499_999_9, 0.5), "=");
+        assert_eq!(delta(0.500_000_1, 0.5), "=");
+        assert_eq!(delta(0.49, 0.5), "-2.00%");
+        assert_eq!(delta(0.5, 0.0), "+0.5000");
+    }
 
     #[test]
     fn rules_read_as_written() {

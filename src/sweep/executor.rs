@@ -157,10 +157,10 @@ pub fn execute_run(
         run.name, run.id, summary.experiment
     ))?;
     dir.log(&format!(
-        "device {}, precision {}, {} threads",
+        "device {}, precision {}, {}",
         summary.device,
         summary.precision,
-        rayon::current_num_threads()
+        crate::diagnostic::plural(rayon::current_num_threads(), "thread")
     ))?;
     if let (_, Some(warning)) = precision::of_device(run.config.precision, &summary.device) {
         dir.log(&format!("warning: {warning}"))?;

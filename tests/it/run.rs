@@ -58,6 +58,16 @@ fn the_quickstart_writes_the_documented_sweep_directory() {
         "{header}"
     );
     assert_eq!(csv.lines().count(), 4);
+    // A metric without a best value (the lr, the gradient norm) has no always-empty column.
+    assert!(!header.contains("best:train/lr") && !header.contains("best:train/grad_norm"));
+    assert!(header.contains("final:train/lr") && header.contains("best:val/loss"));
+    // Counts are integers in results.json, metrics and axes numbers.
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sweep.join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(rows[0]["steps"], serde_json::json!(30));
+    assert!(rows[0]["steps"].is_u64() && rows[0]["peak_memory_bytes"].is_u64());
+    assert!(rows[0]["final:val/loss"].is_f64() && rows[0]["lr"].is_f64());
     for name in ["lr0.001", "lr0.003", "lr0.01"] {
         let run = sweep.join(name);
         for file in [
@@ -102,7 +112,10 @@ fn the_quickstart_writes_the_documented_sweep_directory() {
         assert!(tensors.contains_key("lm_head.weight"));
         let log = std::fs::read_to_string(run.join("train.log")).unwrap();
         assert!(
-            log.contains("device cpu, precision f32") && log.contains("end: completed"),
+            log.contains("device cpu, precision f32, ")
+                && (log.contains(" 1 thread\n") || log.contains(" threads\n"))
+                && !log.contains(" 1 threads")
+                && log.contains("end: completed"),
             "{log}"
         );
     }

@@ -7,20 +7,22 @@ use std::io;
 
 use super::{Lock, Summary, SweepDir, atomic};
 
-/// The column names: fixed ones, the axes in plan order, then `final:<metric>` and
-/// `best:<metric>` for every metric any run has.
+/// The column names: fixed ones, the axes in plan order, then `final:<metric>` for every
+/// metric any run has and `best:<metric>` for every one any run has a best value of.
 pub fn columns(axes: &[String], summaries: &[Summary]) -> Vec<String> {
     let metrics: BTreeSet<&String> = summaries
         .iter()
         .flat_map(|s| s.last.keys().chain(s.best.keys()))
         .collect();
+    // Only metrics with a best value (not the lr or the gradient norm) get a best column.
+    let ranked: BTreeSet<&String> = summaries.iter().flat_map(|s| s.best.keys()).collect();
     let mut cols: Vec<String> = ["name", "id", "status"]
         .iter()
         .map(|s| s.to_string())
         .collect();
     cols.extend(axes.iter().cloned());
     cols.extend(metrics.iter().map(|m| format!("final:{m}")));
-    cols.extend(metrics.iter().map(|m| format!("best:{m}")));
+    cols.extend(ranked.iter().map(|m| format!("best:{m}")));
     cols.extend(
         ["steps", "wall_s", "tokens_per_s", "peak_memory_bytes"]
             .iter()
@@ -60,6 +62,28 @@ fn cell(summary: &Summary, column: &str) -> String {
     }
 }
 
+/// A cell of `results.json`: counts as integers, metrics as numbers, axes as planned.
+fn json_cell(summary: &Summary, column: &str) -> serde_json::Value {
+    use serde_json::Value;
+    let number = |v: Option<f64>| v.filter(|v| v.is_finite()).map_or(Value::Null, Value::from);
+    match column {
+        "name" | "id" | "status" => Value::from(cell(summary, column)),
+        "steps" => Value::from(summary.steps),
+        "wall_s" => number(summary.wall_s),
+        "tokens_per_s" => number(summary.tokens_per_s),
+        "peak_memory_bytes" => summary.peak_memory_bytes.map_or(Value::Null, Value::from),
+        c => {
+            if let Some(m) = c.strip_prefix("final:") {
+                number(summary.last.get(m).copied())
+            } else if let Some(m) = c.strip_prefix("best:") {
+                number(summary.best.get(m).map(|b| b.value))
+            } else {
+                summary.axes.get(c).cloned().unwrap_or(Value::Null)
+            }
+        }
+    }
+}
+
 /// Rewrites both tables, under the sweep's results lock ([`lock`]).
 pub fn write(sweep: &SweepDir, axes: &[String], summaries: &[Summary]) -> io::Result<()> {
     let _lock = lock(sweep)?;
@@ -89,20 +113,7 @@ fn write_locked(sweep: &SweepDir, axes: &[String], summaries: &[Summary]) -> io:
         .map(|s| {
             let mut row = serde_json::Map::new();
             for c in &cols {
-                let value = match c.as_str() {
-                    "name" | "id" | "status" => serde_json::Value::from(cell(s, c)),
-                    _ => {
-                        let text = cell(s, c);
-                        if text.is_empty() {
-                            serde_json::Value::Null
-                        } else if let Some(v) = s.axes.get(c.as_str()) {
-                            v.clone()
-                        } else {
-                            text.parse::<f64>()
-                                .map_or(serde_json::Value::from(text), serde_json::Value::from)
-                        }
-                    }
-                };
+                let value = json_cell(s, c);
                 row.insert(c.clone(), value);
             }
             serde_json::Value::Object(row)

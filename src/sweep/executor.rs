@@ -54,7 +54,9 @@ pub fn run_plan(
         axes,
         mut summaries,
         todo,
+        reused,
     } = prepare(plan, source, options)?;
+    crate::sweep::prepare::tell_reused(plan, &reused, progress);
     progress.planned(todo.len(), plan.runs.len());
     let interrupted = match &options.processes {
         Some(processes) => crate::sweep::processes::run(

@@ -3,11 +3,12 @@
 //! summary as it stands (completed runs of earlier sweeps linked in with `--reuse`); and the
 //! runs that still need training.
 
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 use crate::front::plan::{Plan, PlannedRun};
 use crate::sweep::options::{SweepError, SweepOptions};
 use crate::sweep::preflight::device_of;
+use crate::sweep::progress::Progress;
 use crate::sweep::record::{
     ExperimentDir, Lock, LockError, RunDir, Status, Summary, SweepDir, atomic, read_summary,
     results,
@@ -32,6 +33,9 @@ pub struct Prepared {
     pub summaries: Vec<Summary>,
     /// Indices of the runs to train (from their newest checkpoint when they have one).
     pub todo: Vec<usize>,
+    /// Runs taken from earlier sweeps (`--reuse`): the run's index and where its link points,
+    /// relative to the sweep directory.
+    pub reused: Vec<(usize, PathBuf)>,
 }
 
 /// Creates or reopens the sweep directory, takes its lock, and decides what each run needs.
@@ -56,7 +60,8 @@ pub fn prepare(plan: &Plan, source: &str, options: &SweepOptions) -> Result<Prep
         .unwrap_or_default();
     let mut summaries: Vec<Summary> = Vec::with_capacity(plan.runs.len());
     let mut actions = Vec::with_capacity(plan.runs.len());
-    for run in &plan.runs {
+    let mut reused_from = Vec::new();
+    for (index, run) in plan.runs.iter().enumerate() {
         let device = device_of(&run.config, options.device.as_deref());
         let fresh = Summary::pending(
             &plan.experiment,
@@ -70,7 +75,10 @@ pub fn prepare(plan: &Plan, source: &str, options: &SweepOptions) -> Result<Prep
             None
         };
         let reused = if options.reuse && existing.is_none() {
-            reuse(&sweep, run)?
+            reuse(&sweep, run)?.map(|(summary, target)| {
+                reused_from.push((index, target));
+                summary
+            })
         } else {
             None
         };
@@ -99,7 +107,21 @@ pub fn prepare(plan: &Plan, source: &str, options: &SweepOptions) -> Result<Prep
         axes,
         summaries,
         todo,
+        reused: reused_from,
     })
+}
+
+/// Says which runs `--reuse` took from earlier sweeps, and from where.
+pub fn tell_reused(plan: &Plan, reused: &[(usize, PathBuf)], progress: &mut dyn Progress) {
+    for (index, target) in reused {
+        if let Some(run) = plan.runs.get(*index) {
+            progress.note(&format!(
+                "{}: reused {}, completed in an earlier sweep",
+                run.name,
+                target.display()
+            ));
+        }
+    }
 }
 
 /// The `current` sweep of the experiment, when its plan is the one given.
@@ -195,8 +217,10 @@ fn resume_sweep(plan: &Plan, options: &SweepOptions) -> Result<SweepDir, SweepEr
     Ok(sweep)
 }
 
-/// Links a completed run with the same id from an earlier sweep of the experiment.
-fn reuse(sweep: &SweepDir, run: &PlannedRun) -> std::io::Result<Option<Summary>> {
+/// Links a completed run with the same id from an earlier sweep of the experiment; the link is
+/// relative (`../<sweep>/<run>`), so the runs directory can move. Returns the run's summary and
+/// the link's target.
+fn reuse(sweep: &SweepDir, run: &PlannedRun) -> std::io::Result<Option<(Summary, PathBuf)>> {
     let Some(experiment) = sweep.experiment() else {
         return Ok(None);
     };
@@ -217,17 +241,55 @@ fn reuse(sweep: &SweepDir, run: &PlannedRun) -> std::io::Result<Option<Summary>>
             };
             if summary.id == run.id && summary.status == Status::Completed {
                 let link = sweep.run(&run.name).path;
-                let target = std::fs::canonicalize(entry.path())?;
+                let target = relative(
+                    &std::fs::canonicalize(&sweep.path)?,
+                    &std::fs::canonicalize(entry.path())?,
+                );
                 #[cfg(unix)]
                 std::os::unix::fs::symlink(&target, &link)?;
                 #[cfg(not(unix))]
                 return Ok(None);
-                return Ok(Some(Summary {
-                    name: run.name.clone(),
-                    ..summary
-                }));
+                return Ok(Some((
+                    Summary {
+                        name: run.name.clone(),
+                        ..summary
+                    },
+                    target,
+                )));
             }
         }
     }
     Ok(None)
+}
+
+/// `to` as seen from the directory `from` (both absolute): `../<sweep>/<run>`.
+fn relative(from: &Path, to: &Path) -> PathBuf {
+    let from: Vec<Component> = from.components().collect();
+    let to: Vec<Component> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    for c in &to[common..] {
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_are_relative_to_the_sweep() {
+        assert_eq!(
+            relative(Path::new("/r/exp/2"), Path::new("/r/exp/1/lr0.1")),
+            Path::new("../1/lr0.1")
+        );
+        assert_eq!(
+            relative(Path::new("/a/b"), Path::new("/c/d")),
+            Path::new("../../c/d")
+        );
+    }
 }

@@ -38,7 +38,9 @@ pub fn launch(
         axes,
         mut summaries,
         mut todo,
+        reused,
     } = prepare(plan, source, options)?;
+    crate::sweep::prepare::tell_reused(plan, &reused, progress);
     // The tasks run elsewhere, in another directory: every path they get is absolute.
     let sweep = SweepDir {
         path: std::fs::canonicalize(&sweep.path)?,

@@ -55,8 +55,10 @@ pub enum Command {
     },
     /// Each run's state in a sweep directory (also of runs queued in Slurm).
     Status {
-        /// A sweep directory, or an experiment's directory (its current sweep).
-        dir: PathBuf,
+        /// Run directories, sweep directories, experiments' directories (their current sweep)
+        /// or folders above them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
     },
     /// Train one run of a planned sweep (what `xp run` and Slurm tasks start per run).
     #[command(hide = true)]

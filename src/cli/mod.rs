@@ -40,7 +40,7 @@ pub fn main() -> ExitCode {
         Command::Compare(args) => compare::run(args),
         Command::Report { paths, output } => report::run(&paths, output),
         Command::Schema { format } => schema::run(format),
-        Command::Status { dir } => status::run(&dir),
+        Command::Status { paths } => status::run(&paths),
         Command::Exec(args) => exec::run(args),
     })
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::support::{current_sweep, stderr, succeeded, timeless_metrics};
+use super::support::{current_sweep, stderr, stdout, succeeded, timeless_metrics, xp};
 
 const EXPERIMENT: &str = r#"experiment "ck" {
     model "llama" { layers 1; heads 2; dim 32; context 8 }
@@ -610,8 +610,53 @@ fn reuse_links_completed_runs_from_earlier_sweeps() {
     assert_eq!(out.status.code(), Some(0));
     let second = case.sweep("runs", "ck");
     assert_ne!(first, second);
+    // The link is relative, so the runs directory can move, and xp says what it reused.
     let link = std::fs::read_link(second.join("run")).unwrap();
-    assert_eq!(link, std::fs::canonicalize(first.join("run")).unwrap());
+    let first_name = first.file_name().unwrap().to_str().unwrap();
+    assert_eq!(link, Path::new("..").join(first_name).join("run"));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("run: reused ../{first_name}/run")),
+        "{err}"
+    );
+    std::fs::rename(case.dir.path().join("runs"), case.dir.path().join("moved")).unwrap();
+    let moved = case.sweep("moved", "ck");
+    assert!(moved.join("run/summary.json").is_file());
+}
+
+#[test]
+fn status_takes_every_path_compare_takes() {
+    let case = Case::new(EXPERIMENT);
+    assert_eq!(case.run("runs", &[]).status.code(), Some(0));
+    let sweep = case.sweep("runs", "ck");
+    let status = |paths: &[&str]| {
+        let mut args = vec!["status"];
+        args.extend(paths);
+        xp(case.dir.path(), &args)
+    };
+    let sweep_arg = sweep.display().to_string();
+    let run_arg = sweep.join("run").display().to_string();
+    for paths in [
+        vec!["runs"],
+        vec!["runs/ck"],
+        vec![sweep_arg.as_str()],
+        vec![run_arg.as_str()],
+        // The same sweep through two paths is shown once.
+        vec!["runs/ck", sweep_arg.as_str(), run_arg.as_str()],
+    ] {
+        let out = status(&paths);
+        assert_eq!(out.status.code(), Some(0), "{paths:?}: {}", stderr(&out));
+        let text = stdout(&out);
+        assert_eq!(text.matches("1 completed").count(), 1, "{paths:?}:\n{text}");
+        assert!(text.lines().any(|l| l.starts_with("run ")), "{text}");
+    }
+    let out = status(&["runs", "missing"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("`missing` does not exist"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

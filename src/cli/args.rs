@@ -9,7 +9,15 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[command(
     name = "xp",
     version,
-    about = "A declarative experiment runner for machine-learning research"
+    about = "A declarative experiment runner for machine-learning research",
+    after_help = "Examples:
+  xp validate experiments/quickstart.kdl          check an experiment, every mistake at once
+  xp plan experiments/quickstart.kdl --set train.steps=50
+  xp run experiments/quickstart.kdl --jobs 2      train every run into runs/quickstart/
+  xp compare runs/*                               one table of every run
+  xp status runs                                  where each sweep stands
+
+Every node and option of the experiment language: docs/reference.md (or `xp schema --format markdown`)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -27,6 +35,9 @@ pub enum Command {
         overrides: OverrideArgs,
         #[arg(long, value_enum, default_value_t = DiagFormat::Human)]
         format: DiagFormat,
+        /// Leave out advice (such as "`AdamW` is the PyTorch name of `adamw`").
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// List the runs an experiment describes, without running anything.
     Plan {
@@ -34,10 +45,21 @@ pub enum Command {
         file: PathBuf,
         #[command(flatten)]
         overrides: OverrideArgs,
+        /// Only the runs whose name matches this glob: what `xp run --only` trains.
+        #[arg(long, value_name = "GLOB")]
+        only: Option<String>,
         #[arg(long, value_enum, default_value_t = PlanFormat::Table)]
         format: PlanFormat,
+        /// Leave out advice (such as "`AdamW` is the PyTorch name of `adamw`").
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Train every run of an experiment into a new sweep directory.
+    #[command(after_help = "Exit codes:
+  0  every run completed (and the regression gate, if any, passed)
+  1  a run failed or diverged, or the gate found a regression
+  2  invalid input or usage: nothing was trained
+  130  interrupted (Ctrl-C); `xp run --resume` continues")]
     Run(RunArgs),
     /// Compare runs in one table; with a baseline, gate regressions.
     ///
@@ -63,6 +85,11 @@ pub enum Command {
     /// Train one run of a planned sweep (what `xp run` and Slurm tasks start per run).
     #[command(hide = true)]
     Exec(ExecArgs),
+    /// Print a shell completion script: `xp completions bash > ~/.local/share/bash-completion/completions/xp`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Print the experiment schema, or a reference of every node and option.
     Schema {
         #[arg(long, value_enum, default_value_t = SchemaFormat::Kdl)]
@@ -133,7 +160,7 @@ pub struct RunArgs {
     /// Where sweep directories go (default: `runs-dir` of the user config, else `runs`).
     #[arg(long, value_name = "DIR")]
     pub runs_dir: Option<PathBuf>,
-    /// No progress display.
+    /// No progress display, and no advice (such as "`AdamW` is the PyTorch name of `adamw`").
     #[arg(long, short, conflicts_with = "verbose")]
     pub quiet: bool,
     /// Every logged step and evaluation, and checkpoints, in the progress display.

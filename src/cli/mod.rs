@@ -30,16 +30,24 @@ pub fn main() -> ExitCode {
             files,
             overrides,
             format,
-        } => validate::run(&files, &overrides.into(), format),
+            quiet,
+        } => validate::run(&files, &overrides.into(), format, quiet),
         Command::Plan {
             file,
             overrides,
+            only,
             format,
-        } => plan::run(file, &overrides.into(), format),
+            quiet,
+        } => plan::run(file, &overrides.into(), only, format, quiet),
         Command::Run(args) => run::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Report { paths, output } => report::run(&paths, output),
         Command::Schema { format } => schema::run(format),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "xp", &mut std::io::stdout());
+            Ok(Exit::Success)
+        }
         Command::Status { paths } => status::run(&paths),
         Command::Exec(args) => exec::run(args),
     })

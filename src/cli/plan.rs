@@ -6,20 +6,29 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use crate::cli::args::PlanFormat;
-use crate::cli::report_diagnostics;
 use crate::cli::table::Table;
 use crate::cli::{CliError, Exit};
+use crate::cli::{report_diagnostics, run};
 use crate::front::plan::{self, Plan};
 use crate::front::tree::Plain;
 use crate::front::{Overrides, validate_files};
 use crate::train::memory;
 use crate::train::schedule::planned_warmup;
 
-pub fn run(file: PathBuf, overrides: &Overrides, format: PlanFormat) -> Result<Exit, CliError> {
-    let checked = validate_files(std::slice::from_ref(&file), overrides);
+pub fn run(
+    file: PathBuf,
+    overrides: &Overrides,
+    only: Option<String>,
+    format: PlanFormat,
+    quiet: bool,
+) -> Result<Exit, CliError> {
+    let only = run::only_glob(only)?;
+    let mut checked = validate_files(std::slice::from_ref(&file), overrides);
+    checked.diags.thin_advice(quiet);
     if report_diagnostics(&checked)? {
         return Ok(Exit::Invalid);
     }
+    run::select_runs(&mut checked.plans, only.as_ref(), &file)?;
     let mut out = std::io::stdout().lock();
     match format {
         PlanFormat::Table => {

@@ -2,7 +2,7 @@
 //! sweep directory. Exit 1 when a run failed or diverged, 2 when the input is invalid.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -77,17 +77,7 @@ impl Settings {
                 gpus.len()
             );
         }
-        let only = match args.only {
-            Some(pattern) => match Glob::new(&pattern) {
-                Ok(g) => Some((pattern, g.compile_matcher())),
-                Err(e) => {
-                    return Err(CliError::Usage(format!(
-                        "--only `{pattern}` is not a valid glob: {e}"
-                    )));
-                }
-            },
-            None => None,
-        };
+        let only = only_glob(args.only)?;
         Ok(Settings {
             file: args.file,
             overrides: args.overrides.into(),
@@ -198,11 +188,12 @@ pub fn run(args: RunArgs) -> Result<Exit, CliError> {
     let mut config_diags = Diagnostics::default();
     let defaults = crate::front::user_config::read(&mut checked.sources, &mut config_diags);
     checked.diags.extend(config_diags);
+    checked.diags.thin_advice(args.quiet);
     let args = Settings::resolve(args, defaults)?;
     if report_diagnostics(&checked)? {
         return Ok(Exit::Invalid);
     }
-    select_runs(&mut checked.plans, &args)?;
+    select_runs(&mut checked.plans, args.only.as_ref(), &args.file)?;
     if !preflight_passes(&checked, &args)? {
         return Ok(Exit::Invalid);
     }
@@ -294,10 +285,25 @@ pub fn run(args: RunArgs) -> Result<Exit, CliError> {
     })
 }
 
+/// `--only`'s glob, checked.
+pub(crate) fn only_glob(only: Option<String>) -> Result<Option<(String, GlobMatcher)>, CliError> {
+    only.map(|pattern| match Glob::new(&pattern) {
+        Ok(g) => Ok((pattern, g.compile_matcher())),
+        Err(e) => Err(CliError::Usage(format!(
+            "--only `{pattern}` is not a valid glob: {e}"
+        ))),
+    })
+    .transpose()
+}
+
 /// `--only`: the runs whose name matches, recorded in plan.json with `--set` and `--axis` so
-/// that a resume must choose the same runs.
-fn select_runs(plans: &mut Vec<Plan>, args: &Settings) -> Result<(), CliError> {
-    if let Some((pattern, glob)) = &args.only {
+/// that a resume must choose the same runs. `xp plan --only` previews the same selection.
+pub(crate) fn select_runs(
+    plans: &mut Vec<Plan>,
+    only: Option<&(String, GlobMatcher)>,
+    file: &Path,
+) -> Result<(), CliError> {
+    if let Some((pattern, glob)) = only {
         for plan in plans.iter_mut() {
             plan.runs.retain(|r| glob.is_match(&r.name));
         }
@@ -308,7 +314,7 @@ fn select_runs(plans: &mut Vec<Plan>, args: &Settings) -> Result<(), CliError> {
         if plans.is_empty() {
             return Err(CliError::Usage(format!(
                 "--only `{pattern}` matches no run; `xp plan {}` lists them",
-                args.file.display()
+                file.display()
             )));
         }
     }

@@ -8,8 +8,14 @@ use crate::cli::{CliError, Exit};
 use crate::diagnostic::render::Renderer;
 use crate::front::{Overrides, validate_files};
 
-pub fn run(files: &[PathBuf], overrides: &Overrides, format: DiagFormat) -> Result<Exit, CliError> {
+pub fn run(
+    files: &[PathBuf],
+    overrides: &Overrides,
+    format: DiagFormat,
+    quiet: bool,
+) -> Result<Exit, CliError> {
     let mut checked = validate_files(files, overrides);
+    checked.diags.thin_advice(quiet);
     // What `xp run` would check before training: data files, init-from files, and (as
     // warnings) what this binary cannot do.
     let (_, found) =

@@ -95,6 +95,16 @@ impl Diagnostics {
             .count()
     }
 
+    /// Keeps one advice of each text per file (an alias used in several places is said
+    /// once), or none when `quiet`.
+    pub fn thin_advice(&mut self, quiet: bool) {
+        let mut seen = std::collections::HashSet::new();
+        self.items.retain(|d| {
+            d.severity() != Severity::Advice
+                || (!quiet && seen.insert((d.source, d.code(), d.inner.to_string())))
+        });
+    }
+
     /// Orders diagnostics by file, then by position, keeping the discovery order of ties.
     pub fn sort(&mut self) {
         self.items.sort_by_key(|d| {

@@ -1,6 +1,7 @@
 mod batching;
 mod browser;
 mod codes;
+mod commands;
 mod compare;
 mod compare_many;
 mod data;

@@ -8,11 +8,13 @@ use crate::diagnostic::Diag;
 use crate::front::expand::RunName;
 use crate::front::points::Point;
 use crate::front::tree::{Node, Plain};
+use kdl::KdlValue;
 
 /// Names and identifies every run; the first rendered name that cannot be a directory name
 /// is an error.
 pub(super) fn name_runs(runs: Vec<Resolved>, repeats: bool) -> (Vec<PlannedRun>, Option<Diag>) {
     let mut planned = Vec::new();
+    let mut made = Vec::new();
     let mut bad_name = None;
     for Resolved {
         point,
@@ -36,7 +38,10 @@ pub(super) fn name_runs(runs: Vec<Resolved>, repeats: bool) -> (Vec<PlannedRun>,
                 }
                 text.clone()
             }
-            None => default_name(&point, repeats),
+            None => {
+                made.push(planned.len());
+                default_name(&point, repeats)
+            }
         };
         planned.push(PlannedRun {
             name: run_name,
@@ -47,6 +52,17 @@ pub(super) fn name_runs(runs: Vec<Resolved>, repeats: bool) -> (Vec<PlannedRun>,
             settings,
             config_kdl: kdl,
         });
+    }
+    // Rounded values may meet: the run id tells those runs apart.
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for &i in &made {
+        *counts.entry(planned[i].name.clone()).or_default() += 1;
+    }
+    for &i in &made {
+        if counts[&planned[i].name] > 1 {
+            let run = &mut planned[i];
+            run.name = format!("{}-{}", run.name, &run.id[..run.id.len().min(8)]);
+        }
     }
     (planned, bad_name)
 }
@@ -143,12 +159,16 @@ fn unusable(name: &str) -> Option<&'static str> {
     }
 }
 
-/// `lr=0.001,rank=8` (and `seed=2` when the sweep repeats), made file-system safe.
+/// `lr=0.001,rank=8` (and `seed=2` when the sweep repeats), floats to 4 significant digits
+/// (a `random` axis's 0.9595479780974888 reads 0.9595), made file-system safe.
 fn default_name(point: &Point, repeats: bool) -> String {
     let mut parts: Vec<String> = point
         .axes
         .iter()
-        .map(|(k, v)| format!("{k}={}", Plain(v)))
+        .map(|(k, v)| match v {
+            KdlValue::Float(x) => format!("{k}={}", rounded(*x)),
+            v => format!("{k}={}", Plain(v)),
+        })
         .collect();
     if repeats || parts.is_empty() && point.seed != 0 {
         parts.push(format!("seed={}", point.seed));
@@ -170,4 +190,24 @@ fn default_name(point: &Point, repeats: bool) -> String {
         .collect();
     let safe = safe.trim_start_matches('.').replace("..", "_");
     safe.chars().take(100).collect()
+}
+
+/// A float to 4 significant digits, in its shortest form.
+fn rounded(x: f64) -> String {
+    let r = format!("{x:.3e}").parse::<f64>().unwrap_or(x);
+    crate::front::tree::float(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_in_default_names_are_rounded() {
+        assert_eq!(rounded(0.9595479780974888), "0.9595");
+        assert_eq!(rounded(0.001), "0.001");
+        assert_eq!(rounded(3e-3), "0.003");
+        assert_eq!(rounded(1.23456e-5), "1.235e-5");
+        assert_eq!(rounded(32.0), "32.0");
+    }
 }

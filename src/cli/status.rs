@@ -108,7 +108,7 @@ fn sweeps_under(path: &Path, depth: usize, out: &mut Vec<(SweepDir, Option<Strin
 /// One sweep's table (of the runs named in `only`, or all).
 fn sweep_status(sweep: &SweepDir, only: Option<&[String]>) -> Result<(), CliError> {
     let plan = read_plan(sweep)?;
-    let submitted = !slurm::jobs(&sweep)
+    let submitted = !slurm::jobs(sweep)
         .map_err(|e| CliError::Usage(e.to_string()))?
         .is_empty();
     let owners = Owners::of(sweep);

@@ -241,12 +241,13 @@ fn reuse(sweep: &SweepDir, run: &PlannedRun) -> std::io::Result<Option<(Summary,
             };
             if summary.id == run.id && summary.status == Status::Completed {
                 let link = sweep.run(&run.name).path;
+                let found = entry.path();
                 let target = relative(
-                    &std::fs::canonicalize(&sweep.path)?,
-                    &std::fs::canonicalize(entry.path())?,
+                    &std::fs::canonicalize(&sweep.path).map_err(atomic::at(&sweep.path))?,
+                    &std::fs::canonicalize(&found).map_err(atomic::at(&found))?,
                 );
                 #[cfg(unix)]
-                std::os::unix::fs::symlink(&target, &link)?;
+                std::os::unix::fs::symlink(&target, &link).map_err(atomic::at(&link))?;
                 #[cfg(not(unix))]
                 return Ok(None);
                 return Ok(Some((

@@ -617,8 +617,8 @@ fn plan_prints_a_table_and_json_and_writes_nothing() {
     assert_eq!(runs.len(), 4);
     assert_eq!(runs[3]["name"], "lr=0.01,rank=8");
     assert_eq!(runs[3]["axes"], serde_json::json!({"lr": 0.01, "rank": 8}));
-    assert_eq!(runs[3]["config"]["train"]["optimizer"]["lr"], 0.01);
-    assert_eq!(runs[3]["config"]["lora"]["rank"], 8);
+    assert_eq!(runs[3]["config"]["train.optimizer.lr"], 0.01);
+    assert_eq!(runs[3]["config"]["lora.rank"], 8);
     assert_eq!(runs[3]["id"].as_str().unwrap().len(), 12);
     assert!(runs[3]["estimated_memory_bytes"].as_u64().unwrap() > 0);
     assert_eq!(runs[3]["warmup_steps"], 0);

@@ -161,20 +161,6 @@ impl Fields {
         Fields { by_suffix }
     }
 
-    /// The shortest suffix naming `key` alone, else the key.
-    pub fn label(&self, key: &str) -> String {
-        let mut all: Vec<&str> = suffixes(key).collect();
-        all.reverse();
-        all.into_iter()
-            .find(|s| {
-                self.by_suffix
-                    .get(*s)
-                    .is_some_and(|k| k.as_deref() == Some(key))
-            })
-            .unwrap_or(key)
-            .to_owned()
-    }
-
     /// The value `name` has for a run.
     pub fn lookup(&self, run: &Run, name: &str) -> Option<Value> {
         let s = &run.summary;
@@ -366,7 +352,9 @@ pub fn build(runs: &[&Run], options: &TableOptions) -> Result<Comparison, Compar
         BTreeSet::new()
     };
     let (settings, labels, mut rows) = if options.group_by.is_empty() {
-        let labels = varying.iter().map(|k| fields.label(k)).collect();
+        // A setting's column is headed by its whole key, as `--set` takes it: a suffix such as
+        // `fixed` or `best` reads as something else.
+        let labels = varying.clone();
         let rows = runs
             .iter()
             .map(|r| run_row(r, &varying, &columns))
@@ -699,17 +687,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn labels_are_the_shortest_unambiguous_suffix() {
-        let f = Fields::new([
-            "train.optimizer.lr",
-            "seed",
-            "data.seed",
-            "model.dims.layers",
-        ]);
-        assert_eq!(f.label("train.optimizer.lr"), "lr");
-        assert_eq!(f.label("seed"), "seed");
-        assert_eq!(f.label("data.seed"), "data.seed");
-        assert_eq!(f.label("model.dims.layers"), "layers");
+    fn settings_are_found_by_key_or_an_unambiguous_suffix() {
+        let f = Fields::new(["train.optimizer.lr", "data.seed", "model.layers"]);
+        let resolves = |name: &str| f.by_suffix.get(name).cloned().flatten();
+        assert_eq!(resolves("lr").as_deref(), Some("train.optimizer.lr"));
+        assert_eq!(resolves("seed").as_deref(), Some("data.seed"));
+        assert_eq!(resolves("model.layers").as_deref(), Some("model.layers"));
+        let f = Fields::new(["train.seed", "data.seed"]);
+        assert_eq!(f.by_suffix.get("seed"), Some(&None));
     }
 
     #[test]

@@ -157,7 +157,7 @@ fn the_table_fits_the_width_and_says_what_it_hid() {
     // Metrics come before settings: the objective first, a swept setting after every metric.
     let first_metric = head.find("best:val/loss").unwrap();
     let last_metric = head.find("tokens_per_s").unwrap();
-    let rank = head.find(" rank ").unwrap();
+    let rank = head.find(" lora.rank ").unwrap();
     assert!(head.find("status").unwrap() < first_metric);
     assert!(last_metric < rank, "{head}");
     // CSV, JSON and Markdown carry everything at any width.

@@ -16,12 +16,19 @@ fn planned(dir: &Path, file: &Path) -> Vec<(String, RunSpec, Option<u64>)> {
     let out = xp(dir, &["plan", file.to_str().unwrap(), "--format", "json"]);
     succeeded(&out);
     let plans = json(&out);
+    // The JSON shows settings by their KDL names; the typed runs come from the same plan.
+    let checked = xp::front::validate_files(&[dir.join(file)], &Default::default());
+    let specs: Vec<RunSpec> = checked.plans[0]
+        .runs
+        .iter()
+        .map(|r| r.config.clone())
+        .collect();
     plans[0]["runs"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| {
-            let spec: RunSpec = serde_json::from_value(r["config"].clone()).unwrap();
+        .zip(specs)
+        .map(|(r, spec)| {
             let parts = &r["estimated_memory"];
             let total = r["estimated_memory_bytes"].as_u64();
             if let Some(total) = total {

@@ -299,7 +299,7 @@ fn a_report_of_many_sweeps_names_every_run_once_and_shows_metrics_first() {
     };
     assert!(at("name") < at("sweep") && at("sweep") < at("experiment"));
     assert!(at("status") < at("best:val/loss"));
-    assert!(at("tokens_per_s") < at("rank"), "{headings:?}");
+    assert!(at("tokens_per_s") < at("lora.rank"), "{headings:?}");
     // Rows of an experiment together: the lora-rank rows, then the mlp-wd ones.
     let body = &page[page.find("<tbody>").unwrap()..page.find("</tbody>").unwrap()];
     let first_mlp = body.find("<td>mlp-wd</td>").unwrap();

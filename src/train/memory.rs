@@ -480,7 +480,6 @@ fn kib_field(path: &str, name: &str) -> Option<u64> {
 }
 
 /// Bytes for people, in binary units: `512 B`, `85.3 MiB`, `1.20 GiB`.
-
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut value = bytes as f64;

@@ -39,6 +39,37 @@ pub struct Resources {
     pub slurm: Vec<String>,
 }
 
+impl Resources {
+    /// `memory` in bytes (see [`memory_bytes`]); `None` when not given or not a size.
+    pub fn memory_bytes(&self) -> Option<u64> {
+        self.memory.as_deref().and_then(memory_bytes)
+    }
+}
+
+/// A memory size as Slurm's `--mem` takes it, in bytes: a whole number with an optional unit
+/// `B`, `K`, `M`, `G` or `T` (powers of 1024, case-insensitive, `KB` for `K` and so on); a
+/// bare number is megabytes, as for Slurm. `None` for anything else, or zero.
+pub fn memory_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits = text.len() - text.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let unit = unit.to_ascii_uppercase();
+    let unit = match unit.as_str() {
+        "B" => "B",
+        u => u.strip_suffix('B').unwrap_or(u),
+    };
+    let shift = match unit {
+        "B" => 0,
+        "" | "M" => 20,
+        "K" => 10,
+        "G" => 30,
+        "T" => 40,
+        _ => return None,
+    };
+    number.checked_mul(1u64 << shift).filter(|&b| b > 0)
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Objective {
@@ -274,6 +305,10 @@ pub struct Train {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_tokens: Option<usize>,
     pub gradient_accumulation: usize,
+    /// Examples per optimizer step with `batch-size "auto"`: the accumulation follows the
+    /// micro-batch chosen (`effective-batch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_batch: Option<usize>,
     pub optimizer: OptimizerConfig,
     pub schedule: Schedule,
     pub grad_clip: Option<f64>,
@@ -558,11 +593,42 @@ impl Train {
         }
     }
 
-    /// Examples per optimizer step, when the batch size is fixed.
-    pub fn effective_batch(&self) -> Option<usize> {
+    /// Examples per optimizer step, when it is known before training: a fixed batch size
+    /// times the accumulation, or `effective-batch` with `batch-size "auto"`.
+    pub fn examples_per_step(&self) -> Option<usize> {
         match self.batching() {
             Batching::Examples(BatchSize::Fixed(b)) => Some(b * self.gradient_accumulation),
-            Batching::Examples(BatchSize::Auto) | Batching::Tokens(_) => None,
+            Batching::Examples(BatchSize::Auto) => self.effective_batch,
+            Batching::Tokens(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::memory_bytes;
+
+    #[test]
+    fn memory_sizes_read_as_slurm_reads_them() {
+        let gib = 1u64 << 30;
+        assert_eq!(memory_bytes("16G"), Some(16 * gib));
+        assert_eq!(memory_bytes("16gb"), Some(16 * gib));
+        assert_eq!(memory_bytes("500M"), Some(500 << 20));
+        assert_eq!(memory_bytes("500"), Some(500 << 20));
+        assert_eq!(memory_bytes("2T"), Some(2 << 40));
+        assert_eq!(memory_bytes("64K"), Some(64 << 10));
+        assert_eq!(memory_bytes("4096B"), Some(4096));
+        for bad in [
+            "",
+            "G",
+            "16 GiB",
+            "1.5G",
+            "-1G",
+            "16X",
+            "0",
+            "99999999999999T",
+        ] {
+            assert_eq!(memory_bytes(bad), None, "{bad:?}");
         }
     }
 }

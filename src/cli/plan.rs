@@ -1,6 +1,7 @@
 //! `xp plan FILE`: every run the experiment describes — name, id, axis values, effective batch,
-//! steps, warmup steps and estimated peak training memory — or, as JSON, with each run's resolved
-//! configuration and memory estimate. Writes nothing.
+//! steps, warmup steps and estimated peak training memory, with the memory budget where
+//! `resources { memory }` gives one and a mark on the runs whose estimate passes it — or, as
+//! JSON, with each run's resolved configuration and memory estimate. Writes nothing.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use crate::cli::{report_diagnostics, run};
 use crate::front::plan::{self, Plan};
 use crate::front::tree::Plain;
 use crate::front::{Overrides, validate_files};
+use crate::spec::{BatchSize, Batching, RunSpec};
 use crate::train::memory;
 use crate::train::schedule::planned_warmup;
 
@@ -64,13 +66,18 @@ fn table(p: &Plan) -> String {
         "warmup".to_owned(),
         "memory".to_owned(),
     ]);
+    let budgets = p.runs.iter().any(|r| budget(&r.config).is_some());
+    if budgets {
+        headers.push("budget".to_owned());
+    }
     let mut t = Table::new(headers);
     for r in &p.runs {
         let mut row = vec![r.name.clone(), r.id.clone()];
         row.extend(r.axes.iter().map(|(_, v)| Plain(v).to_string()));
         row.push(r.seed.to_string());
         let train = &r.config.train;
-        row.push(match (train.effective_batch(), train.batch_tokens) {
+        row.push(match (train.examples_per_step(), train.batch_tokens) {
+            (Some(b), _) if auto(&r.config) => format!("{b} (auto micro-batch)"),
             (Some(b), _) => b.to_string(),
             (None, Some(tokens)) => {
                 format!("{} × {tokens} tokens", train.gradient_accumulation)
@@ -82,7 +89,20 @@ fn table(p: &Plan) -> String {
             None => format!("{} epochs", epochs(&r.config)),
         });
         row.push(planned_warmup(&r.config.train).map_or_else(|how| how, |w| w.to_string()));
-        row.push(memory::estimate_bytes(&r.config).map_or("?".to_owned(), memory::human_bytes));
+        let (estimate, budget) = (estimate(&r.config), budget(&r.config));
+        let mut cell = match estimate {
+            None => "?".to_owned(),
+            // The least an automatic batch size can take: one example a micro-batch.
+            Some(e) if auto(&r.config) => format!("≥ {}", memory::human_bytes(e)),
+            Some(e) => memory::human_bytes(e),
+        };
+        if fits(estimate, budget) == Some(false) {
+            cell.push_str(" (over budget)");
+        }
+        row.push(cell);
+        if budgets {
+            row.push(budget.map_or("-".to_owned(), memory::human_bytes));
+        }
         t.push(row);
     }
     let overrides = if p.overrides.is_empty() {
@@ -98,8 +118,35 @@ fn table(p: &Plan) -> String {
     )
 }
 
+/// Whether the run's batch size is `"auto"`.
+fn auto(spec: &RunSpec) -> bool {
+    spec.train.batching() == Batching::Examples(BatchSize::Auto)
+}
+
+/// The run's estimated peak training memory; with `batch-size "auto"` at one example a
+/// micro-batch, the least it can take.
+fn estimate(spec: &RunSpec) -> Option<u64> {
+    if auto(spec) {
+        memory::estimate_micro(spec, None, 1).map(|e| e.total())
+    } else {
+        memory::estimate_bytes(spec)
+    }
+}
+
+/// `resources { memory }` in bytes.
+fn budget(spec: &RunSpec) -> Option<u64> {
+    spec.resources.as_ref().and_then(|r| r.memory_bytes())
+}
+
+/// Whether the estimate keeps within the budget, where both are known.
+fn fits(estimate: Option<u64>, budget: Option<u64>) -> Option<bool> {
+    Some(estimate? <= budget?)
+}
+
 /// Adds each run's memory estimate to the plans' JSON: `estimated_memory_bytes` and its parts
-/// under `estimated_memory`, both null when it cannot be estimated. Kept out of `PlannedRun`,
+/// under `estimated_memory`, both null when it cannot be estimated, and with `resources {
+/// memory }` the budget (`memory_budget_bytes`) and whether the estimate keeps within it
+/// (`fits`). Kept out of `PlannedRun`,
 /// whose JSON is plan.json, which the run processes read back.
 fn with_estimates(json: &mut serde_json::Value, plans: &[Plan]) {
     let Some(json_plans) = json.as_array_mut() else {
@@ -124,12 +171,17 @@ fn with_estimates(json: &mut serde_json::Value, plans: &[Plan]) {
                     "estimated_memory".into(),
                     serde_json::to_value(estimate).unwrap_or_default(),
                 );
+                if let Some(bytes) = budget(&planned.config) {
+                    run.insert("memory_budget_bytes".into(), bytes.into());
+                    let least = self::estimate(&planned.config);
+                    run.insert("fits".into(), fits(least, Some(bytes)).into());
+                }
             }
         }
     }
 }
 
-fn epochs(spec: &crate::spec::RunSpec) -> usize {
+fn epochs(spec: &RunSpec) -> usize {
     match spec.train.length {
         crate::spec::Length::Epochs(e) => e,
         crate::spec::Length::Steps(_) => 0,

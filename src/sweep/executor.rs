@@ -313,6 +313,7 @@ fn train_run(
     summary.wall_s = Some(outcome.wall_s);
     summary.tokens_per_s = Some(outcome.throughput);
     summary.last = outcome.last.clone();
+    summary.batch = outcome.batch.clone();
     summary.best = outcome
         .best
         .iter()

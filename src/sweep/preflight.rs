@@ -19,7 +19,7 @@ use crate::data::{self, Dataset, ModelText, Task};
 use crate::diagnostic::Diag;
 use crate::front::plan::Plan;
 use crate::model::{self, hf, llama, lora};
-use crate::spec::{BatchSize, Batching, LlamaSource, Model, RunSpec};
+use crate::spec::{LlamaSource, Model, RunSpec};
 use crate::train::{device, memory};
 
 /// The datasets of a set of runs, by [`data_key`].
@@ -538,12 +538,6 @@ pub fn capabilities(plans: &[Plan], device_flag: Option<&str>, severity: Severit
         };
         if let Err(e) = device::resolve(spec, device_flag) {
             missing(&e.what, &e.help);
-        }
-        if spec.train.batching() == Batching::Examples(BatchSize::Auto) {
-            missing(
-                "`batch-size \"auto\"` is not supported by this version of xp",
-                "give a batch size",
-            );
         }
     }
     counts

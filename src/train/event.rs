@@ -3,6 +3,7 @@
 
 use crate::model::Param;
 
+use super::batch::BatchRecord;
 use super::metrics::Metrics;
 use super::state::TrainerState;
 
@@ -22,6 +23,11 @@ pub enum Event<'a> {
         epoch: f64,
         time_s: f64,
         metrics: &'a Metrics,
+    },
+    /// How fixed micro-batches are cut: chosen now, or `reused` from the checkpoint resumed.
+    Batch {
+        record: &'a BatchRecord,
+        reused: bool,
     },
     /// The loop is about to evaluate at `step` (its metrics follow in the step's `Metrics`).
     Evaluating {

@@ -106,13 +106,24 @@ pub fn estimate_bytes(spec: &RunSpec) -> Option<u64> {
 /// unknown: `batch-size "auto"`, a CSV's width or a tokenizer's vocabulary without the data, an
 /// unreadable model directory, a model that does not fit the data.
 pub fn estimate(spec: &RunSpec, data: Option<&Dataset>) -> Option<Estimate> {
+    estimate_with(spec, data, None)
+}
+
+/// [`estimate`] with micro-batches of `micro` examples, whatever the spec's batch size (the
+/// search of `batch-size "auto"`).
+pub fn estimate_micro(spec: &RunSpec, data: Option<&Dataset>, micro: usize) -> Option<Estimate> {
+    estimate_with(spec, data, Some(micro))
+}
+
+fn estimate_with(spec: &RunSpec, data: Option<&Dataset>, micro: Option<usize>) -> Option<Estimate> {
     let mut shape = shape(spec, data)?;
-    let micro = match spec.train.batching() {
-        Batching::Examples(BatchSize::Fixed(b)) => b.max(1),
-        Batching::Examples(BatchSize::Auto) => return None,
+    let micro = match (spec.train.batching(), micro) {
+        (Batching::Examples(_), Some(micro)) => micro.max(1),
+        (Batching::Examples(BatchSize::Fixed(b)), None) => b.max(1),
+        (Batching::Examples(BatchSize::Auto), None) => return None,
         // At most `budget` tokens at once: as many rows as fit of the longest sequence that
         // fits (the attention scores grow with the sequence, so the longest is the peak).
-        Batching::Tokens(budget) => match &mut shape {
+        (Batching::Tokens(budget), _) => match &mut shape {
             Shape::Mlp { .. } => return None,
             Shape::Llama { seq, .. } => {
                 *seq = (*seq).clamp(1, budget.max(1));
@@ -444,15 +455,31 @@ fn llama_activations(
     elements * 4.0 + if half { half_bytes } else { 0.0 }
 }
 
-/// Bytes for people, in binary units: `512 B`, `85.3 MiB`, `1.20 GiB`.
 /// This machine's physical memory (Linux: `MemTotal` of /proc/meminfo); `None` elsewhere.
 pub fn physical_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    kib_field("/proc/meminfo", "MemTotal:")
+}
+
+/// The memory this machine can still give without swapping (Linux: `MemAvailable`); `None`
+/// elsewhere.
+pub fn available_memory() -> Option<u64> {
+    kib_field("/proc/meminfo", "MemAvailable:")
+}
+
+/// The process's resident memory now (Linux: `VmRSS`).
+pub fn resident() -> Option<u64> {
+    kib_field("/proc/self/status", "VmRSS:")
+}
+
+/// A `Name:   N kB` line of a /proc file, in bytes.
+fn kib_field(path: &str, name: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.starts_with(name))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     kib.checked_mul(1024)
 }
 
+/// Bytes for people, in binary units: `512 B`, `85.3 MiB`, `1.20 GiB`.
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut value = bytes as f64;
@@ -475,10 +502,13 @@ static HIGHEST: AtomicU64 = AtomicU64::new(0);
 /// process has held at once (tensors, allocator slack, the binary, thread stacks). `None`
 /// where the platform does not report it.
 fn high_water_mark() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    kib_field("/proc/self/status", "VmHWM:")
+}
+
+/// The process's peak resident memory since the last [`peak_since_last`] (or since it started),
+/// without resetting the mark.
+pub fn peak_now() -> Option<u64> {
+    high_water_mark()
 }
 
 /// The process's peak resident memory since the previous call (since it started, at the first):

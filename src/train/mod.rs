@@ -2,6 +2,7 @@
 //! eval → stop. It knows no paths and prints nothing: everything it has to say is an
 //! [`Event`] for a [`Sink`] (metrics.jsonl, train.log and progress are sinks).
 
+mod batch;
 pub(crate) mod device;
 mod eval;
 mod event;
@@ -27,6 +28,7 @@ use crate::data::{Batch, Dataset, Task, budget};
 use crate::model::Built;
 use crate::spec::{BatchSize, Batching, RunSpec};
 
+pub use batch::BatchRecord;
 pub use event::{Event, Sink, Snapshot, Why};
 pub use loss_scale::LossScale;
 pub use metrics::{Metrics, throughput_key};
@@ -68,6 +70,8 @@ pub struct Outcome {
     /// Last value of every metric, and the best with its step.
     pub last: Metrics,
     pub best: BTreeMap<String, (f64, usize)>,
+    /// The micro-batch and accumulation of fixed batches, and how an automatic one was chosen.
+    pub batch: Option<BatchRecord>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +88,16 @@ pub enum TrainError {
         "no training example fits in `batch-tokens {budget}`: the shortest has {shortest} tokens"
     )]
     NothingFits { budget: usize, shortest: usize },
+    #[error(
+        "`batch-size \"auto\"`: not even one example a micro-batch fits in the memory budget of {} ({})",
+        memory::human_bytes(*budget),
+        needed.map_or("its need cannot be estimated".to_owned(), |n| format!("it needs about {}", memory::human_bytes(n)))
+    )]
+    NoBatchFits { budget: u64, needed: Option<u64> },
+    #[error(
+        "`batch-size \"auto\"` needs a memory budget: give `resources {{ memory \"16G\" }}` (this platform reports no available memory)"
+    )]
+    NoBudget,
 }
 
 /// Options of a run beyond its spec.
@@ -133,10 +147,23 @@ pub fn train_in(
     compute: DType,
 ) -> Result<Outcome, TrainError> {
     let train = &spec.train;
-    let grouping = grouping(spec, data)?;
-    let accum = train.gradient_accumulation.max(1);
-    let steps_per_epoch = (order::batches_per_epoch(data.train.len(), &grouping) / accum).max(1);
     let resumed_from = control.resume.as_ref().map(|r| r.state.step);
+    // A resumed run keeps the micro-batch it started with (an automatic choice is not redone).
+    let (record, reused) = match control.resume.as_ref().and_then(|r| r.state.batch.clone()) {
+        Some(record) => (Some(record), true),
+        None => (batch::decide(spec, data, built, device, compute)?, false),
+    };
+    let split = record.as_ref().map(|r| r.split(spec));
+    let grouping = grouping(spec, data, split)?;
+    let (accum, steps_per_epoch) = match split {
+        Some(s) => (s.accumulation(), data.train.len() / s.step_rows.max(1)),
+        None => {
+            let accum = train.gradient_accumulation.max(1);
+            let batches = order::batches_per_epoch(data.train.len(), &grouping);
+            (accum, batches / accum)
+        }
+    };
+    let steps_per_epoch = steps_per_epoch.max(1);
     let mut t = Trainer::start(
         spec,
         data.train.len(),
@@ -144,6 +171,7 @@ pub fn train_in(
         steps_per_epoch,
         compute,
         control.resume,
+        record,
     )?;
     let total = t.schedule.total_steps();
     let start = Instant::now();
@@ -158,6 +186,9 @@ pub fn train_in(
         trainable: built.trainable_params(),
         resumed_from,
     })?;
+    if let Some(record) = &t.state.batch {
+        sink.event(&Event::Batch { record, reused })?;
+    }
     let mut ending = Ending::Completed;
     while t.state.step < total {
         if control.stop.is_some_and(|f| f.load(Ordering::SeqCst)) {
@@ -167,9 +198,11 @@ pub fn train_in(
         let step = t.state.step + 1;
         let lr = t.schedule.lr(step);
         // One draw per optimizer step: an epoch is `steps_per_epoch` whole steps.
-        let batches: Vec<Batch> = t
-            .order
-            .next(accum)
+        let rows = match split {
+            Some(s) => t.order.next_fixed(s.step_rows, s.micro),
+            None => t.order.next(accum),
+        };
+        let batches: Vec<Batch> = rows
             .iter()
             .map(|r| data.batch(&data.train, r, device))
             .collect::<Result<_, _>>()?;
@@ -202,6 +235,17 @@ pub fn train_in(
             None
         };
         (t.state.step, t.state.epoch) = (step, step as f64 / steps_per_epoch as f64);
+        // The measured peak of the first steps, beside the estimate (read before a logged
+        // step starts the mark afresh).
+        if let Some(record) = t
+            .state
+            .batch
+            .as_mut()
+            .filter(|_| step <= batch::CALIBRATION_STEPS)
+        {
+            let peak = memory::peak_now();
+            record.measured_peak_memory_bytes = record.measured_peak_memory_bytes.max(peak);
+        }
         let mut metrics = Metrics::new();
         if step.is_multiple_of(train.log_every) || step == total {
             let throughput = t.state.tokens as f64 / elapsed().max(1e-9);
@@ -266,17 +310,25 @@ pub fn train_in(
         throughput: t.state.tokens as f64 / wall_s.max(1e-9),
         last: t.state.last,
         best: t.state.best,
+        batch: t.state.batch,
     })
 }
 
-/// How the run's micro-batches are cut. "auto" needs the device's memory to choose; until
-/// that exists it is refused here (and by `xp run`'s preflight) rather than silently replaced
-/// by some size. A token budget no training example fits in is refused too.
-fn grouping(spec: &RunSpec, data: &Dataset) -> Result<Grouping, TrainError> {
-    match spec.train.batching() {
-        Batching::Examples(BatchSize::Fixed(b)) => Ok(Grouping::Fixed(b.max(1))),
-        Batching::Examples(BatchSize::Auto) => Err(TrainError::Unsupported("batch-size \"auto\"")),
-        Batching::Tokens(budget) => {
+/// How the run's micro-batches are cut: fixed ones as `split` says (a fixed or automatic batch
+/// size, see [`batch::decide`]), or by a token budget, which is refused when no training example
+/// fits in it.
+fn grouping(
+    spec: &RunSpec,
+    data: &Dataset,
+    split: Option<batch::Split>,
+) -> Result<Grouping, TrainError> {
+    match (spec.train.batching(), split) {
+        (Batching::Examples(_), Some(split)) => Ok(Grouping::Fixed(split.micro.max(1))),
+        (Batching::Examples(BatchSize::Fixed(b)), None) => Ok(Grouping::Fixed(b.max(1))),
+        (Batching::Examples(BatchSize::Auto), None) => Err(TrainError::Unsupported(
+            "batch-size \"auto\" without its choice",
+        )),
+        (Batching::Tokens(budget), _) => {
             let lengths = data.train.lengths();
             if data.train.is_empty() || budget::over_budget(&lengths, budget) == lengths.len() {
                 return Err(TrainError::NothingFits {

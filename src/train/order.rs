@@ -95,13 +95,17 @@ impl Order {
     /// gives them all).
     pub fn next(&mut self, count: usize) -> Vec<Vec<usize>> {
         match self.grouping {
-            Grouping::Fixed(micro) => {
-                let micro = micro.max(1);
-                let rows = self.next_rows(micro * count);
-                rows.chunks(micro).map(<[usize]>::to_vec).collect()
-            }
+            Grouping::Fixed(micro) => self.next_fixed(micro.max(1) * count, micro),
             Grouping::Tokens { .. } => self.next_groups(count),
         }
+    }
+
+    /// The next optimizer step's `rows` rows of fixed micro-batches, cut into micro-batches of
+    /// `micro` (the last shorter when `micro` does not divide `rows`). How they are cut does not
+    /// change which rows a step draws.
+    pub fn next_fixed(&mut self, rows: usize, micro: usize) -> Vec<Vec<usize>> {
+        let rows = self.next_rows(rows);
+        rows.chunks(micro.max(1)).map(<[usize]>::to_vec).collect()
     }
 
     fn next_rows(&mut self, count: usize) -> Vec<usize> {

@@ -11,6 +11,7 @@ use crate::rng::Rng;
 use crate::spec::RunSpec;
 
 use super::TrainError;
+use super::batch::BatchRecord;
 use super::event::{Event, Sink, Snapshot, Why};
 use super::loss_scale::LossScale;
 use super::metrics::Metrics;
@@ -40,6 +41,10 @@ pub struct TrainerState {
     /// f16's dynamic loss scale (absent for other precisions).
     #[serde(default)]
     pub loss_scale: Option<LossScale>,
+    /// The micro-batch of fixed batches (a resumed run keeps it; absent for token budgets and
+    /// in checkpoints of older versions).
+    #[serde(default)]
+    pub batch: Option<BatchRecord>,
 }
 
 /// What a resumed run starts from.
@@ -67,6 +72,7 @@ impl Trainer {
         steps_per_epoch: usize,
         compute: DType,
         resume: Option<Resume>,
+        batch: Option<BatchRecord>,
     ) -> Result<Self, TrainError> {
         let train = &spec.train;
         let mut schedule = LrSchedule::new(
@@ -90,6 +96,7 @@ impl Trainer {
             elapsed_s: 0.0,
             metrics_lines: 0,
             loss_scale: (compute == DType::F16).then(LossScale::new),
+            batch: batch.clone(),
         };
         if let Some(r) = resume {
             optimizer
@@ -100,6 +107,7 @@ impl Trainer {
                 .map_err(TrainError::Resume)?;
             order = Order::restore(examples, grouping, &r.state.order);
             s = r.state;
+            s.batch = batch;
             // A checkpoint of another precision (the same run on another device) has no scale, or
             // one f16 no longer needs.
             if s.loss_scale.is_some() != (compute == DType::F16) {

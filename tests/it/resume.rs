@@ -91,14 +91,14 @@ fn summary(run: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
 }
 
-/// Wall-clock fields (and measures of the process, such as its peak memory), which differ
+/// Wall-clock fields (and measures of the process, such as its peak and resident memory), which differ
 /// between any two trainings; everything else must be bit-identical after a resume.
 fn timeless(key: &str) -> bool {
     !matches!(
         key,
         "started_at" | "finished_at" | "wall_s" | "tokens_per_s"
     ) && !key.ends_with("_per_s")
-        && !key.ends_with("peak_memory_bytes")
+        && !key.ends_with("_memory_bytes")
 }
 
 /// A summary.json or a results.json row without its wall-clock fields.
@@ -705,4 +705,53 @@ fn fail_fast_stops_at_the_first_failure_and_leaves_the_rest_pending() {
         .collect();
     assert_eq!(statuses, ["diverged", "pending"]);
     assert!(!sweep.join("lr=0.01").exists());
+}
+
+/// [`EXPERIMENT`] with `batch-size "auto"` keeping 16 examples a step, under a budget.
+const AUTO_EXPERIMENT: &str = r#"experiment "ck" {
+    model "llama" { layers 1; heads 2; dim 32; context 8 }
+    data "modular-addition" modulus=13
+    resources {
+        memory "8G"
+    }
+    train {
+        steps 60
+        batch-size "auto"
+        effective-batch 16
+        optimizer "adamw" lr=3e-3
+        schedule "cosine" warmup-steps=5
+        eval every=10
+        log every=5
+        checkpoint every=10 keep=2
+    }
+}
+"#;
+
+/// A run of `batch-size "auto"` killed mid-training resumes bit-identically: the checkpoint
+/// holds the micro-batch chosen, and the resumed process takes it from there instead of
+/// choosing again.
+#[test]
+fn an_auto_batch_run_resumes_bit_identically() {
+    let case = Case::new(AUTO_EXPERIMENT);
+    assert_eq!(case.run("reference", &[]).status.code(), Some(0));
+    case.kill_at("training", "eval#4", &[]);
+    let run = case.sweep("training", "ck").join("run");
+    let (_, newest) = xp::sweep::record::checkpoint::steps(&run)
+        .into_iter()
+        .max_by_key(|(step, _)| *step)
+        .unwrap();
+    let trainer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(newest.join("trainer.json")).unwrap())
+            .unwrap();
+    let micro = trainer["batch"]["micro"].as_u64().unwrap();
+    assert!(trainer["batch"]["auto"] == true && (1..=16).contains(&micro));
+    let out = case.run("training", &["--resume"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_identical(&case, "training");
+    assert_eq!(summary(&run)["batch"]["micro"], micro);
+    let log = std::fs::read_to_string(run.join("train.log")).unwrap();
+    assert!(
+        log.contains("as the checkpoint resumed from started it"),
+        "{log}"
+    );
 }

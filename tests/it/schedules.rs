@@ -51,6 +51,7 @@ fn train(length: Length, schedule: Schedule) -> spec::Train {
         batch_size: Some(BatchSize::Fixed(1)),
         batch_tokens: None,
         gradient_accumulation: 1,
+        effective_batch: None,
         optimizer: spec::OptimizerConfig {
             lr: 0.1,
             decay_all: false,

@@ -229,7 +229,10 @@ fn train(t: &Reader) -> Res<Train> {
         length,
         batch_size,
         batch_tokens: t.c_usize("batch-tokens")?,
-        gradient_accumulation: t.need("gradient-accumulation")?.a_usize(0)?,
+        // Absent with `effective-batch` (they exclude each other): one until a micro-batch is
+        // chosen.
+        gradient_accumulation: t.c_usize("gradient-accumulation")?.unwrap_or(1),
+        effective_batch: t.c_usize("effective-batch")?,
         optimizer: optimizer(&t.need("optimizer")?)?,
         schedule: schedule(&t.need("schedule")?)?,
         grad_clip: t.child("grad-clip").map(|g| g.a_f64(0)).transpose()?,

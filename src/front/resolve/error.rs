@@ -95,6 +95,31 @@ pub enum RunError {
         span: SourceSpan,
     },
 
+    #[error("`effective-batch` needs `batch-size \"auto\"`")]
+    #[diagnostic(
+        code("xp::run::effective-batch-auto"),
+        help(
+            "with a fixed batch size the step's examples are batch-size × gradient-accumulation; write `batch-size \"auto\"`, or remove `effective-batch`"
+        )
+    )]
+    EffectiveBatchAuto {
+        #[label("examples per step")]
+        span: SourceSpan,
+    },
+
+    #[error("`memory \"{value}\"` is not a memory size")]
+    #[diagnostic(
+        code("xp::run::memory-size"),
+        help(
+            "a whole number with a unit: \"16G\", \"500M\", \"64K\" (B, K, M, G, T; a bare number is megabytes, as for Slurm)"
+        )
+    )]
+    MemorySize {
+        value: String,
+        #[label("not a size")]
+        span: SourceSpan,
+    },
+
     #[error("`batch-tokens` needs token data, and `{data}` data is a table")]
     #[diagnostic(
         code("xp::run::batch-tokens-data"),

@@ -51,7 +51,7 @@ pub fn synthetic_sequence_length(data: &DataSource) -> Option<usize> {
 /// The cross-field rules of one run, pointing at the values that break them.
 pub fn rules(experiment: &Node, spec: &RunSpec) -> Vec<Diag> {
     let run = Run { experiment, spec };
-    let rules: [fn(&Run) -> Option<Diag>; 12] = [
+    let rules: [fn(&Run) -> Option<Diag>; 14] = [
         warmup_shorter_than_training,
         eval_within_training,
         checkpoint_within_training,
@@ -64,6 +64,8 @@ pub fn rules(experiment: &Node, spec: &RunSpec) -> Vec<Diag> {
         context_holds_an_example,
         batch_within_data,
         batch_tokens_need_tokens,
+        effective_batch_needs_auto,
+        memory_is_a_size,
     ];
     rules.iter().filter_map(|rule| rule(&run)).collect()
 }
@@ -357,12 +359,16 @@ fn context_holds_an_example(run: &Run) -> Option<Diag> {
 }
 
 fn batch_within_data(run: &Run) -> Option<Diag> {
-    let batch = run.spec.train.effective_batch()?;
+    let batch = run.spec.train.examples_per_step()?;
     let examples = synthetic_train_examples(&run.spec.data.source)?;
     if batch <= examples {
         return None;
     }
-    let (source, span) = run.arg_at(&["train", "batch-size"]).unwrap_or(run.here());
+    let setting = match run.spec.train.effective_batch {
+        Some(_) => "effective-batch",
+        None => "batch-size",
+    };
+    let (source, span) = run.arg_at(&["train", setting]).unwrap_or(run.here());
     Some(diag(
         source,
         RunError::BatchTooLarge {
@@ -388,6 +394,35 @@ fn batch_tokens_need_tokens(run: &Run) -> Option<Diag> {
         source,
         RunError::BatchTokensData {
             data: run.data_kind(),
+            span,
+        },
+    ))
+}
+
+/// `effective-batch` sets the accumulation of an automatic batch size; a fixed batch size or a
+/// token budget already decides the step's examples.
+fn effective_batch_needs_auto(run: &Run) -> Option<Diag> {
+    run.spec.train.effective_batch?;
+    if run.spec.train.batching() == Batching::Examples(BatchSize::Auto) {
+        return None;
+    }
+    let (source, span) = run
+        .arg_at(&["train", "effective-batch"])
+        .unwrap_or(run.here());
+    Some(diag(source, RunError::EffectiveBatchAuto { span }))
+}
+
+/// `resources { memory }` is a size: Slurm is asked for it, and `batch-size "auto"` fits in it.
+fn memory_is_a_size(run: &Run) -> Option<Diag> {
+    let value = run.spec.resources.as_ref()?.memory.as_ref()?;
+    if memory_bytes(value).is_some() {
+        return None;
+    }
+    let (source, span) = run.arg_at(&["resources", "memory"]).unwrap_or(run.here());
+    Some(diag(
+        source,
+        RunError::MemorySize {
+            value: value.clone(),
             span,
         },
     ))

@@ -69,6 +69,10 @@ pub struct Summary {
     pub device: String,
     pub precision: String,
     pub params: Option<ParamCounts>,
+    /// Fixed micro-batches: the micro-batch and accumulation, how an automatic one was chosen,
+    /// and the estimated against the measured peak of the first steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<crate::train::BatchRecord>,
     pub xp_version: String,
 }
 
@@ -104,6 +108,7 @@ impl Summary {
             device: device.to_owned(),
             precision: precision.to_owned(),
             params: None,
+            batch: None,
             xp_version: env!("CARGO_PKG_VERSION").to_owned(),
         }
     }

@@ -138,6 +138,7 @@ impl Sink for RunWriter {
                 time_s,
                 metrics,
             } => self.metrics_line(*step, *epoch, *time_s, metrics),
+            Event::Batch { record, reused } => self.log(&batch_line(record, *reused)),
             Event::Evaluating { .. } => Ok(()),
             Event::EarlyStop { step, reason } => {
                 self.log(&format!("early stop at step {step}: {reason}"))
@@ -162,4 +163,31 @@ impl Sink for RunWriter {
             }
         }
     }
+}
+
+/// train.log's line on how fixed micro-batches are cut, and for `batch-size "auto"` how the
+/// micro-batch was chosen.
+fn batch_line(record: &crate::train::BatchRecord, reused: bool) -> String {
+    use crate::train::memory::human_bytes;
+    let bytes = |b: Option<u64>| b.map_or("?".to_owned(), human_bytes);
+    let cut = format!(
+        "micro-batch {} × {} accumulated",
+        record.micro, record.accumulation
+    );
+    if reused {
+        return format!("batch: {cut}, as the checkpoint resumed from started it");
+    }
+    if !record.auto {
+        return format!(
+            "batch: {cut}, estimated peak {}",
+            bytes(record.estimated_peak_memory_bytes)
+        );
+    }
+    format!(
+        "batch: {cut}, chosen by batch-size \"auto\": estimated peak {} of a budget of {} (resident before training {}), measured peak of the probe step {}",
+        bytes(record.estimated_peak_memory_bytes),
+        bytes(record.budget_bytes),
+        bytes(record.resident_memory_bytes),
+        bytes(record.probe_peak_memory_bytes)
+    )
 }

@@ -288,7 +288,25 @@ pub fn check(
 
 /// Where a dashed name is written whole inside the template (`{{ batch-size }}`).
 fn dashed_span(text: &str, name: &str, base: usize) -> Option<std::ops::Range<usize>> {
-    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+    whole_word(text, name, base, |b| {
+        b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+    })
+}
+
+/// The first occurrence of a variable name as a whole word inside the template.
+fn variable_span(text: &str, name: &str, at: Location, base: usize) -> SourceSpan {
+    let found = whole_word(text, name, base, |b| b.is_ascii_alphanumeric() || b == b'_');
+    at.span(found, base)
+}
+
+/// The first occurrence of `name` after `base` with no word byte on either side, as a range
+/// relative to `base`.
+fn whole_word(
+    text: &str,
+    name: &str,
+    base: usize,
+    is_word: impl Fn(u8) -> bool,
+) -> Option<std::ops::Range<usize>> {
     let bytes = text.as_bytes();
     text[base..]
         .match_indices(name)
@@ -296,22 +314,7 @@ fn dashed_span(text: &str, name: &str, base: usize) -> Option<std::ops::Range<us
         .find(|&i| {
             let before = i.checked_sub(1).map(|j| bytes[j]);
             let after = bytes.get(i + name.len()).copied();
-            !before.is_some_and(is_word) && !after.is_some_and(is_word)
+            !before.is_some_and(&is_word) && !after.is_some_and(&is_word)
         })
         .map(|i| i - base..i - base + name.len())
-}
-
-/// The first occurrence of a variable name as a whole word inside the template.
-fn variable_span(text: &str, name: &str, at: Location, base: usize) -> SourceSpan {
-    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-    let bytes = text.as_bytes();
-    let found = text[base..]
-        .match_indices(name)
-        .map(|(i, _)| i + base)
-        .find(|&i| {
-            let before = i.checked_sub(1).map(|j| bytes[j]);
-            let after = bytes.get(i + name.len()).copied();
-            !before.is_some_and(is_word) && !after.is_some_and(is_word)
-        });
-    at.span(found.map(|i| i - base..i - base + name.len()), base)
 }

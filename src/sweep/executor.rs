@@ -295,6 +295,7 @@ fn train_run(
     let control = Control {
         resume,
         stop: options.stop.as_deref(),
+        out_of_memory_at: crate::sweep::fault::out_of_memory_steps(&run.name),
     };
     let outcome = train::train_with(
         &run.config,
@@ -314,6 +315,7 @@ fn train_run(
     summary.tokens_per_s = Some(outcome.throughput);
     summary.last = outcome.last.clone();
     summary.batch = outcome.batch.clone();
+    summary.batch_changes = outcome.batch_changes.clone();
     summary.best = outcome
         .best
         .iter()

@@ -7,12 +7,15 @@
 //! `XP_FAULT_PANIC=<run name>` makes that run panic when it starts training, and
 //! `XP_FAULT_ABORT=<run name>` aborts its process (a crash no unwinding can catch).
 //! `XP_FAULT_ENOSPC=<file name>,…` makes every write of those files fail as on a full disk,
-//! from the moment a run starts training in the process. Without the variables these are no-ops.
+//! from the moment a run starts training in the process. `XP_FAULT_OOM=<step>,…`, optionally
+//! followed by `@<run name>`, makes the first attempt at each of those optimizer steps fail as if
+//! out of memory (the recovery redoes them in smaller micro-batches). Without the variables
+//! these are no-ops.
 //!
 //! The points exist only in a build with the `fault-injection` feature (the tests turn it on);
 //! in any other build they are empty functions, and the binary knows no `XP_FAULT_*` variable.
 
-pub use imp::{panic_for, point, write_error};
+pub use imp::{out_of_memory_steps, panic_for, point, write_error};
 
 /// Without the feature: nothing.
 #[cfg(not(feature = "fault-injection"))]
@@ -26,6 +29,11 @@ mod imp {
     #[inline(always)]
     pub fn write_error(_: &std::path::Path) -> std::io::Result<()> {
         Ok(())
+    }
+
+    #[inline(always)]
+    pub fn out_of_memory_steps(_: &str) -> Vec<usize> {
+        Vec::new()
     }
 }
 
@@ -121,5 +129,23 @@ mod imp {
             return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
         }
         Ok(())
+    }
+
+    /// The steps `XP_FAULT_OOM` makes run out of memory in `run`.
+    pub fn out_of_memory_steps(run: &str) -> Vec<usize> {
+        let Ok(wanted) = std::env::var("XP_FAULT_OOM") else {
+            return Vec::new();
+        };
+        let (steps, only) = match wanted.split_once('@') {
+            Some((steps, only)) => (steps.to_owned(), Some(only.to_owned())),
+            None => (wanted, None),
+        };
+        if only.is_some_and(|only| only != run) {
+            return Vec::new();
+        }
+        steps
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect()
     }
 }

@@ -61,7 +61,7 @@ impl Update {
             Event::Checkpoint(cp) => Update::Checkpoint {
                 step: cp.state.step,
             },
-            Event::Evaluating { .. } | Event::Batch { .. } => return None,
+            Event::Evaluating { .. } | Event::Batch { .. } | Event::BatchChange(_) => return None,
         })
     }
 }

@@ -65,6 +65,10 @@ impl Split {
 pub struct BatchRecord {
     pub micro: usize,
     pub accumulation: usize,
+    /// Examples an optimizer step (kept when out of memory cuts the step into smaller
+    /// micro-batches; 0 in checkpoints of older versions, where the spec gives it).
+    #[serde(default)]
+    pub step_examples: usize,
     /// Whether `batch-size "auto"` chose the micro-batch.
     pub auto: bool,
     /// What the process may hold at its peak (`resources { memory }`, else the available
@@ -79,23 +83,46 @@ pub struct BatchRecord {
     /// `effective-batch` evens the micro-batches out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimated_micro: Option<usize>,
-    /// The predicted peak: the resident memory plus [`memory::estimate`] of the micro-batch.
+    /// The predicted peak: the resident memory plus [`memory::estimate`] of the micro-batch (the
+    /// one after the last out-of-memory change, if any).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimated_peak_memory_bytes: Option<u64>,
     /// The measured peak of the probe step that confirmed an automatic micro-batch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_peak_memory_bytes: Option<u64>,
-    /// The measured peak of the first [`CALIBRATION_STEPS`] steps, to compare with the estimate.
+    /// The measured peak of the first [`CALIBRATION_STEPS`] steps (of those after the last
+    /// out-of-memory change of the micro-batch, if any), to compare with the estimate and to
+    /// calibrate it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measured_peak_memory_bytes: Option<u64>,
 }
 
 impl BatchRecord {
+    /// A record of `micro` examples a micro-batch, `accumulation` of them a step, nothing
+    /// chosen or measured yet.
+    pub(super) fn fixed(micro: usize, accumulation: usize) -> BatchRecord {
+        BatchRecord {
+            micro,
+            accumulation,
+            step_examples: micro * accumulation,
+            auto: false,
+            budget_bytes: None,
+            resident_memory_bytes: None,
+            estimated_micro: None,
+            estimated_peak_memory_bytes: None,
+            probe_peak_memory_bytes: None,
+            measured_peak_memory_bytes: None,
+        }
+    }
+
     pub(super) fn split(&self, spec: &RunSpec) -> Split {
-        let split = Split::of(spec, self.micro);
+        let step_rows = match self.step_examples {
+            0 => Split::of(spec, self.micro).step_rows,
+            rows => rows,
+        };
         Split {
             micro: self.micro,
-            ..split
+            step_rows,
         }
     }
 }
@@ -119,15 +146,11 @@ pub(super) fn decide(
         Batching::Examples(BatchSize::Fixed(b)) => {
             let split = Split::of(spec, b);
             Ok(Some(BatchRecord {
-                micro: split.micro,
-                accumulation: split.accumulation(),
-                auto: false,
-                estimated_micro: None,
-                budget_bytes: None,
+                step_examples: split.step_rows,
+                budget_bytes: spec.resources.as_ref().and_then(|r| r.memory_bytes()),
                 resident_memory_bytes: resident,
                 estimated_peak_memory_bytes: predicted(split.micro),
-                probe_peak_memory_bytes: None,
-                measured_peak_memory_bytes: None,
+                ..BatchRecord::fixed(split.micro, split.accumulation())
             }))
         }
         Batching::Examples(BatchSize::Auto) => {
@@ -166,6 +189,7 @@ pub(super) fn decide(
             Ok(Some(BatchRecord {
                 micro: split.micro,
                 accumulation: split.accumulation(),
+                step_examples: split.step_rows,
                 auto: true,
                 estimated_micro: Some(estimated),
                 budget_bytes: Some(budget),

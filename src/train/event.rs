@@ -5,6 +5,7 @@ use crate::model::Param;
 
 use super::batch::BatchRecord;
 use super::metrics::Metrics;
+use super::oom::BatchChange;
 use super::state::TrainerState;
 
 /// What the loop reports.
@@ -29,6 +30,8 @@ pub enum Event<'a> {
         record: &'a BatchRecord,
         reused: bool,
     },
+    /// A step ran out of memory and is redone in smaller micro-batches.
+    BatchChange(&'a BatchChange),
     /// The loop is about to evaluate at `step` (its metrics follow in the step's `Metrics`).
     Evaluating {
         step: usize,

@@ -9,6 +9,7 @@ mod event;
 mod loss_scale;
 pub mod memory;
 mod metrics;
+mod oom;
 pub mod optim;
 mod order;
 pub(crate) mod precision;
@@ -32,6 +33,7 @@ pub use batch::BatchRecord;
 pub use event::{Event, Sink, Snapshot, Why};
 pub use loss_scale::LossScale;
 pub use metrics::{Metrics, throughput_key};
+pub use oom::BatchChange;
 pub use order::OrderState;
 pub use shards::shards;
 pub use state::{Resume, TrainerState};
@@ -72,6 +74,8 @@ pub struct Outcome {
     pub best: BTreeMap<String, (f64, usize)>,
     /// The micro-batch and accumulation of fixed batches, and how an automatic one was chosen.
     pub batch: Option<BatchRecord>,
+    /// How the micro-batches changed at steps that ran out of memory.
+    pub batch_changes: Vec<BatchChange>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +102,10 @@ pub enum TrainError {
         "`batch-size \"auto\"` needs a memory budget: give `resources {{ memory \"16G\" }}` (this platform reports no available memory)"
     )]
     NoBudget,
+    #[error(
+        "step {step} ran out of memory with one example a micro-batch ({reason}): give the run more memory or make its model or sequences smaller"
+    )]
+    OutOfMemory { step: usize, reason: String },
 }
 
 /// Options of a run beyond its spec.
@@ -107,6 +115,9 @@ pub struct Control<'a> {
     pub resume: Option<Resume>,
     /// Set when the run should stop: it checkpoints and ends `Interrupted`.
     pub stop: Option<&'a AtomicBool>,
+    /// Steps whose first attempt fails as if out of memory (fault injection, to test the
+    /// recovery).
+    pub out_of_memory_at: Vec<usize>,
 }
 
 /// Trains a built model on its data from scratch.
@@ -153,8 +164,8 @@ pub fn train_in(
         Some(record) => (Some(record), true),
         None => (batch::decide(spec, data, built, device, compute)?, false),
     };
-    let split = record.as_ref().map(|r| r.split(spec));
-    let grouping = grouping(spec, data, split)?;
+    let mut split = record.as_ref().map(|r| r.split(spec));
+    let mut grouping = grouping(spec, data, split)?;
     let (accum, steps_per_epoch) = match split {
         Some(s) => (s.accumulation(), data.train.len() / s.step_rows.max(1)),
         None => {
@@ -173,6 +184,9 @@ pub fn train_in(
         control.resume,
         record,
     )?;
+    let budget = t.state.batch.as_ref().and_then(|r| r.budget_bytes);
+    let budget = budget.or_else(|| spec.resources.as_ref().and_then(|r| r.memory_bytes()));
+    let mut guard = oom::Guard::new(budget, control.out_of_memory_at.clone());
     let total = t.schedule.total_steps();
     let start = Instant::now();
     // Training time so far: before this process (a resumed run's checkpoint) plus since. The
@@ -197,24 +211,51 @@ pub fn train_in(
         }
         let step = t.state.step + 1;
         let lr = t.schedule.lr(step);
-        // One draw per optimizer step: an epoch is `steps_per_epoch` whole steps.
-        let rows = match split {
+        // One draw per optimizer step: an epoch is `steps_per_epoch` whole steps. A step that
+        // runs out of memory is redone on the same rows in smaller micro-batches.
+        let drawn = match split {
             Some(s) => t.order.next_fixed(s.step_rows, s.micro),
             None => t.order.next(accum),
         };
-        let batches: Vec<Batch> = rows
-            .iter()
-            .map(|r| data.batch(&data.train, r, device))
-            .collect::<Result<_, _>>()?;
-        let shape = StepShape::of(&batches)?;
-        let pass = Pass {
-            task: data.task,
-            counted: batches.iter().map(|b| b.counted).sum(),
-            compute,
-            scale: t.state.loss_scale.as_ref().map(|l| l.scale),
+        let dropout = t.dropout.clone();
+        let (loss, mut grads, shape) = loop {
+            let rows = match split {
+                Some(s) => drawn
+                    .concat()
+                    .chunks(s.micro)
+                    .map(<[usize]>::to_vec)
+                    .collect(),
+                None => oom::cut(&drawn, oom::parts(&t.state.batch_changes)),
+            };
+            let estimate =
+                |micro| memory::estimate_micro(spec, Some(data), micro).map(|e| e.total());
+            let attempt = match guard.before(step, t.state.batch.as_ref(), estimate) {
+                Some(overrun) => Err(overrun),
+                None => {
+                    let scale = t.state.loss_scale.as_ref().map(|l| l.scale);
+                    let pass = (compute, scale);
+                    match attempt_step(built, data, pass, &rows, &mut t.dropout, device)? {
+                        Ok(done) => guard.after(step).map_or(Ok(done), Err),
+                        Err(overrun) => Err(overrun),
+                    }
+                }
+            };
+            match attempt {
+                Ok(done) => break done,
+                Err(overrun) => {
+                    t.dropout = dropout.clone();
+                    let largest = rows.iter().map(Vec::len).max().unwrap_or(0);
+                    let cut = (&mut split, &mut grouping);
+                    let change = shrink(step, &overrun, largest, &mut t.state, cut)?;
+                    if let Some(record) = t.state.batch.as_mut().filter(|_| split.is_some()) {
+                        guard.changed(step, record, estimate);
+                    }
+                    sink.event(&Event::BatchChange(&change))?;
+                    t.state.batch_changes.push(change);
+                }
+            }
         };
-        let (loss, mut grads) = forward_backward(built, &pass, &batches, &mut t.dropout)?;
-        t.state.tokens += batches.iter().map(|b| b.tokens).sum::<usize>();
+        t.state.tokens += shape.tokens;
         if !loss.is_finite() {
             let reason = format!("the training loss became {loss} at step {step}");
             ending = Ending::Diverged { step, reason };
@@ -235,14 +276,9 @@ pub fn train_in(
             None
         };
         (t.state.step, t.state.epoch) = (step, step as f64 / steps_per_epoch as f64);
-        // The measured peak of the first steps, beside the estimate (read before a logged
-        // step starts the mark afresh).
-        if let Some(record) = t
-            .state
-            .batch
-            .as_mut()
-            .filter(|_| step <= batch::CALIBRATION_STEPS)
-        {
+        // The measured peak of the first steps (and of those after a change of micro-batch),
+        // beside the estimate.
+        if let Some(record) = t.state.batch.as_mut().filter(|_| guard.calibrating(step)) {
             let peak = memory::peak_now();
             record.measured_peak_memory_bytes = record.measured_peak_memory_bytes.max(peak);
         }
@@ -252,7 +288,7 @@ pub fn train_in(
             let scale = t.state.loss_scale.as_ref();
             metrics = logged(data.task, loss, lr, grad_norm, scale, throughput);
             metrics.extend(shape.metrics(data.task));
-            if let Some(peak) = memory::peak_since_last() {
+            if let Some(peak) = guard.take_peak() {
                 metrics.insert("train/peak_memory_bytes".into(), peak as f64);
             }
         }
@@ -311,7 +347,95 @@ pub fn train_in(
         last: t.state.last,
         best: t.state.best,
         batch: t.state.batch,
+        batch_changes: t.state.batch_changes,
     })
+}
+
+/// One attempt at a step's forward and backward passes over the micro-batches of `rows`: the
+/// loss, the gradients and what the micro-batches held, or the [`oom::Overrun`] of a refused
+/// device allocation. `pass` is the compute type and f16's loss scale.
+fn attempt_step(
+    built: &Built,
+    data: &Dataset,
+    (compute, scale): (DType, Option<f64>),
+    rows: &[Vec<usize>],
+    dropout: &mut crate::rng::Rng,
+    device: &Device,
+) -> Result<Result<(f64, shards::Grads, StepShape), oom::Overrun>, TrainError> {
+    let mut run = || -> Result<_, TrainError> {
+        let batches: Vec<Batch> = rows
+            .iter()
+            .map(|r| data.batch(&data.train, r, device))
+            .collect::<Result<_, _>>()?;
+        let shape = StepShape::of(&batches)?;
+        let pass = Pass {
+            task: data.task,
+            counted: batches.iter().map(|b| b.counted).sum(),
+            compute,
+            scale,
+        };
+        let (loss, grads) = forward_backward(built, &pass, &batches, dropout)?;
+        Ok((loss, grads, shape))
+    };
+    match run() {
+        Ok(done) => Ok(Ok(done)),
+        Err(TrainError::Candle(e)) if oom::is_allocation_failure(&e) => {
+            Ok(Err(oom::Overrun::Allocation(e.to_string())))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// After `overrun` at `step`, whose largest micro-batch held `largest` examples: the next
+/// smaller cut of the step (fixed micro-batches halved with the accumulation doubled, or
+/// token-budget micro-batches cut into twice the parts), applied to the run's record, `split`
+/// and (for evaluation) `grouping`; an error when no micro-batch holds more than one example.
+fn shrink(
+    step: usize,
+    overrun: &oom::Overrun,
+    largest: usize,
+    state: &mut TrainerState,
+    (split, grouping): (&mut Option<batch::Split>, &mut Grouping),
+) -> Result<BatchChange, TrainError> {
+    let reason = overrun.describe();
+    let exhausted = || TrainError::OutOfMemory {
+        step,
+        reason: reason.clone(),
+    };
+    match (state.batch.as_mut(), split.as_mut()) {
+        (Some(record), Some(split)) => {
+            let (micro, accumulation) =
+                oom::halve(record, split.step_rows).ok_or_else(exhausted)?;
+            let before = record.micro;
+            if largest <= 1 {
+                return Err(exhausted());
+            }
+            (record.micro, record.accumulation, split.micro) = (micro, accumulation, micro);
+            *grouping = Grouping::Fixed(micro);
+            Ok(BatchChange {
+                step,
+                micro_before: Some(before),
+                micro_after: Some(micro),
+                accumulation: Some(accumulation),
+                parts: None,
+                reason,
+            })
+        }
+        _ => {
+            if largest <= 1 {
+                return Err(exhausted());
+            }
+            let parts = oom::parts(&state.batch_changes);
+            Ok(BatchChange {
+                step,
+                micro_before: None,
+                micro_after: None,
+                accumulation: None,
+                parts: Some(parts * 2),
+                reason,
+            })
+        }
+    }
 }
 
 /// How the run's micro-batches are cut: fixed ones as `split` says (a fixed or automatic batch

@@ -15,6 +15,7 @@ use super::batch::BatchRecord;
 use super::event::{Event, Sink, Snapshot, Why};
 use super::loss_scale::LossScale;
 use super::metrics::Metrics;
+use super::oom::BatchChange;
 use super::optim::{self, Optimizer};
 use super::order::{Grouping, Order, OrderState, shuffles};
 use super::schedule::LrSchedule;
@@ -45,6 +46,9 @@ pub struct TrainerState {
     /// in checkpoints of older versions).
     #[serde(default)]
     pub batch: Option<BatchRecord>,
+    /// How the micro-batches changed at steps that ran out of memory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batch_changes: Vec<BatchChange>,
 }
 
 /// What a resumed run starts from.
@@ -97,6 +101,7 @@ impl Trainer {
             metrics_lines: 0,
             loss_scale: (compute == DType::F16).then(LossScale::new),
             batch: batch.clone(),
+            batch_changes: Vec::new(),
         };
         if let Some(r) = resume {
             optimizer

@@ -755,3 +755,25 @@ fn an_auto_batch_run_resumes_bit_identically() {
         "{log}"
     );
 }
+
+/// A run whose step 3 ran out of memory (injected) and went on in halved micro-batches,
+/// killed mid-training, resumes bit-identically in those micro-batches: the change is in the
+/// checkpoint.
+#[test]
+fn a_run_that_halved_its_micro_batch_resumes_bit_identically() {
+    let case = Case::new(EXPERIMENT);
+    let reference = case
+        .command("reference", &[])
+        .env("XP_FAULT_OOM", "3")
+        .output()
+        .unwrap();
+    assert_eq!(reference.status.code(), Some(0), "{}", stderr(&reference));
+    case.kill_at("training", "eval#4", &[("XP_FAULT_OOM", "3")]);
+    let out = case.run("training", &["--resume"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_identical(&case, "training");
+    let run = case.sweep("training", "ck").join("run");
+    let changes = &summary(&run)["batch_changes"];
+    assert_eq!(changes[0]["step"], 3, "{changes}");
+    assert_eq!(summary(&run)["batch"]["micro"], 8);
+}

@@ -73,6 +73,9 @@ pub struct Summary {
     /// and the estimated against the measured peak of the first steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<crate::train::BatchRecord>,
+    /// How the micro-batches changed at steps that ran out of memory (absent when none did).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batch_changes: Vec<crate::train::BatchChange>,
     pub xp_version: String,
 }
 
@@ -109,6 +112,7 @@ impl Summary {
             precision: precision.to_owned(),
             params: None,
             batch: None,
+            batch_changes: Vec::new(),
             xp_version: env!("CARGO_PKG_VERSION").to_owned(),
         }
     }

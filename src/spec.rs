@@ -632,3 +632,34 @@ mod tests {
         }
     }
 }
+
+/// How a sweep stops unpromising runs (`sweep { prune … }`), every step count resolved. A
+/// property of the sweep, not of a run (in `plan.json`, not in a run's id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Pruning {
+    /// Asynchronous successive halving: rungs at `min_steps × reduction^k`.
+    Asha { min_steps: usize, reduction: usize },
+    /// Worse than the median of the completed runs at the same step, after `warmup_steps` and
+    /// once `startup_runs` runs completed.
+    Median {
+        warmup_steps: usize,
+        startup_runs: usize,
+    },
+    /// ASHA brackets from `min_steps` to `max_steps`.
+    Hyperband {
+        min_steps: usize,
+        max_steps: usize,
+        reduction: usize,
+    },
+}
+
+impl Pruning {
+    pub fn name(self) -> &'static str {
+        match self {
+            Pruning::Asha { .. } => "asha",
+            Pruning::Median { .. } => "median",
+            Pruning::Hyperband { .. } => "hyperband",
+        }
+    }
+}

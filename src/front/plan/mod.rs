@@ -5,6 +5,7 @@
 
 mod failures;
 mod names;
+mod prune;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,7 +24,7 @@ pub use crate::front::resolve::{Settings, value_json};
 use crate::front::schema::{NodeSpec, Schema};
 use crate::front::source::{SourceId, Sources};
 use crate::front::tree::Node;
-use crate::spec::{Length, RunSpec};
+use crate::spec::{Length, Pruning, RunSpec};
 use failures::Failures;
 use names::{name_collision, name_runs};
 
@@ -34,6 +35,9 @@ pub struct Plan {
     /// The overrides applied, as given on the command line.
     pub overrides: Vec<String>,
     pub runs: Vec<PlannedRun>,
+    /// `sweep { prune … }`: how runs are stopped early, read back by every run process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<Pruning>,
 }
 
 /// One run of a plan. In `plan.json` its configuration is its [`Settings`] (the names users
@@ -214,6 +218,7 @@ pub fn plan(
     if no_errors(&diags) {
         diags.extend(name_collision(experiment, &planned, repeats));
     }
+    let prune = prune::resolve(experiment, schema, &planned, &mut diags);
     if !no_errors(&diags) {
         return (None, diags);
     }
@@ -227,6 +232,7 @@ pub fn plan(
             experiment: name,
             overrides,
             runs: planned,
+            prune,
         }),
         diags,
     )

@@ -3,8 +3,8 @@
 //! from the sweep's `plan.json`; it continues from its newest checkpoint when it has one. Its
 //! progress goes to stdout as JSON lines, for the process that started it.
 //!
-//! Exit codes: 0 the run completed, 1 it failed or diverged, 2 the sweep or index is not
-//! usable, 130 it was interrupted (and checkpointed).
+//! Exit codes: 0 the run completed (or was pruned), 1 it failed or diverged, 2 the sweep or
+//! index is not usable, 130 it was interrupted (and checkpointed).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -106,6 +106,7 @@ pub fn run(args: ExecArgs) -> Result<Exit, CliError> {
             args.index,
             data,
             &mut summary,
+            plan.prune,
             &options,
             progress,
         );
@@ -128,7 +129,7 @@ pub fn run(args: ExecArgs) -> Result<Exit, CliError> {
         results::refresh(&sweep, &plan, &device)?;
     }
     Ok(match summary.status {
-        Status::Completed => Exit::Success,
+        Status::Completed | Status::Pruned => Exit::Success,
         Status::Interrupted => {
             if requeue.load(Ordering::SeqCst) {
                 crate::sweep::slurm::requeue_self();

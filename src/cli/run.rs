@@ -460,6 +460,18 @@ fn print_summary(report: &executor::SweepReport, objective: &str) -> Result<(), 
     if !failed.is_empty() {
         writeln!(out, "{} failed: {}", failed.len(), failed.join(", "))?;
     }
+    let pruned = report
+        .summaries
+        .iter()
+        .filter(|s| s.status == Status::Pruned)
+        .count();
+    if pruned > 0 {
+        writeln!(
+            out,
+            "{pruned} of {} runs pruned (stopped early by the sweep's `prune`)",
+            report.summaries.len()
+        )?;
+    }
     Ok(())
 }
 

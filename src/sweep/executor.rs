@@ -11,11 +11,13 @@ use std::sync::Arc;
 use crate::data::Dataset;
 use crate::front::plan::{Plan, PlannedRun};
 use crate::model::{self, Built};
+use crate::spec::Pruning;
 pub use crate::sweep::options::{SweepError, SweepOptions, should_stop, stopped};
 use crate::sweep::preflight::Datasets;
 pub use crate::sweep::prepare::{Prepared, prepare};
 use crate::sweep::progress::Update;
 pub use crate::sweep::progress::{Progress, Silent};
+use crate::sweep::prune::Pruner;
 use crate::sweep::record::{
     self, Best, ParamCounts, RunWriter, Status, Summary, SweepDir, checkpoint, results,
 };
@@ -116,6 +118,7 @@ fn in_process(
             index,
             datasets.get(&run.config),
             summary,
+            plan.prune,
             options,
             progress,
         ) {
@@ -131,14 +134,39 @@ fn in_process(
     Ok(interrupted)
 }
 
-/// Trains one run (from its newest checkpoint when there is one); the summary records how it
-/// ended. Errors are only those of writing the run directory itself.
+/// Trains one run (from its newest checkpoint when there is one), stopped early by the sweep's
+/// `prune` when it has one; the summary records how it ended. Errors are only those of writing
+/// the run directory (or the sweep's pruning journal) itself.
+#[allow(clippy::too_many_arguments)]
 pub fn execute_run(
     sweep: &SweepDir,
     run: &PlannedRun,
     index: usize,
     data: Option<Arc<Dataset>>,
     summary: &mut Summary,
+    prune: Option<Pruning>,
+    options: &SweepOptions,
+    progress: &mut dyn Progress,
+) -> std::io::Result<()> {
+    let ended = attempt(sweep, run, index, data, summary, prune, options, progress);
+    match prune {
+        // The median counts the runs that completed.
+        Some(_) if crate::sweep::slurm::settled(summary) => {
+            crate::sweep::prune::ended(sweep, run, summary.status)?;
+            ended
+        }
+        _ => ended,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attempt(
+    sweep: &SweepDir,
+    run: &PlannedRun,
+    index: usize,
+    data: Option<Arc<Dataset>>,
+    summary: &mut Summary,
+    prune: Option<Pruning>,
     options: &SweepOptions,
     progress: &mut dyn Progress,
 ) -> std::io::Result<()> {
@@ -186,12 +214,14 @@ pub fn execute_run(
     let result = match data {
         Some(data) => catch_unwind(AssertUnwindSafe(|| {
             train_run(
+                sweep,
                 run,
                 index,
                 &data,
                 checkpoint_dir.as_deref(),
                 &mut dir,
                 summary,
+                prune,
                 options,
                 progress,
             )
@@ -253,12 +283,14 @@ impl Sink for Tee<'_> {
 
 #[allow(clippy::too_many_arguments)]
 fn train_run(
+    sweep: &SweepDir,
     run: &PlannedRun,
     index: usize,
     data: &Dataset,
     checkpoint_dir: Option<&Path>,
     dir: &mut RunWriter,
     summary: &mut Summary,
+    prune: Option<Pruning>,
     options: &SweepOptions,
     progress: &mut dyn Progress,
 ) -> Result<(Status, Option<String>), String> {
@@ -292,10 +324,15 @@ fn train_run(
     let resume = checkpoint_dir
         .map(|d| checkpoint::read(d, &built.params))
         .transpose()?;
+    let pruner = prune.map(|p| Pruner::new(sweep, p, run));
+    let mut judge = pruner
+        .as_ref()
+        .map(|p| move |step: usize, value: f64| p.judge(step, value));
     let control = Control {
         resume,
         stop: options.stop.as_deref(),
         out_of_memory_at: crate::sweep::fault::out_of_memory_steps(&run.name),
+        pruner: judge.as_mut().map(|j| j as &mut train::Pruner),
     };
     let outcome = train::train_with(
         &run.config,
@@ -341,6 +378,7 @@ fn train_run(
                 "interrupted after step {step}; `xp run --resume` continues it"
             )),
         ),
+        Ending::Pruned { reason, .. } => (Status::Pruned, Some(reason)),
     };
     if status != Status::Interrupted {
         crate::sweep::export::save(&dir.dir, &run.config, &built)

@@ -83,7 +83,8 @@ pub fn prepare(plan: &Plan, source: &str, options: &SweepOptions) -> Result<Prep
             None
         };
         let (summary, action) = match existing.or(reused) {
-            Some(s) if s.status == Status::Completed => (s, Action::Keep),
+            // A pruned run is finished too: the sweep stopped it.
+            Some(s) if matches!(s.status, Status::Completed | Status::Pruned) => (s, Action::Keep),
             Some(s)
                 if matches!(s.status, Status::Failed | Status::Diverged)
                     && !options.retry_failed =>

@@ -62,6 +62,8 @@ pub enum Why {
     Best,
     /// The run was asked to stop (Ctrl-C, SIGTERM).
     Interrupt,
+    /// The sweep's pruner stopped the run.
+    Pruned,
 }
 
 /// Where events go.

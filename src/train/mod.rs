@@ -60,6 +60,12 @@ pub enum Ending {
     Interrupted {
         step: usize,
     },
+    /// Stopped by the sweep's pruner after evaluating `step`; a checkpoint of that step was
+    /// written.
+    Pruned {
+        step: usize,
+        reason: String,
+    },
 }
 
 /// What a finished run measured.
@@ -118,7 +124,14 @@ pub struct Control<'a> {
     /// Steps whose first attempt fails as if out of memory (fault injection, to test the
     /// recovery).
     pub out_of_memory_at: Vec<usize>,
+    /// Asked after each evaluation before the last step, with the step and the objective's
+    /// value (NaN when the evaluation did not give it); a reason stops the run: it checkpoints
+    /// and ends `Pruned`.
+    pub pruner: Option<&'a mut Pruner<'a>>,
 }
+
+/// The sweep's say on a run at an evaluation step ([`Control::pruner`]).
+pub type Pruner<'a> = dyn FnMut(usize, f64) -> std::io::Result<Option<String>> + 'a;
 
 /// Trains a built model on its data from scratch.
 pub fn train(
@@ -158,6 +171,7 @@ pub fn train_in(
     compute: DType,
 ) -> Result<Outcome, TrainError> {
     let train = &spec.train;
+    let mut pruner = control.pruner;
     let resumed_from = control.resume.as_ref().map(|r| r.state.step);
     // A resumed run keeps the micro-batch it started with (an automatic choice is not redone).
     let (record, reused) = match control.resume.as_ref().and_then(|r| r.state.batch.clone()) {
@@ -283,6 +297,7 @@ pub fn train_in(
             record.measured_peak_memory_bytes = record.measured_peak_memory_bytes.max(peak);
         }
         let mut metrics = Metrics::new();
+        let mut pruned = None;
         if step.is_multiple_of(train.log_every) || step == total {
             let throughput = t.state.tokens as f64 / elapsed().max(1e-9);
             let scale = t.state.loss_scale.as_ref();
@@ -305,6 +320,10 @@ pub fn train_in(
                 compute,
                 device,
             )?);
+            if let Some(prune) = pruner.as_mut().filter(|_| step < total) {
+                let objective = metrics.get(&spec.objective.metric).copied();
+                pruned = prune(step, objective.unwrap_or(f64::NAN))?;
+            }
         }
         let (improved, stop) = judge(spec, &mut t.schedule, &mut t.state, &metrics);
         if !metrics.is_empty() {
@@ -326,6 +345,10 @@ pub fn train_in(
         {
             t.checkpoint(sink, built, why, elapsed())?;
         }
+        if let Some(reason) = pruned {
+            ending = Ending::Pruned { step, reason };
+            break;
+        }
         if let Some(reason) = stop {
             sink.event(&Event::EarlyStop {
                 step,
@@ -335,8 +358,10 @@ pub fn train_in(
             break;
         }
     }
-    if let Ending::Interrupted { .. } = ending {
-        t.checkpoint(sink, built, Why::Interrupt, elapsed())?;
+    match ending {
+        Ending::Interrupted { .. } => t.checkpoint(sink, built, Why::Interrupt, elapsed())?,
+        Ending::Pruned { .. } => t.checkpoint(sink, built, Why::Pruned, elapsed())?,
+        _ => {}
     }
     let wall_s = elapsed();
     Ok(Outcome {

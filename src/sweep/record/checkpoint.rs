@@ -41,7 +41,7 @@ pub fn write(run_dir: &RunDir, cp: &Snapshot, keep: usize) -> io::Result<Checkpo
     fs::create_dir_all(&root).map_err(atomic::at(&root))?;
     let target = match cp.why {
         Why::Best => run_dir.best_checkpoint(),
-        Why::Interval | Why::Interrupt => run_dir.checkpoint(cp.state.step),
+        Why::Interval | Why::Interrupt | Why::Pruned => run_dir.checkpoint(cp.state.step),
     };
     let name = file_name(&target.path);
     let temp = CheckpointDir::new(&root.join(format!(".{name}.tmp-{}", std::process::id())));

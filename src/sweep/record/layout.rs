@@ -1,8 +1,8 @@
 //! Where everything of a sweep lives on disk (DESIGN.md §5): the experiment's folder with its
 //! `current` link, a sweep directory's files (`experiment.kdl`, `plan.json`, the results tables,
-//! the locks, Slurm's files) and a run directory's (`config.*`, `metrics.jsonl`, `train.log`,
-//! `summary.json`, `checkpoints/step-<N>/`, the exported model). No other code spells a path
-//! or a file name of these directories.
+//! the locks, the pruning journal, Slurm's files) and a run directory's (`config.*`,
+//! `metrics.jsonl`, `train.log`, `summary.json`, `checkpoints/step-<N>/`, the exported model).
+//! No other code spells a path or a file name of these directories.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -113,6 +113,16 @@ impl SweepDir {
     /// Held by whoever rewrites the results tables.
     pub fn results_lock_file(&self) -> PathBuf {
         self.path.join(".results.lock")
+    }
+
+    /// The pruning journal: every run's objective at its evaluation steps, and how it ended.
+    pub fn prune_journal(&self) -> PathBuf {
+        self.path.join("prune.jsonl")
+    }
+
+    /// Held by the run that reads and appends to the pruning journal.
+    pub fn prune_lock_file(&self) -> PathBuf {
+        self.path.join(".prune.lock")
     }
 
     /// Slurm's files: the batch script, the record of jobs and the tasks' output.

@@ -5,6 +5,7 @@
 
 pub(crate) mod atomic;
 pub mod checkpoint;
+pub(crate) mod journal;
 pub(crate) mod layout;
 pub(crate) mod lock;
 pub(crate) mod results;

@@ -19,6 +19,8 @@ pub enum Status {
     Failed,
     Diverged,
     Interrupted,
+    /// Stopped by the sweep's `prune` at an evaluation step: finished, not failed.
+    Pruned,
 }
 
 impl Status {
@@ -30,6 +32,7 @@ impl Status {
             Status::Failed => "failed",
             Status::Diverged => "diverged",
             Status::Interrupted => "interrupted",
+            Status::Pruned => "pruned",
         }
     }
 }

@@ -194,6 +194,8 @@ pub struct Check {
     pub base: Option<f64>,
     pub limit: Option<f64>,
     pub problem: Option<(Kind, String)>,
+    /// Not judged, and why: the run was pruned (its metrics are of an early step).
+    pub skipped: Option<String>,
 }
 
 /// The gate's verdict on a comparison.
@@ -265,6 +267,31 @@ pub fn evaluate(c: &mut Comparison, base: &Baseline, joined: &Joined, gates: &Ga
         if matched.is_none() {
             new_runs.push(row.name.clone());
         }
+        // A pruned run finished early on purpose: neither a failure nor a regression.
+        if status.is_none() && row.pruned > 0 {
+            let note = pruned_note(row);
+            let gated: Vec<Option<Gate>> = match row_gates.is_empty() {
+                true => vec![None],
+                false => row_gates.iter().cloned().map(Some).collect(),
+            };
+            for gate in gated {
+                checks.push(Check {
+                    run: row.name.clone(),
+                    experiment: row.experiment.clone(),
+                    direction: gate.as_ref().map_or(Direction::Minimize, |g| {
+                        g.direction_for(row.objective.as_ref())
+                    }),
+                    gate,
+                    value: None,
+                    base: None,
+                    limit: None,
+                    problem: None,
+                    skipped: Some(note.clone()),
+                });
+            }
+            row.gate = Some("pruned");
+            continue;
+        }
         if row_gates.is_empty() {
             if matched.is_some() || status.is_some() {
                 checks.push(Check {
@@ -276,6 +303,7 @@ pub fn evaluate(c: &mut Comparison, base: &Baseline, joined: &Joined, gates: &Ga
                     base: None,
                     limit: None,
                     problem: status.clone(),
+                    skipped: None,
                 });
             }
         } else {
@@ -292,6 +320,7 @@ pub fn evaluate(c: &mut Comparison, base: &Baseline, joined: &Joined, gates: &Ga
                     base: base_value,
                     limit: base_value.map(|b| g.limit(b, direction)),
                     problem: None,
+                    skipped: None,
                 };
                 if let Some(s) = &status {
                     check.problem = Some(s.clone());
@@ -360,6 +389,7 @@ pub fn evaluate(c: &mut Comparison, base: &Baseline, joined: &Joined, gates: &Ga
                 value: None,
                 base: base_value,
                 problem: Some((Kind::Missing, message.clone())),
+                skipped: None,
             });
         }
         c.rows.push(Row {
@@ -369,6 +399,7 @@ pub fn evaluate(c: &mut Comparison, base: &Baseline, joined: &Joined, gates: &Ga
             status: "missing".into(),
             failed: 0,
             unfinished: 0,
+            pruned: 0,
             reason: None,
             dir: None,
             runs: 0,
@@ -439,6 +470,15 @@ pub fn gates_of(
             (None, Some(o)) => vec![Gate::objective(o)],
             (None, None) => Vec::new(),
         },
+    }
+}
+
+/// Why a row with pruned runs is not gated.
+fn pruned_note(row: &Row) -> String {
+    match (&row.reason, row.runs) {
+        (Some(why), 1) => format!("not gated: {why}"),
+        (None, 1) => "not gated: the run was pruned".into(),
+        (_, n) => format!("not gated: {} of its {n} runs were pruned", row.pruned),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The gate's verdict as JUnit XML, the report format CI systems show: one test suite per
 //! experiment, one test case per run and gated metric (or per run, where no metric is gated),
-//! failing with the problem's kind and message.
+//! failing with the problem's kind and message, or skipped (a pruned run) with why.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -14,6 +14,7 @@ pub fn render(verdict: &Verdict) -> String {
         suites.entry(c.experiment.as_str()).or_default().push(c);
     }
     let failures = |checks: &[&Check]| checks.iter().filter(|c| c.problem.is_some()).count();
+    let skipped = |checks: &[&Check]| checks.iter().filter(|c| c.skipped.is_some()).count();
     let all: Vec<&Check> = verdict.checks.iter().collect();
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
@@ -30,10 +31,11 @@ pub fn render(verdict: &Verdict) -> String {
         };
         let _ = writeln!(
             out,
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"0\">",
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"{}\">",
             escape(name),
             checks.len(),
-            failures(checks)
+            failures(checks),
+            skipped(checks)
         );
         for c in checks {
             let case = match &c.gate {
@@ -46,8 +48,12 @@ pub fn render(verdict: &Verdict) -> String {
                 escape(name),
                 escape(&case)
             );
-            match &c.problem {
-                None => {
+            match (&c.problem, &c.skipped) {
+                (None, Some(why)) => {
+                    let _ = writeln!(out, ">\n      <skipped message=\"{}\"/>", escape(why));
+                    out.push_str("    </testcase>\n");
+                }
+                (None, None) => {
                     out.push_str(">\n");
                     let detail = match (&c.gate, c.value, c.base, c.limit) {
                         (Some(g), Some(v), Some(b), Some(l)) => format!(
@@ -63,7 +69,7 @@ pub fn render(verdict: &Verdict) -> String {
                     let _ = writeln!(out, "      <system-out>{}</system-out>", escape(&detail));
                     out.push_str("    </testcase>\n");
                 }
-                Some((kind, message)) => {
+                (Some((kind, message)), _) => {
                     out.push_str(">\n");
                     let _ = writeln!(
                         out,

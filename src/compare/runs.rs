@@ -113,6 +113,11 @@ impl Run {
         matches!(self.summary.status, Status::Failed | Status::Diverged)
     }
 
+    /// Whether the sweep's `prune` stopped the run: finished, with metrics of an early step.
+    pub fn pruned(&self) -> bool {
+        self.summary.status == Status::Pruned
+    }
+
     /// Takes the latest value of every metric (and the best so far) from `metrics.jsonl`. A
     /// line still being written is skipped.
     fn catch_up(&mut self, metrics: &str) {

@@ -66,6 +66,8 @@ pub struct Row {
     pub failed: usize,
     /// Runs in the row still pending or running, or interrupted.
     pub unfinished: usize,
+    /// Runs in the row the sweep's `prune` stopped early (finished, not failed).
+    pub pruned: usize,
     /// Why runs ended badly (`name: reason` for a group).
     pub reason: Option<String>,
     /// The run directory (a run's row only).
@@ -563,6 +565,7 @@ fn run_row(run: &Run, varying: &[String], columns: &[Column]) -> Row {
         status: s.status.as_str().to_owned(),
         failed: usize::from(run.failed()),
         unfinished: usize::from(run.unfinished()),
+        pruned: usize::from(run.pruned()),
         reason: s.reason.clone(),
         dir: Some(run.dir.clone()),
         runs: 1,
@@ -659,6 +662,7 @@ fn group_rows(runs: &[&Run], fields: &Fields, group_by: &[String], columns: &[Co
                 status,
                 failed: members.iter().filter(|r| r.failed()).count(),
                 unfinished: members.iter().filter(|r| r.unfinished()).count(),
+                pruned: members.iter().filter(|r| r.pruned()).count(),
                 reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
                 dir: None,
                 runs: members.len(),

@@ -81,7 +81,9 @@
     var plot = svg('g', { class: 'lines' }, frame);
     this.paths = data.runs.map(function (run, i) {
       if (!run.curves[metric]) return null;
-      return svg('path', { class: 'curve', stroke: color(i) }, plot);
+      // A pruned run's curve is faded; it ends where the run stopped.
+      var cls = run.status === 'pruned' ? 'curve pruned' : 'curve';
+      return svg('path', { class: cls, stroke: color(i) }, plot);
     });
     this.marker = svg('circle', { class: 'marker', r: '4' }, frame);
     this.tip = node('div', 'tip', undefined, frame.parentNode);
@@ -337,7 +339,8 @@
               (h - m - (c.y[j] - lo) * sy).toFixed(1);
           }
           svg('path', {
-            class: 'mini-curve' + (k ? ' dashed' : ''), stroke: color(i), d: parts.join('')
+            class: 'mini-curve' + (k ? ' dashed' : '') + (run.status === 'pruned' ? ' pruned' : ''),
+            stroke: color(i), d: parts.join('')
           }, frame);
         });
         var at = function (v) { return h - m - (v - lo) * sy; };

@@ -15,6 +15,7 @@ mod ops;
 mod optimizers;
 mod parity;
 mod processes;
+mod prune;
 mod report;
 mod resume;
 mod run;

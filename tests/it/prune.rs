@@ -13,7 +13,7 @@ use super::support::{current_sweep, experiment_dir, json, stdout, succeeded, xp}
 
 /// Six runs, the best learning rates first, so that later runs meet rungs already set by
 /// better ones and are pruned.
-const SWEEP: &str = r#"experiment "p" {
+pub const SWEEP: &str = r#"experiment "p" {
     seed 1
     objective "val/loss" "minimize"
     model "mlp" {
@@ -36,7 +36,7 @@ const SWEEP: &str = r#"experiment "p" {
 }
 "#;
 
-const NAMES: [&str; 6] = [
+pub const NAMES: [&str; 6] = [
     "lr0.03", "lr0.01", "lr0.003", "lr0.001", "lr0.0003", "lr0.0001",
 ];
 
@@ -47,7 +47,7 @@ fn summary(run: &Path) -> Value {
 /// The runs' summaries after a sweep, checking what every pruned run must have: a reason with
 /// its step, value, cut-off and count, fewer steps than planned, and its checkpoint. Returns
 /// how many were pruned.
-fn check_pruned(sweep: &Path) -> usize {
+pub fn check_pruned(sweep: &Path) -> usize {
     let mut pruned = 0;
     for name in NAMES {
         let s = summary(&sweep.join(name));

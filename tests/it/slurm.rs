@@ -1,7 +1,8 @@
 //! The Slurm launcher against a real single-node cluster (`.ci/run` starts one with
 //! `.ci/slurm-up.sh`; these tests are `#[ignore]`d elsewhere): an array job gives the same
 //! results as a local run, and a task cancelled with `scancel` is continued by
-//! `--resume --launcher slurm`. Without Slurm, a clear error.
+//! `--resume --launcher slurm`; array tasks prune from the sweep's journal. Without Slurm, a
+//! clear error.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -184,6 +185,41 @@ fn a_cancelled_task_is_continued_by_resume() {
     assert!(log.contains("resumed from the checkpoint of step"), "{log}");
     let jobs = std::fs::read_to_string(s.join("slurm/jobs.json")).unwrap();
     assert_eq!(jobs.matches("job_id").count(), 2, "{jobs}");
+}
+
+/// Array tasks prune from the sweep's journal as local runs do: every run ends completed or
+/// pruned (with its reason and checkpoint), the best run completes, and every task recorded
+/// its end.
+#[test]
+#[ignore = "needs a Slurm cluster; .ci/run starts one and runs it with --include-ignored"]
+fn array_tasks_prune_from_the_sweeps_journal() {
+    let text = super::prune::SWEEP.replace(
+        "    sweep {",
+        "    resources {\n        cpus 1\n        time \"10:00\"\n    }\n    sweep {",
+    );
+    let dir = experiment_dir(&text);
+    let out = xp(
+        dir.path(),
+        &[
+            "run",
+            "e.kdl",
+            "--runs-dir",
+            "runs",
+            "--launcher",
+            "slurm",
+            "--wait",
+            "-q",
+        ],
+    );
+    succeeded(&out);
+    let s = current_sweep(dir.path(), "runs", "p");
+    let pruned = super::prune::check_pruned(&s);
+    let journal = std::fs::read_to_string(s.join("prune.jsonl")).unwrap();
+    assert_eq!(journal.matches("\"end\":").count(), 6, "{journal}");
+    assert_eq!(journal.matches("\"end\":\"pruned\"").count(), pruned);
+    let results = std::fs::read_to_string(s.join("results.csv")).unwrap();
+    assert_eq!(results.matches(",pruned,").count(), pruned, "{results}");
+    assert_eq!(results.matches(",completed,").count(), 6 - pruned, "{results}");
 }
 
 #[test]

@@ -98,8 +98,13 @@ impl Cut {
                 bracket,
             } => {
                 let bracket = bracket.map_or(String::new(), |b| format!(" of bracket {b}"));
+                // Fewer runs than the reduction: only the best continues.
+                let best = match compared < reduction {
+                    true => "the best".to_owned(),
+                    false => format!("in the best 1/{reduction}"),
+                };
                 format!(
-                    "pruned at step {step}: {metric} {value} is not in the best 1/{reduction} of the {compared} runs at this rung{bracket} (cut-off {})",
+                    "pruned at step {step}: {metric} {value} is not {best} of the {compared} runs at this rung{bracket} (cut-off {})",
                     short(*cutoff)
                 )
             }
@@ -423,6 +428,12 @@ mod tests {
         assert_eq!(
             cut.describe("val/loss"),
             "pruned at step 20: val/loss 3.500 is not in the best 1/3 of the 9 runs at this rung (cut-off 3.000)"
+        );
+        let h = reported(20, &[1.0]);
+        let cut = decide(ASHA, Maximize, &h, "me", 20, 0.5).unwrap();
+        assert_eq!(
+            cut.describe("val/accuracy"),
+            "pruned at step 20: val/accuracy 0.5000 is not the best of the 2 runs at this rung (cut-off 1.000)"
         );
     }
 

@@ -219,7 +219,11 @@ fn array_tasks_prune_from_the_sweeps_journal() {
     assert_eq!(journal.matches("\"end\":\"pruned\"").count(), pruned);
     let results = std::fs::read_to_string(s.join("results.csv")).unwrap();
     assert_eq!(results.matches(",pruned,").count(), pruned, "{results}");
-    assert_eq!(results.matches(",completed,").count(), 6 - pruned, "{results}");
+    assert_eq!(
+        results.matches(",completed,").count(),
+        6 - pruned,
+        "{results}"
+    );
 }
 
 #[test]

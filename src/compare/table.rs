@@ -462,9 +462,9 @@ fn rank(rows: &mut [Row], groups: &[Group]) {
             .filter(|r| at(r) == i && r.values.contains_key(column))
             .count();
         if with_value > 1
-            && let Some(best) = rows
-                .iter_mut()
-                .find(|r| at(r) == i && r.values.contains_key(column) && r.failed == 0)
+            && let Some(best) = rows.iter_mut().find(|r| {
+                at(r) == i && r.values.contains_key(column) && r.failed == 0 && r.pruned == 0
+            })
         {
             best.best = true;
         }

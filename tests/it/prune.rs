@@ -58,7 +58,7 @@ pub fn check_pruned(sweep: &Path) -> usize {
                 pruned += 1;
                 let reason = s["reason"].as_str().unwrap();
                 assert!(
-                    reason.starts_with(&format!("pruned at step {steps}: val/loss ")),
+                    reason.starts_with(&format!("stopped at step {steps}: val/loss ")),
                     "{reason}"
                 );
                 assert!(reason.contains("runs at this rung (cut-off "), "{reason}");
@@ -134,7 +134,7 @@ fn asha_prunes_runs_and_every_command_knows_it() {
     let junit = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
     assert_eq!(
         junit
-            .matches("<skipped message=\"not gated: pruned at step")
+            .matches("<skipped message=\"not gated: stopped at step")
             .count(),
         pruned,
         "{junit}"

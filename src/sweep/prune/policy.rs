@@ -90,7 +90,7 @@ impl Cut {
     pub fn describe(&self, metric: &str) -> String {
         let (step, value) = (self.step, short(self.value));
         match &self.rule {
-            Rule::NotANumber => format!("pruned at step {step}: {metric} is not a number"),
+            Rule::NotANumber => format!("stopped at step {step}: {metric} is not a number"),
             Rule::Rung {
                 cutoff,
                 compared,
@@ -104,7 +104,7 @@ impl Cut {
                     false => format!("in the best 1/{reduction}"),
                 };
                 format!(
-                    "pruned at step {step}: {metric} {value} is not {best} of the {compared} runs at this rung{bracket} (cut-off {})",
+                    "stopped at step {step}: {metric} {value} is not {best} of the {compared} runs at this rung{bracket} (cut-off {})",
                     short(*cutoff)
                 )
             }
@@ -113,7 +113,7 @@ impl Cut {
                 median,
                 compared,
             } => format!(
-                "pruned at step {step}: its best {metric} so far, {}, is worse than {}, the median of {compared} completed runs at this step",
+                "stopped at step {step}: its best {metric} so far, {}, is worse than {}, the median of {compared} completed runs at this step",
                 short(*best),
                 short(*median)
             ),
@@ -407,7 +407,7 @@ mod tests {
         assert_eq!(cut.rule, Rule::NotANumber);
         assert_eq!(
             cut.describe("val/loss"),
-            "pruned at step 60: val/loss is not a number"
+            "stopped at step 60: val/loss is not a number"
         );
         let cut = decide(ASHA, Minimize, &h, "me", 20, f64::INFINITY).unwrap();
         assert_eq!(cut.rule, Rule::NotANumber);
@@ -427,13 +427,13 @@ mod tests {
         let cut = decide(ASHA, Minimize, &h, "me", 20, 3.5).unwrap();
         assert_eq!(
             cut.describe("val/loss"),
-            "pruned at step 20: val/loss 3.500 is not in the best 1/3 of the 9 runs at this rung (cut-off 3.000)"
+            "stopped at step 20: val/loss 3.500 is not in the best 1/3 of the 9 runs at this rung (cut-off 3.000)"
         );
         let h = reported(20, &[1.0]);
         let cut = decide(ASHA, Maximize, &h, "me", 20, 0.5).unwrap();
         assert_eq!(
             cut.describe("val/accuracy"),
-            "pruned at step 20: val/accuracy 0.5000 is not the best of the 2 runs at this rung (cut-off 1.000)"
+            "stopped at step 20: val/accuracy 0.5000 is not the best of the 2 runs at this rung (cut-off 1.000)"
         );
     }
 
@@ -468,7 +468,7 @@ mod tests {
         );
         assert_eq!(
             cut.describe("val/loss"),
-            "pruned at step 20: its best val/loss so far, 2.500, is worse than 2.000, the median of 3 completed runs at this step"
+            "stopped at step 20: its best val/loss so far, 2.500, is worse than 2.000, the median of 3 completed runs at this step"
         );
         // An even count: the mean of the middle two.
         let h = completed(20, &[1.0, 2.0, 3.0, 4.0]);

@@ -193,6 +193,7 @@ pub fn run(args: RunArgs) -> Result<Exit, CliError> {
     if report_diagnostics(&checked)? {
         return Ok(Exit::Invalid);
     }
+    refuse_unsupported_searches(&checked.plans, &args)?;
     select_runs(&mut checked.plans, args.only.as_ref(), &args.file)?;
     if !preflight_passes(&checked, &args)? {
         return Ok(Exit::Invalid);
@@ -222,13 +223,15 @@ pub fn run(args: RunArgs) -> Result<Exit, CliError> {
             .iter()
             .filter_map(|r| r.config.resources.as_ref().and_then(|r| r.cpus))
             .max();
+        // A search with `parallel` trials at once runs each trial's seeds side by side unless
+        // --jobs says how many runs at once.
+        let jobs = match (&plan.search, args.jobs) {
+            (_, Some(jobs)) => jobs,
+            (Some(search), None) => search.parallel.unwrap_or(1).saturating_mul(search.repeat),
+            (None, None) => 1,
+        };
         let options = SweepOptions {
-            processes: Some(Processes::local(
-                exe.clone(),
-                args.jobs.unwrap_or(1),
-                cpus,
-                args.gpus.clone(),
-            )),
+            processes: Some(Processes::local(exe.clone(), jobs, cpus, args.gpus.clone())),
             ..options.clone()
         };
         let mut progress = progress_for(&args, plan);
@@ -256,9 +259,20 @@ pub fn run(args: RunArgs) -> Result<Exit, CliError> {
         };
         failures += report.failures();
         interrupted |= report.interrupted;
+        // A search's runs are in the plan it wrote as it went.
+        let recorded = match plan.search {
+            Some(_) => crate::cli::exec::read_plan(&SweepDir {
+                path: report.dir.clone(),
+            })
+            .ok(),
+            None => None,
+        };
         print_summary(
             &report,
-            plan.runs
+            recorded
+                .as_ref()
+                .unwrap_or(plan)
+                .runs
                 .first()
                 .map(|r| r.config.objective.metric.as_str())
                 .unwrap_or("val/loss"),
@@ -283,6 +297,28 @@ pub fn run(args: RunArgs) -> Result<Exit, CliError> {
         )?;
         if failures > 0 { Exit::Failure } else { gate }
     })
+}
+
+/// What a search cannot do: run under Slurm (each trial waits for the results before it, and
+/// an array is submitted whole) or train a subset chosen by name (its runs are not known
+/// before it runs).
+fn refuse_unsupported_searches(plans: &[Plan], args: &Settings) -> Result<(), CliError> {
+    let Some(plan) = plans.iter().find(|p| p.search.is_some()) else {
+        return Ok(());
+    };
+    if args.launcher == Launcher::Slurm {
+        return Err(CliError::Usage(format!(
+            "experiment `{}` is a search: each trial is suggested from the results of the trials before it, which a Slurm job array submitted whole cannot wait for; run it with the local launcher (`--jobs N` or `parallel=N` trials at once), or sample the space under Slurm with a `random count=N` block",
+            plan.experiment
+        )));
+    }
+    if args.only.is_some() {
+        return Err(CliError::Usage(format!(
+            "experiment `{}` is a search: its runs are suggested while it runs, so --only cannot choose among them",
+            plan.experiment
+        )));
+    }
+    Ok(())
 }
 
 /// `--only`'s glob, checked.

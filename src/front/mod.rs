@@ -11,6 +11,7 @@ pub mod plan;
 pub(crate) mod points;
 pub(crate) mod resolve;
 pub mod schema;
+pub mod search;
 pub mod source;
 pub(crate) mod structure;
 pub(crate) mod template;

@@ -8,6 +8,7 @@ use minijinja::Environment;
 
 use crate::diagnostic::Diag;
 use crate::front::expand::{ExpandError, context, diag, evaluate, int, number, truthy};
+use crate::front::search::Search;
 use crate::front::template;
 use crate::front::tree::{Entry, Literal, Node, Plain};
 use crate::rng::{Rng, fnv1a};
@@ -55,6 +56,9 @@ pub fn points(experiment: &Node, diags: &mut Vec<Diag>) -> Vec<Point> {
             replicate: 0,
         }];
     };
+    if let Some(block) = sweep.child("search") {
+        return search_points(sweep, block, experiment, base_seed, diags);
+    }
     let count = size(sweep);
     if count > MAX_RUNS as u128 {
         diags.push(diag(
@@ -304,22 +308,7 @@ fn random(block: &Node, base_seed: i64, diags: &mut Vec<Diag>) -> Vec<Combo> {
                     continue;
                 };
                 if low > high {
-                    let bounds: Vec<&Entry> = axis.args().skip(1).take(2).collect();
-                    let span = match bounds.as_slice() {
-                        [a, b] => (
-                            a.span.offset(),
-                            b.span.offset() + b.span.len() - a.span.offset(),
-                        )
-                            .into(),
-                        _ => axis.name_span,
-                    };
-                    let error = ExpandError::RandomRange {
-                        axis: axis.name.clone(),
-                        low: Plain(args[0]).to_string(),
-                        high: Plain(args[1]).to_string(),
-                        span,
-                    };
-                    diags.push(diag(axis.source, error));
+                    diags.push(backwards(axis));
                     return vec![Vec::new()];
                 }
                 (0..count)
@@ -350,6 +339,85 @@ fn random(block: &Node, base_seed: i64, diags: &mut Vec<Diag>) -> Vec<Combo> {
                 .collect()
         })
         .collect()
+}
+
+/// A range written high bound first, labelled on its two bounds.
+fn backwards(axis: &Node) -> Diag {
+    let bounds: Vec<&Entry> = axis.args().skip(1).take(2).collect();
+    let span = match bounds.as_slice() {
+        [a, b] => (
+            a.span.offset(),
+            b.span.offset() + b.span.len() - a.span.offset(),
+        )
+            .into(),
+        _ => axis.name_span,
+    };
+    let plain = |i: usize| {
+        bounds
+            .get(i)
+            .map_or(String::new(), |e| Plain(&e.value).to_string())
+    };
+    let error = ExpandError::RandomRange {
+        axis: axis.name.clone(),
+        low: plain(0),
+        high: plain(1),
+        span,
+    };
+    diag(axis.source, error)
+}
+
+/// The points that check a `search` before it runs ([`Search::probes`]), less those `exclude`
+/// drops, each repeated over the sweep's seeds. The trials themselves are suggested while the
+/// sweep runs.
+fn search_points(
+    sweep: &Node,
+    block: &Node,
+    experiment: &Node,
+    base_seed: i64,
+    diags: &mut Vec<Diag>,
+) -> Vec<Point> {
+    for axis in block.nodes() {
+        let bounds: Vec<f64> = axis
+            .args()
+            .skip(1)
+            .take(2)
+            .filter_map(|e| number(&e.value))
+            .collect();
+        let ranged = matches!(
+            axis.arg(0).and_then(|a| a.as_str()),
+            Some("uniform" | "log-uniform" | "int-uniform")
+        );
+        if ranged && bounds.len() == 2 && bounds[0] > bounds[1] {
+            diags.push(backwards(axis));
+        }
+    }
+    let Some(search) = Search::of(experiment) else {
+        return Vec::new();
+    };
+    let excludes: Vec<&Node> = sweep
+        .nodes()
+        .iter()
+        .filter(|n| n.name == "exclude")
+        .collect();
+    match drop_excluded(search.probes(), &excludes, base_seed) {
+        Ok(kept) => repeat(kept, sweep, base_seed),
+        Err(e) => {
+            diags.push(e);
+            Vec::new()
+        }
+    }
+}
+
+/// Whether the sweep's `exclude` rules drop a point (a search's suggestion); a `when` that
+/// fails to evaluate is an error.
+pub fn is_excluded(sweep: &Node, point: &[(String, KdlValue)], seed: i64) -> Result<bool, Diag> {
+    let env = template::shared();
+    for rule in sweep.nodes().iter().filter(|n| n.name == "exclude") {
+        if excluded(rule, point, seed, env)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Whether an `exclude` rule drops a point: every axis=value given matches and, if present,

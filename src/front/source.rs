@@ -11,7 +11,7 @@ use miette::{MietteError, MietteSpanContents, NamedSource, SourceCode, SourceSpa
 pub struct SourceId(pub usize);
 
 /// One file's text as read, with the name used in diagnostics.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Source {
     pub name: String,
     pub path: Option<PathBuf>,
@@ -91,7 +91,7 @@ impl SourceCode for Source {
 }
 
 /// Every source a command has read, addressed by [`SourceId`].
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Sources {
     files: Vec<Source>,
 }

@@ -18,9 +18,11 @@ pub use crate::sweep::prepare::{Prepared, prepare};
 use crate::sweep::progress::Update;
 pub use crate::sweep::progress::{Progress, Silent};
 use crate::sweep::prune::Pruner;
+use crate::sweep::queue::{Fixed, Queue};
 use crate::sweep::record::{
     self, Best, ParamCounts, RunWriter, Status, Summary, SweepDir, checkpoint, results,
 };
+use crate::sweep::search::trials::Trials;
 use crate::train::precision;
 use crate::train::{self, Control, Ending, Event, Sink};
 
@@ -59,12 +61,25 @@ pub fn run_plan(
         reused,
     } = prepare(plan, source, options)?;
     crate::sweep::prepare::tell_reused(plan, &reused, progress);
-    progress.planned(todo.len(), plan.runs.len());
+    // A search adds its runs to the plan as it goes.
+    let mut plan = plan.clone();
+    let jobs = options.processes.as_ref().map_or(1, |p| p.jobs);
+    let mut queue: Box<dyn Queue> =
+        match Trials::new(&sweep, &mut plan, &mut summaries, jobs, options)? {
+            Some(trials) => Box::new(trials),
+            None => Box::new(Fixed(todo.iter().copied().collect())),
+        };
+    let total = queue.total(&plan);
+    let settled = summaries
+        .iter()
+        .filter(|s| !matches!(s.status, Status::Pending))
+        .count();
+    progress.planned(total.saturating_sub(settled), total);
     let interrupted = match &options.processes {
         Some(processes) => crate::sweep::processes::run(
             &sweep,
-            plan,
-            &todo,
+            &mut plan,
+            queue.as_mut(),
             &axes,
             &mut summaries,
             options,
@@ -73,8 +88,8 @@ pub fn run_plan(
         )?,
         None => in_process(
             &sweep,
-            plan,
-            &todo,
+            &mut plan,
+            queue.as_mut(),
             &axes,
             &mut summaries,
             datasets,
@@ -94,22 +109,25 @@ pub fn run_plan(
 #[allow(clippy::too_many_arguments)]
 fn in_process(
     sweep: &SweepDir,
-    plan: &Plan,
-    todo: &[usize],
+    plan: &mut Plan,
+    queue: &mut dyn Queue,
     axes: &[String],
-    summaries: &mut [Summary],
+    summaries: &mut Vec<Summary>,
     datasets: &Datasets,
     options: &SweepOptions,
     progress: &mut dyn Progress,
 ) -> Result<bool, SweepError> {
-    let total = plan.runs.len();
+    let total = queue.total(plan);
     let mut interrupted = false;
-    for &index in todo {
-        let run = &plan.runs[index];
+    loop {
         if should_stop(options, summaries) {
             interrupted |= stopped(options);
             break;
         }
+        let Some(index) = queue.next(sweep, plan, summaries)? else {
+            break;
+        };
+        let run = &plan.runs[index];
         progress.run_started(index, total, run);
         let summary = &mut summaries[index];
         if let Err(e) = execute_run(
@@ -129,6 +147,7 @@ fn in_process(
         }
         interrupted |= summary.status == Status::Interrupted;
         progress.run_finished(index, total, summary);
+        queue.finished(index, summaries);
         results::write(sweep, axes, summaries)?;
     }
     Ok(interrupted)

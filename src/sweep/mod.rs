@@ -1,7 +1,7 @@
-//! Many runs -> one sweep directory: the executor, run processes, the Slurm launcher, the
-//! preflight checks, progress, the adapter export, fault injection for the crash tests, who
-//! owns a running run, pruning, and `record/`, the owner of every run- and sweep-directory
-//! path and file.
+//! Many runs -> one sweep directory: the executor, where it takes its runs from (a fixed list
+//! or a model-based search), run processes, the Slurm launcher, the preflight checks, progress,
+//! the adapter export, fault injection for the crash tests, who owns a running run, pruning, and
+//! `record/`, the owner of every run- and sweep-directory path and file.
 
 pub(crate) mod budgets;
 pub mod executor;
@@ -14,5 +14,7 @@ pub(crate) mod prepare;
 pub(crate) mod processes;
 pub mod progress;
 pub(crate) mod prune;
+pub(crate) mod queue;
 pub mod record;
+pub mod search;
 pub(crate) mod slurm;

@@ -91,6 +91,9 @@ pub enum SweepError {
         pid.map_or(String::new(), |pid| format!(" (pid {pid})"))
     )]
     Locked { dir: String, pid: Option<u32> },
+    /// A search could not suggest its next trial.
+    #[error("{0}")]
+    Search(String),
     /// Slurm could not take or report the sweep's jobs (`--launcher slurm`).
     #[error("{0}")]
     Slurm(SlurmError),

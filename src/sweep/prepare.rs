@@ -15,15 +15,6 @@ use crate::sweep::record::{
 };
 use crate::train::precision;
 
-/// What to do with one run of the sweep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
-    /// Already done (completed, or failed without `retry_failed`).
-    Keep,
-    /// Train, from its newest checkpoint when it has one.
-    Train,
-}
-
 /// A sweep directory, locked, with each run's summary as it stands and the runs to train.
 pub struct Prepared {
     pub sweep: SweepDir,
@@ -53,55 +44,28 @@ pub fn prepare(plan: &Plan, source: &str, options: &SweepOptions) -> Result<Prep
         LockError::Io(e) => SweepError::Io(e),
     })?;
     crate::sweep::fault::point("sweep-locked");
-    let axes: Vec<String> = plan
-        .runs
-        .first()
-        .map(|r| r.axes.iter().map(|(k, _)| k.clone()).collect())
-        .unwrap_or_default();
+    let axes: Vec<String> = match &plan.search {
+        Some(search) => search.axes.iter().map(|a| a.name.clone()).collect(),
+        None => plan
+            .runs
+            .first()
+            .map(|r| r.axes.iter().map(|(k, _)| k.clone()).collect())
+            .unwrap_or_default(),
+    };
     let mut summaries: Vec<Summary> = Vec::with_capacity(plan.runs.len());
-    let mut actions = Vec::with_capacity(plan.runs.len());
+    let mut todo = Vec::new();
     let mut reused_from = Vec::new();
     for (index, run) in plan.runs.iter().enumerate() {
-        let device = device_of(&run.config, options.device.as_deref());
-        let fresh = Summary::pending(
-            &plan.experiment,
-            run,
-            &device,
-            precision::of_device(run.config.precision, &device).0,
-        );
-        let existing = if options.resume {
-            read_summary(&sweep.run(&run.name))
-        } else {
-            None
-        };
-        let reused = if options.reuse && existing.is_none() {
-            reuse(&sweep, run)?.map(|(summary, target)| {
-                reused_from.push((index, target));
-                summary
-            })
-        } else {
-            None
-        };
-        let (summary, action) = match existing.or(reused) {
-            // A pruned run is finished too: the sweep stopped it.
-            Some(s) if matches!(s.status, Status::Completed | Status::Pruned) => (s, Action::Keep),
-            Some(s)
-                if matches!(s.status, Status::Failed | Status::Diverged)
-                    && !options.retry_failed =>
-            {
-                (s, Action::Keep)
-            }
-            // A run to train again starts over as pending: whatever its old summary said
-            // (interrupted, failed) is not how this attempt ended.
-            _ => (fresh, Action::Train),
-        };
+        let (summary, train, reused) = state_of(&sweep, &plan.experiment, run, options)?;
+        if let Some(target) = reused {
+            reused_from.push((index, target));
+        }
+        if train {
+            todo.push(index);
+        }
         summaries.push(summary);
-        actions.push(action);
     }
     results::write(&sweep, &axes, &summaries)?;
-    let todo = (0..plan.runs.len())
-        .filter(|&i| actions[i] == Action::Train)
-        .collect();
     Ok(Prepared {
         sweep,
         lock,
@@ -109,6 +73,50 @@ pub fn prepare(plan: &Plan, source: &str, options: &SweepOptions) -> Result<Prep
         summaries,
         todo,
         reused: reused_from,
+    })
+}
+
+/// A run's summary as it stands and whether it needs training: a completed run (of this
+/// sweep when resumed, of an earlier one with `--reuse`: then also where its link points) is
+/// kept, as is a failed one unless `retry_failed`; any other starts over as pending.
+pub(crate) fn state_of(
+    sweep: &SweepDir,
+    experiment: &str,
+    run: &PlannedRun,
+    options: &SweepOptions,
+) -> Result<(Summary, bool, Option<PathBuf>), SweepError> {
+    let device = device_of(&run.config, options.device.as_deref());
+    let fresh = Summary::pending(
+        experiment,
+        run,
+        &device,
+        precision::of_device(run.config.precision, &device).0,
+    );
+    let existing = if options.resume {
+        read_summary(&sweep.run(&run.name))
+    } else {
+        None
+    };
+    let mut target = None;
+    let reused = if options.reuse && existing.is_none() {
+        reuse(sweep, run)?.map(|(summary, to)| {
+            target = Some(to);
+            summary
+        })
+    } else {
+        None
+    };
+    Ok(match existing.or(reused) {
+        // A pruned run is finished too: the sweep stopped it.
+        Some(s) if matches!(s.status, Status::Completed | Status::Pruned) => (s, false, target),
+        Some(s)
+            if matches!(s.status, Status::Failed | Status::Diverged) && !options.retry_failed =>
+        {
+            (s, false, target)
+        }
+        // A run to train again starts over as pending: whatever its old summary said
+        // (interrupted, failed) is not how this attempt ended.
+        _ => (fresh, true, None),
     })
 }
 
@@ -154,6 +162,18 @@ fn resume_sweep(plan: &Plan, options: &SweepOptions) -> Result<SweepDir, SweepEr
             recorded,
             given: plan.overrides.clone(),
         });
+    }
+    if let Some(search) = &plan.search {
+        // A search's runs come trial by trial: the search itself must be the same, and replaying
+        // its journal checks each recorded run's id.
+        let same = serde_json::to_value(search).ok().as_ref() == Some(&old["search"]);
+        if !same {
+            return Err(SweepError::PlanChanged {
+                dir: sweep.path.display().to_string(),
+                changes: "its search (sampler, budget, seed or axes) is not the sweep's; run without --resume to start a new search".into(),
+            });
+        }
+        return Ok(sweep);
     }
     let runs = |v: &serde_json::Value| -> Vec<(String, String)> {
         v["runs"]

@@ -17,6 +17,7 @@ use crate::front::plan::Plan;
 pub use crate::sweep::options::Processes;
 use crate::sweep::options::{SweepError, SweepOptions, should_stop, stopped};
 use crate::sweep::progress::{Progress, Update};
+use crate::sweep::queue::Queue;
 use crate::sweep::record::{self, Status, Summary, SweepDir, read_summary, results};
 
 /// What the reader threads pass on.
@@ -36,19 +37,18 @@ struct Running {
 
 /// Trains the runs `todo` in processes; returns whether the sweep was interrupted.
 #[allow(clippy::too_many_arguments)]
-pub fn run(
+pub(crate) fn run(
     sweep: &SweepDir,
-    plan: &Plan,
-    todo: &[usize],
+    plan: &mut Plan,
+    queue: &mut dyn Queue,
     axes: &[String],
-    summaries: &mut [Summary],
+    summaries: &mut Vec<Summary>,
     options: &SweepOptions,
     processes: &Processes,
     progress: &mut dyn Progress,
 ) -> Result<bool, SweepError> {
-    let total = plan.runs.len();
+    let total = queue.total(plan);
     let (tx, rx) = mpsc::channel();
-    let mut queue: VecDeque<usize> = todo.iter().copied().collect();
     let mut free_gpus: VecDeque<String> = processes.gpus.iter().cloned().collect();
     let mut active: HashMap<usize, Running> = HashMap::new();
     let mut forwarded = false;
@@ -56,7 +56,7 @@ pub fn run(
     let mut interrupted = false;
     loop {
         while active.len() < processes.jobs && !should_stop(options, summaries) {
-            let Some(index) = queue.pop_front() else {
+            let Some(index) = queue.next(sweep, plan, summaries)? else {
                 break;
             };
             let gpu = free_gpus.pop_front();
@@ -80,6 +80,7 @@ pub fn run(
                     summary.fail(format!("its process could not be started: {e}"));
                     free_gpus.extend(gpu);
                     progress.run_finished(index, total, summary);
+                    queue.finished(index, summaries);
                     results::write(sweep, axes, summaries)?;
                 }
             }
@@ -123,6 +124,7 @@ pub fn run(
             interrupted |= summary.status == Status::Interrupted;
             summaries[index] = summary;
             progress.run_finished(index, total, &summaries[index]);
+            queue.finished(index, summaries);
             results::write(sweep, axes, summaries)?;
         }
     }

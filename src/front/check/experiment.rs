@@ -19,7 +19,7 @@ pub enum ExperimentError {
     #[error("axis `{name}` is declared twice")]
     #[diagnostic(
         code("xp::sweep::duplicate-axis"),
-        help("an axis belongs to one grid, zip or random block")
+        help("an axis belongs to one grid, zip, random or search block")
     )]
     DuplicateAxis {
         name: String,
@@ -74,6 +74,31 @@ pub enum ExperimentError {
         span: SourceSpan,
     },
 
+    #[error("`search` does not combine with `{block}` blocks")]
+    #[diagnostic(
+        code("xp::sweep::search-combined"),
+        help(
+            "a search chooses every axis itself: give a fixed set of values as a `choice` axis inside it, e.g. `search \"tpe\" trials=32 {{ rank \"choice\" 4 8 16 }}`"
+        )
+    )]
+    SearchCombined {
+        block: String,
+        #[label("the search")]
+        search: SourceSpan,
+        #[label("not with a search")]
+        span: SourceSpan,
+    },
+
+    #[error("a search needs the experiment's `objective`: the metric it optimises")]
+    #[diagnostic(
+        code("xp::sweep::search-objective"),
+        help("say what to optimise, e.g. `objective \"val/loss\" \"minimize\"`")
+    )]
+    SearchObjective {
+        #[label("optimises what?")]
+        span: SourceSpan,
+    },
+
     #[error("experiment `{name}` is defined twice in this file")]
     #[diagnostic(
         code("xp::experiment::duplicate-name"),
@@ -102,7 +127,7 @@ pub fn axes(experiment: &Node) -> Vec<(String, SourceSpan, SourceId)> {
     let mut out = Vec::new();
     for sweep in experiment.nodes().iter().filter(|n| n.name == "sweep") {
         for block in sweep.nodes() {
-            if matches!(block.name.as_str(), "grid" | "zip" | "random") {
+            if matches!(block.name.as_str(), "grid" | "zip" | "random" | "search") {
                 out.extend(
                     block
                         .nodes()
@@ -244,6 +269,8 @@ fn check_experiment(experiment: &Node, top: usize, report: &CheckReport, errors:
         }
     }
 
+    check_search(experiment, errors);
+
     let known: Vec<&str> = declared.keys().map(String::as_str).collect();
     for sweep in experiment.nodes().iter().filter(|n| n.name == "sweep") {
         for block in sweep
@@ -267,6 +294,34 @@ fn check_experiment(experiment: &Node, top: usize, report: &CheckReport, errors:
                 };
                 errors.push(diag(entry.source, error));
             }
+        }
+    }
+}
+
+/// A `search` stands alone (no grid, zip, random or include beside it) and optimises the
+/// experiment's `objective`, which must be written.
+fn check_search(experiment: &Node, errors: &mut Vec<Diag>) {
+    for sweep in experiment.nodes().iter().filter(|n| n.name == "sweep") {
+        let Some(search) = sweep.child("search") else {
+            continue;
+        };
+        for block in sweep
+            .nodes()
+            .iter()
+            .filter(|b| matches!(b.name.as_str(), "grid" | "zip" | "random" | "include"))
+        {
+            let error = ExperimentError::SearchCombined {
+                block: block.name.clone(),
+                search: search.name_span,
+                span: block.name_span,
+            };
+            errors.push(diag(block.source, error));
+        }
+        if experiment.child("objective").is_none() {
+            let error = ExperimentError::SearchObjective {
+                span: search.name_span,
+            };
+            errors.push(diag(search.source, error));
         }
     }
 }

@@ -6,6 +6,7 @@
 mod failures;
 mod names;
 mod prune;
+mod trial;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,11 +23,13 @@ use crate::front::points::{self, Point};
 use crate::front::resolve;
 pub use crate::front::resolve::{Settings, value_json};
 use crate::front::schema::{NodeSpec, Schema};
+use crate::front::search::Search;
 use crate::front::source::{SourceId, Sources};
 use crate::front::tree::Node;
 use crate::spec::{Length, Pruning, RunSpec};
 use failures::Failures;
 use names::{name_collision, name_runs};
+pub use trial::{Planner, Rejected};
 
 /// Every run of one experiment (`plan.json` of a sweep, read back by the run processes).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,10 +37,17 @@ pub struct Plan {
     pub experiment: String,
     /// The overrides applied, as given on the command line.
     pub overrides: Vec<String>,
+    /// A search's runs are added trial by trial as the sweep runs (empty before it starts).
     pub runs: Vec<PlannedRun>,
     /// `sweep { prune … }`: how runs are stopped early, read back by every run process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prune: Option<Pruning>,
+    /// The sweep's `search`, when it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<Search>,
+    /// Turns a search's trials into runs; absent from a plan read back from `plan.json`.
+    #[serde(skip)]
+    pub planner: Option<std::sync::Arc<Planner>>,
 }
 
 /// One run of a plan. In `plan.json` its configuration is its [`Settings`] (the names users
@@ -211,6 +221,32 @@ pub fn plan(
     }
     // Likely mistakes that do not stop the runs, reported once like failures.
     diags.extend(outcome.warnings.into_diags(total));
+    let name = experiment
+        .arg(0)
+        .and_then(|a| a.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    if let Some(search) = Search::of(experiment) {
+        // The probe points checked every value the search can suggest (and `prune` against
+        // their runs); its runs come later.
+        let (probes, _) = name_runs(outcome.runs, repeats);
+        let prune = prune::resolve(experiment, schema, &probes, &mut diags);
+        if !no_errors(&diags) {
+            return (None, diags);
+        }
+        let planner = Planner::new(experiment, sources, repeats);
+        return (
+            Some(Plan {
+                experiment: name,
+                overrides,
+                runs: Vec::new(),
+                prune,
+                search: Some(search),
+                planner: Some(std::sync::Arc::new(planner)),
+            }),
+            diags,
+        );
+    }
 
     let (planned, bad_name) = name_runs(outcome.runs, repeats);
     diags.extend(bad_name);
@@ -222,17 +258,14 @@ pub fn plan(
     if !no_errors(&diags) {
         return (None, diags);
     }
-    let name = experiment
-        .arg(0)
-        .and_then(|a| a.as_str())
-        .unwrap_or_default()
-        .to_owned();
     (
         Some(Plan {
             experiment: name,
             overrides,
             runs: planned,
             prune,
+            search: None,
+            planner: None,
         }),
         diags,
     )
@@ -297,22 +330,10 @@ fn resolve_points(
     if !diags.is_empty() {
         return None;
     }
-    let repeats = points.iter().any(|p| p.replicate > 0);
+    let repeats = points.iter().any(|p| p.replicate > 0)
+        || Search::of(experiment).is_some_and(|s| s.repeat > 1);
     let total = points.len();
-    let experiment_spec = schema.document.node("experiment")?;
-    let mut resolver = Resolver {
-        experiment,
-        spec: experiment_spec,
-        schema,
-        sources,
-        options: check::CheckOptions {
-            allow_when: true,
-            scope_of: scope,
-            root: experiment.source,
-        },
-        expander: Expander::default(),
-        salvage,
-    };
+    let mut resolver = Resolver::new(experiment, schema, sources, salvage)?;
     let mut outcome = Expansion::default();
     for point in points {
         let label = point.label(repeats);
@@ -351,7 +372,28 @@ struct Resolver<'a> {
     salvage: bool,
 }
 
-impl Resolver<'_> {
+impl<'a> Resolver<'a> {
+    fn new(
+        experiment: &'a Node,
+        schema: &'a Schema,
+        sources: &'a Sources,
+        salvage: bool,
+    ) -> Option<Resolver<'a>> {
+        Some(Resolver {
+            experiment,
+            spec: schema.document.node("experiment")?,
+            schema,
+            sources,
+            options: check::CheckOptions {
+                allow_when: true,
+                scope_of: scope,
+                root: experiment.source,
+            },
+            expander: Expander::default(),
+            salvage,
+        })
+    }
+
     /// Resolves one point into `out`: its run, or the errors it fails with (counted under its
     /// label), and the warnings it raises either way.
     fn resolve(&mut self, point: Point, label: &str, out: &mut Expansion) {

@@ -93,6 +93,11 @@ impl SweepDir {
         self.path.join("plan.json")
     }
 
+    /// A search's journal: every suggested trial, appended before it starts.
+    pub fn search_journal(&self) -> PathBuf {
+        self.path.join("search.jsonl")
+    }
+
     pub fn results_csv(&self) -> PathBuf {
         self.path.join("results.csv")
     }

@@ -9,6 +9,7 @@ pub(crate) mod journal;
 pub(crate) mod layout;
 pub(crate) mod lock;
 pub(crate) mod results;
+pub(crate) mod search_journal;
 pub(crate) mod summary;
 pub(crate) mod writer;
 
@@ -40,12 +41,17 @@ impl SweepDir {
             }
         };
         atomic::write(&sweep.source(), source.as_bytes())?;
-        let plan_json = serde_json::to_vec_pretty(plan).map_err(io::Error::other)?;
-        atomic::write(&sweep.plan(), &plan_json)?;
+        sweep.write_plan(plan)?;
         if let Some(name) = sweep.path.file_name() {
             atomic::symlink(Path::new(name), &experiment.current())?;
         }
         Ok(sweep)
+    }
+
+    /// Writes `plan.json` (atomically): at creation, and again as a search adds trials.
+    pub fn write_plan(&self, plan: &Plan) -> io::Result<()> {
+        let plan_json = serde_json::to_vec_pretty(plan).map_err(io::Error::other)?;
+        atomic::write(&self.plan(), &plan_json)
     }
 
     /// Takes the sweep's lock: one xp process writes a sweep directory at a time.

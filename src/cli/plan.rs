@@ -1,7 +1,8 @@
 //! `xp plan FILE`: every run the experiment describes — name, id, axis values, effective batch,
 //! steps, warmup steps and estimated peak training memory, with the memory budget where
 //! `resources { memory }` gives one and a mark on the runs whose estimate passes it — or, as
-//! JSON, with each run's resolved configuration and memory estimate. Writes nothing.
+//! JSON, with each run's resolved configuration and memory estimate. A search shows its space,
+//! its budget and the start-up trials it draws before results steer it. Writes nothing.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,9 +12,11 @@ use crate::cli::table::Table;
 use crate::cli::{CliError, Exit};
 use crate::cli::{report_diagnostics, run};
 use crate::front::plan::{self, Plan};
+use crate::front::search::Search;
 use crate::front::tree::Plain;
 use crate::front::{Overrides, validate_files};
 use crate::spec::{BatchSize, Batching, RunSpec};
+use crate::sweep::search;
 use crate::train::memory;
 use crate::train::schedule::planned_warmup;
 
@@ -51,7 +54,81 @@ pub fn run(
     Ok(Exit::Success)
 }
 
+/// The trials a search runs before results steer it, as axis values by name (with `exclude`
+/// and repeated points drawn again, as the sweep does).
+fn startup_points(p: &Plan) -> Vec<Vec<(String, kdl::KdlValue)>> {
+    let (Some(search), Some(planner)) = (&p.search, &p.planner) else {
+        return Vec::new();
+    };
+    let mut tried = std::collections::BTreeSet::new();
+    search::startup(search, |params| {
+        match planner.runs(&search::point(search, params)) {
+            Ok(runs) if runs.iter().all(|r| !tried.contains(&r.id)) => {
+                tried.extend(runs.into_iter().map(|r| r.id));
+                true
+            }
+            _ => false,
+        }
+    })
+    .iter()
+    .map(|params| search::point(search, params))
+    .collect()
+}
+
+/// A search: its space, its budget, and the start-up trials it draws first.
+fn search_table(p: &Plan, search: &Search) -> String {
+    let mut out = format!(
+        "experiment `{}`: a {} search of {} × {} = at most {} (seed {}, {}){}\n\n",
+        p.experiment,
+        search.sampler.as_str(),
+        crate::diagnostic::plural(search.trials, "trial"),
+        crate::diagnostic::plural(search.repeat, "seed"),
+        crate::diagnostic::plural(search.budget(), "run"),
+        search.seed,
+        match search.parallel {
+            Some(n) => format!("{} at once", crate::diagnostic::plural(n, "trial")),
+            None => "as many trials at once as --jobs".to_owned(),
+        },
+        if p.overrides.is_empty() {
+            String::new()
+        } else {
+            format!(" (with {})", p.overrides.join(" "))
+        }
+    );
+    let mut space = Table::new(vec!["axis".into(), "distribution".into()]);
+    for axis in &search.axes {
+        space.push(vec![axis.name.clone(), axis.distribution.describe()]);
+    }
+    out.push_str(&space.render());
+    let startup = startup_points(p);
+    let mut headers = vec!["trial".to_owned()];
+    headers.extend(search.axes.iter().map(|a| a.name.clone()));
+    let mut trials = Table::new(headers);
+    for (i, point) in startup.iter().enumerate() {
+        let mut row = vec![i.to_string()];
+        row.extend(point.iter().map(|(_, v)| Plain(v).to_string()));
+        trials.push(row);
+    }
+    if startup.len() >= search.trials {
+        out.push_str(&format!(
+            "\nevery trial is drawn at random, independently of the results:\n\n{}",
+            trials.render()
+        ));
+    } else {
+        out.push_str(&format!(
+            "\nthe first {} are drawn at random:\n\n{}\nthe later {} depend on the results of the trials before them: they are known only as the search runs (search.jsonl records each).\n",
+            crate::diagnostic::plural(startup.len(), "trial"),
+            trials.render(),
+            crate::diagnostic::plural(search.trials - startup.len(), "trial"),
+        ));
+    }
+    out
+}
+
 fn table(p: &Plan) -> String {
+    if let Some(search) = &p.search {
+        return search_table(p, search);
+    }
     let axes: Vec<String> = p
         .runs
         .first()
@@ -153,6 +230,21 @@ fn with_estimates(json: &mut serde_json::Value, plans: &[Plan]) {
         return;
     };
     for (json_plan, plan) in json_plans.iter_mut().zip(plans) {
+        if plan.search.is_some()
+            && let Some(object) = json_plan.as_object_mut()
+        {
+            let startup: Vec<serde_json::Value> = startup_points(plan)
+                .iter()
+                .map(|point| {
+                    point
+                        .iter()
+                        .map(|(k, v)| (k.clone(), plan::value_json(v)))
+                        .collect::<serde_json::Map<_, _>>()
+                        .into()
+                })
+                .collect();
+            object.insert("startup_trials".into(), startup.into());
+        }
         let Some(runs) = json_plan.get_mut("runs").and_then(|r| r.as_array_mut()) else {
             continue;
         };

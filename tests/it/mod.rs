@@ -21,6 +21,7 @@ mod resume;
 mod run;
 mod schedules;
 mod schema;
+mod search;
 mod slurm;
 mod support;
 mod sweeps;

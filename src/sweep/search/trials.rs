@@ -297,6 +297,7 @@ impl Trials {
         // The journal first: a trial whose runs start is always recorded.
         journal::append(sweep, &record)?;
         sweep.write_plan(plan)?;
+        crate::sweep::fault::point("trial");
         self.trials.push(Trial {
             params,
             runs: indices,

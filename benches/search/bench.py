@@ -67,7 +67,8 @@ def optuna_search(xp, work, seed, trials):
              "--set", f"train.batch-size={batch}"],
             cwd=src, check=True, stdout=subprocess.DEVNULL)
         sweep = src / runs / "search-bench" / "current"
-        summary = json.loads((sweep / "run" / "summary.json").read_text())
+        run = json.loads((sweep / "plan.json").read_text())["runs"][0]["name"]
+        summary = json.loads((sweep / run / "summary.json").read_text())
         return best_of(summary)
 
     study = optuna.create_study(direction="maximize",

@@ -233,3 +233,71 @@ pub fn kdl_of_json(v: &serde_json::Value) -> KdlValue {
         other => KdlValue::String(other.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_reach_every_choice_and_both_ends_of_every_range() {
+        let search = Search {
+            sampler: SamplerKind::Tpe,
+            trials: 8,
+            seed: 0,
+            parallel: None,
+            repeat: 1,
+            axes: vec![
+                SearchAxis {
+                    name: "lr".into(),
+                    distribution: Distribution::LogUniform {
+                        low: 1e-4,
+                        high: 1e-2,
+                    },
+                },
+                SearchAxis {
+                    name: "rank".into(),
+                    distribution: Distribution::Choice {
+                        values: vec![
+                            KdlValue::Integer(4),
+                            KdlValue::Integer(8),
+                            KdlValue::Integer(16),
+                        ],
+                    },
+                },
+                SearchAxis {
+                    name: "warm".into(),
+                    distribution: Distribution::IntUniform { low: 0, high: 9 },
+                },
+            ],
+        };
+        let probes = search.probes();
+        assert_eq!(probes.len(), 3);
+        let values =
+            |axis: usize| -> Vec<KdlValue> { probes.iter().map(|p| p[axis].1.clone()).collect() };
+        assert_eq!(
+            values(0),
+            vec![
+                KdlValue::Float(1e-4),
+                KdlValue::Float(1e-2),
+                KdlValue::Float(1e-4)
+            ]
+        );
+        assert_eq!(
+            values(1),
+            vec![
+                KdlValue::Integer(4),
+                KdlValue::Integer(8),
+                KdlValue::Integer(16)
+            ]
+        );
+        assert_eq!(
+            values(2),
+            vec![
+                KdlValue::Integer(0),
+                KdlValue::Integer(9),
+                KdlValue::Integer(0)
+            ]
+        );
+        assert_eq!(search.budget(), 8);
+    }
+}

@@ -70,3 +70,45 @@ pub fn read(sweep: &SweepDir) -> io::Result<Vec<TrialRecord>> {
     }
     Ok(records)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(trial: usize) -> TrialRecord {
+        let mut axes = serde_json::Map::new();
+        axes.insert("lr".into(), serde_json::json!(0.001 * (trial + 1) as f64));
+        TrialRecord {
+            trial,
+            axes,
+            rejected: trial,
+            runs: vec![TrialRun {
+                name: format!("t{trial}"),
+                id: format!("{trial:012}"),
+                seed: 1,
+            }],
+        }
+    }
+
+    #[test]
+    fn appended_trials_read_back_and_a_torn_last_line_is_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let sweep = SweepDir {
+            path: dir.path().to_owned(),
+        };
+        assert_eq!(read(&sweep).unwrap(), vec![]);
+        append(&sweep, &record(0)).unwrap();
+        append(&sweep, &record(1)).unwrap();
+        assert_eq!(read(&sweep).unwrap(), vec![record(0), record(1)]);
+        // A crash in the middle of the third line.
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(sweep.search_journal())
+            .unwrap();
+        file.write_all(br#"{"trial":2,"axes":{"lr"#).unwrap();
+        assert_eq!(read(&sweep).unwrap(), vec![record(0), record(1)]);
+        // A damaged line in the middle is an error, not a shorter search.
+        std::fs::write(sweep.search_journal(), "{}\n{}\n").unwrap();
+        assert!(read(&sweep).is_err());
+    }
+}

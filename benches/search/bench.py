@@ -87,6 +87,7 @@ def main():
     p.add_argument("--work", required=True)
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--trials", type=int, default=32)
+    p.add_argument("--first-seed", type=int, default=0)
     a = p.parse_args()
     xp = str(pathlib.Path(a.xp).resolve())
     work = pathlib.Path(a.work).resolve()
@@ -99,7 +100,7 @@ def main():
     }
     results = {m: [] for m in methods}
     start = time.time()
-    for seed in range(a.seeds):
+    for seed in range(a.first_seed, a.first_seed + a.seeds):
         for name, run in methods.items():
             t0 = time.time()
             values = run(seed)

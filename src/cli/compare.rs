@@ -316,10 +316,23 @@ pub fn check_baselines(plans: &[Plan]) -> Result<(), CliError> {
 /// experiments, and those `--only` does not select, are not expected). Prints the verdicts and
 /// returns the worst outcome.
 pub fn gate_sweeps(finished: &[(PathBuf, &Plan)], only: Option<&str>) -> Result<Exit, CliError> {
+    // A search's runs were planned as it ran: its sweep's plan.json has them.
+    let mut recorded = Vec::new();
+    for (dir, plan) in finished {
+        if plan.runs.is_empty() && plan.search.is_some() {
+            let sweep = crate::sweep::record::SweepDir { path: dir.clone() };
+            recorded.push(crate::cli::exec::read_plan(&sweep)?);
+        }
+    }
+    let mut recorded = recorded.iter();
     let mut by_baseline: BTreeMap<&Path, (Vec<PathBuf>, BTreeSet<&str>, &Regression)> =
         BTreeMap::new();
     for (dir, plan) in finished {
-        if let Some(g) = plan.runs.first().and_then(|r| r.config.regression.as_ref()) {
+        let runs = match plan.runs.is_empty() && plan.search.is_some() {
+            true => recorded.next().map_or(&plan.runs, |p| &p.runs),
+            false => &plan.runs,
+        };
+        if let Some(g) = runs.first().and_then(|r| r.config.regression.as_ref()) {
             let entry = by_baseline
                 .entry(g.baseline.as_path())
                 .or_insert_with(|| (Vec::new(), BTreeSet::new(), g));

@@ -291,3 +291,32 @@ fn a_search_checks_every_value_it_can_suggest() {
         stderr(&out)
     );
 }
+
+/// A search's `regression` block gates it like a grid's: the first run points at the missing
+/// baseline (exit 2), the baseline saved from it passes, and the gate reads the trials the search
+/// planned as it ran.
+#[test]
+fn a_searchs_regression_block_gates_its_trials() {
+    let gate = r#"}
+    regression baseline="base.csv" {
+        metric "val/loss" tolerance="5%"
+    "#;
+    let dir = experiment_dir(&experiment(r#"search "random" trials=3 seed=2"#, gate));
+    let out = xp(dir.path(), &["run", "e.kdl", "-q"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("gate: no baseline at base.csv"),
+        "{}",
+        stdout(&out)
+    );
+    let sweep = current_sweep(dir.path(), "runs", "s");
+    let sweep = sweep.to_str().unwrap();
+    succeeded(&xp(
+        dir.path(),
+        &["compare", sweep, "--save-baseline", "base.csv"],
+    ));
+    let out = xp(dir.path(), &["run", "e.kdl", "-q"]);
+    succeeded(&out);
+    let text = stdout(&out);
+    assert_eq!(text.matches(" pass ").count(), 3, "{text}");
+}

@@ -13,13 +13,16 @@ use xp::train::{Control, Event, Outcome, Resume, Sink, TrainerState};
 
 use super::support::{current_sweep, experiment_dir, xp};
 
+/// A checkpoint as the sink got it: the state, the parameters' values, the optimizer's buffers.
+type Checkpoint = (TrainerState, Vec<Vec<f32>>, Vec<(String, Vec<f32>)>);
+
 /// The loss of every logged step, and the checkpoints handed over.
 #[derive(Default)]
 struct Capture {
     loss: Vec<f64>,
     grad_norm: Vec<f64>,
     loss_scale: Vec<f64>,
-    checkpoints: Vec<(TrainerState, Vec<Vec<f32>>, Vec<(String, Vec<f32>)>)>,
+    checkpoints: Vec<Checkpoint>,
 }
 
 impl Sink for Capture {

@@ -3,7 +3,9 @@
 //! disagrees is turned off on that device for the rest of the process (the composition runs in
 //! its place), so a wrong kernel can slow a run down but never corrupt it. The training loop
 //! checks every kernel of its device before its first step ([`verify`]) and reports the ones
-//! turned off. [`sabotage`] makes a kernel wrong on purpose, for the tests of this mechanism.
+//! turned off. A kernel that lives outside this module (the optimizer's AdamW step) brings its own
+//! check ([`enabled_by`]). [`sabotage`] makes a kernel wrong on purpose, for the tests of this
+//! mechanism.
 
 use std::sync::Mutex;
 
@@ -27,16 +29,19 @@ pub enum Kernel {
     RmsNorm,
     Rope,
     CrossEntropy,
+    /// The optimizer's AdamW step over a parameter (crate::train::optim::AdamwStep).
+    Adamw,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 6] = [
+    pub const ALL: [Kernel; 7] = [
         Kernel::Softmax,
         Kernel::LogSoftmax,
         Kernel::CausalSoftmax,
         Kernel::RmsNorm,
         Kernel::Rope,
         Kernel::CrossEntropy,
+        Kernel::Adamw,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,7 +52,13 @@ impl Kernel {
             Kernel::RmsNorm => "rms_norm",
             Kernel::Rope => "rope",
             Kernel::CrossEntropy => "cross_entropy",
+            Kernel::Adamw => "adamw",
         }
+    }
+
+    /// Whether this module holds its check (the others bring theirs to [`Registry::enabled_by`]).
+    fn checked_here(self) -> bool {
+        self != Kernel::Adamw
     }
 
     pub fn parse(name: &str) -> Option<Kernel> {
@@ -60,7 +71,8 @@ impl Kernel {
         match device.location() {
             DeviceLocation::Cpu => true,
             DeviceLocation::Cuda { .. } => {
-                cfg!(feature = "cuda") && matches!(self, Kernel::RmsNorm | Kernel::CrossEntropy)
+                cfg!(feature = "cuda")
+                    && matches!(self, Kernel::RmsNorm | Kernel::CrossEntropy | Kernel::Adamw)
             }
             DeviceLocation::Metal { .. } => false,
         }
@@ -120,8 +132,23 @@ impl Registry {
         kernel.runs_on(device) && self.error(kernel, device) <= TOLERANCE
     }
 
+    /// Whether `kernel`, whose check is `check` (its largest relative difference from the
+    /// composition), may run on `device`: checked now on first use.
+    pub fn enabled_by(
+        &self,
+        kernel: Kernel,
+        device: &Device,
+        check: &dyn Fn() -> Result<f64>,
+    ) -> bool {
+        kernel.runs_on(device) && self.error_with(kernel, device, check) <= TOLERANCE
+    }
+
     /// The kernel's checked difference on `device`, checking it first if it never was.
     fn error(&self, kernel: Kernel, device: &Device) -> f64 {
+        self.error_with(kernel, device, &|| self.check(kernel, device))
+    }
+
+    fn error_with(&self, kernel: Kernel, device: &Device, check: &dyn Fn() -> Result<f64>) -> f64 {
         let at = device.location();
         let known = |c: &Vec<(Kernel, DeviceLocation, f64)>| {
             c.iter()
@@ -132,7 +159,7 @@ impl Registry {
             return e;
         }
         // Checked without the lock held: two threads may both check, with the same result.
-        let error = self.check(kernel, device).unwrap_or(f64::NAN);
+        let error = check().unwrap_or(f64::NAN);
         if let Ok(mut c) = self.checked.lock() {
             if let Some(e) = known(&c) {
                 return e;
@@ -142,21 +169,32 @@ impl Registry {
         error
     }
 
-    /// Checks every kernel that runs on `device` (those never checked there), and returns the
-    /// ones turned off.
+    /// Checks every kernel of this module that runs on `device` (those never checked there),
+    /// and returns the ones turned off there, the others' too where they were checked.
     pub fn verify(&self, device: &Device) -> Vec<Disabled> {
-        Kernel::ALL
-            .into_iter()
-            .filter(|k| k.runs_on(device))
-            .filter_map(|k| {
-                let error = self.error(k, device);
-                (error.is_nan() || error > TOLERANCE).then(|| Disabled {
+        let mut off = Vec::new();
+        for k in Kernel::ALL.into_iter().filter(|k| k.runs_on(device)) {
+            let error = match k.checked_here() {
+                true => self.error(k, device),
+                false => self
+                    .checked
+                    .lock()
+                    .ok()
+                    .and_then(|c| {
+                        let at = device.location();
+                        c.iter().find(|(c, d, _)| *c == k && *d == at).map(|e| e.2)
+                    })
+                    .unwrap_or(0.0),
+            };
+            if error.is_nan() || error > TOLERANCE {
+                off.push(Disabled {
                     kernel: k.name().to_owned(),
                     device: device_name(device),
                     max_error: error,
-                })
-            })
-            .collect()
+                });
+            }
+        }
+        off
     }
 
     /// Makes `kernel` wrong from now on (its outputs off by a quarter), for tests of the check.
@@ -169,7 +207,7 @@ impl Registry {
     }
 
     /// A fused kernel's output as the run gets it: wrong when sabotaged.
-    fn output(&self, kernel: Kernel, y: Tensor) -> Result<Tensor> {
+    pub fn output(&self, kernel: Kernel, y: Tensor) -> Result<Tensor> {
         let wrong = self.wrong.lock().is_ok_and(|w| w.contains(&kernel));
         if wrong { y.affine(1.25, 0.0) } else { Ok(y) }
     }
@@ -263,6 +301,7 @@ impl Registry {
                     }),
                 )
             }
+            Kernel::Adamw => candle_core::bail!("adamw brings its own check"),
         };
         let fused = |x: &[&Tensor]| self.output(kernel, fused(x)?);
         let (got, got_grads) = forward_backward(&inputs, &fused)?;
@@ -298,7 +337,7 @@ fn forward_backward(
 }
 
 /// max |a − b| / max(|b|, 1e-6): NaN where either holds a NaN the other does not.
-fn relative(a: &Tensor, b: &Tensor) -> Result<f64> {
+pub fn relative(a: &Tensor, b: &Tensor) -> Result<f64> {
     let (a, b) = (
         a.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?,
         b.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?,
@@ -335,6 +374,17 @@ pub fn enabled(kernel: Kernel, device: &Device) -> bool {
     PROCESS.enabled(kernel, device)
 }
 
+/// Whether `kernel`, checked by `check`, may run on `device` in this process
+/// ([`Registry::enabled_by`]).
+pub fn enabled_by(kernel: Kernel, device: &Device, check: &dyn Fn() -> Result<f64>) -> bool {
+    PROCESS.enabled_by(kernel, device, check)
+}
+
+/// This process's registry.
+pub fn process() -> &'static Registry {
+    &PROCESS
+}
+
 /// Checks every kernel of `device` in this process and returns the ones turned off.
 pub fn verify(device: &Device) -> Vec<Disabled> {
     PROCESS.verify(device)
@@ -347,7 +397,7 @@ pub fn sabotage(kernel: Kernel) {
 }
 
 /// A fused kernel's output as this process's runs get it.
-pub(super) fn output(kernel: Kernel, y: Tensor) -> Result<Tensor> {
+pub fn output(kernel: Kernel, y: Tensor) -> Result<Tensor> {
     PROCESS.output(kernel, y)
 }
 
@@ -362,7 +412,7 @@ mod tests {
         let cpu = Device::Cpu;
         let good = Registry::new();
         assert_eq!(good.verify(&cpu), []);
-        for k in Kernel::ALL {
+        for k in Kernel::ALL.into_iter().filter(|k| k.checked_here()) {
             let e = good.error(k, &cpu);
             assert!(e <= TOLERANCE && e.is_finite(), "{}: {e}", k.name());
             assert!(good.enabled(k, &cpu));

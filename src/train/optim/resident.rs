@@ -1,7 +1,9 @@
 //! An optimizer as a [`Rule`] whose per-parameter state stays on the parameters' device as
 //! flattened float32 tensors, updated with tensor ops ([`Rule::update_tensors`]) or, where the
-//! rule has one and kernels are on, its fused op ([`Rule::kernel`]). Its checkpoint buffers are
-//! [`super::stateful`]'s, copied to and from the host only when a checkpoint is written or read.
+//! rule has one and kernels are on, its fused op ([`Rule::kernel`]) once that op has passed its
+//! self-check against the tensor ops on the device (crate::ops::kernels). Its checkpoint buffers
+//! are [`super::stateful`]'s, copied to and from the host only when a checkpoint is written or
+//! read.
 
 use std::collections::BTreeMap;
 
@@ -9,19 +11,63 @@ use candle_core::{Device, Tensor, Var};
 
 use super::stateful::{Slot, load, save};
 use super::{DeviceOptimizer, Rule};
+use crate::ops::kernels::{self, Kernel, Registry};
 use crate::train::transfer::{self, Kind, Transfers};
 
+/// The resident optimizer of `rule`; with `kernel`, its fused op where it has one and that op
+/// passes its check on `device`.
 pub(super) fn resident<R: Rule + 'static>(
     rule: R,
     device: Device,
     kernel: bool,
 ) -> Box<dyn DeviceOptimizer> {
+    let kernel = kernel
+        && fused_somewhere(&rule)
+        && kernels::enabled_by(Kernel::Adamw, &device, &|| {
+            kernel_error(&rule, &device, kernels::process())
+        });
     Box::new(Resident {
         rule,
         device,
         kernel,
         slots: BTreeMap::new(),
     })
+}
+
+/// Whether the rule has a fused op for some step.
+fn fused_somewhere(rule: &dyn Rule) -> bool {
+    [true, false]
+        .iter()
+        .any(|&d| rule.kernel(1, 1e-3, d).is_some())
+}
+
+/// The fused op against the rule's tensor ops over a few steps on small random values: their
+/// largest relative difference (parameters and buffers).
+fn kernel_error(rule: &dyn Rule, device: &Device, registry: &Registry) -> candle_core::Result<f64> {
+    let n = 67;
+    let random = |seed: u64, scale: f64| {
+        let mut rng = crate::rng::Rng::new(seed);
+        let v: Vec<f32> = (0..n).map(|_| (rng.normal() * scale) as f32).collect();
+        Tensor::from_vec(v, n, device)
+    };
+    let p = random(1, 1.0)?;
+    let zeros = Tensor::zeros(n, candle_core::DType::F32, device)?;
+    let mut fused = Tensor::stack(&[&p, &zeros, &zeros], 0)?;
+    let (mut param, mut buffers) = (p, vec![zeros.clone(), zeros]);
+    let mut worst = 0f64;
+    for step in 1..=3u64 {
+        let (lr, decay) = (1e-2 * step as f64, step != 2);
+        let Some(op) = rule.kernel(step, lr, decay) else {
+            continue;
+        };
+        let g = random(10 + step, 0.1)?;
+        op.apply(&fused, &g)?;
+        fused = registry.output(Kernel::Adamw, fused)?;
+        param = rule.update_tensors(step, step == 1, &mut buffers, &param, &g, lr, decay)?;
+        let want = Tensor::stack(&[&param, &buffers[0], &buffers[1]], 0)?;
+        worst = worst.max(kernels::relative(&fused, &want)?);
+    }
+    Ok(worst)
 }
 
 struct Resident<R> {
@@ -82,6 +128,7 @@ impl<R: Rule> DeviceOptimizer for Resident<R> {
                 let rows = [&p, &slot.buffers[0], &slot.buffers[1]].map(|t| t.unsqueeze(0));
                 let state = Tensor::cat(&rows.into_iter().collect::<Result<Vec<_>, _>>()?, 0)?;
                 op.apply(&state, &g.contiguous()?)?;
+                let state = kernels::output(Kernel::Adamw, state)?;
                 slot.buffers[0] = state.get(1)?;
                 slot.buffers[1] = state.get(2)?;
                 state.get(0)?
@@ -228,6 +275,32 @@ mod tests {
                 assert_eq!(again.state(None).unwrap(), saved, "{name}: a round trip");
             }
         }
+    }
+
+    /// The AdamW op passes its check on the CPU; made wrong, it fails it.
+    #[test]
+    fn the_adamw_op_checks_itself() {
+        let (_, config) = optimizers().remove(0);
+        let spec::OptimizerKind::Adamw(hp) = config.kind else {
+            panic!("the first case is adamw")
+        };
+        let rule = super::super::Adam {
+            hp,
+            decoupled: true,
+        };
+        assert!(super::fused_somewhere(&rule));
+        let cpu = Device::Cpu;
+        let good = super::Registry::new();
+        let e = super::kernel_error(&rule, &cpu, &good).unwrap();
+        assert!(e < super::kernels::TOLERANCE, "{e}");
+        let bad = super::Registry::new();
+        bad.sabotage(super::Kernel::Adamw);
+        let check = || super::kernel_error(&rule, &cpu, &bad);
+        assert!(!bad.enabled_by(super::Kernel::Adamw, &cpu, &check));
+        let off = bad.verify(&cpu);
+        assert_eq!(off.len(), 1, "{off:?}");
+        assert_eq!(off[0].kernel, "adamw");
+        assert!(good.verify(&cpu).is_empty());
     }
 
     /// Mismatched shapes are errors, not panics.

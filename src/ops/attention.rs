@@ -4,6 +4,7 @@
 
 use candle_core::{DType, Result, Tensor};
 
+use super::kernels::{Kernel, output};
 use super::rows::applies;
 use super::softmax::{CausalSoftmax, composed};
 
@@ -26,13 +27,15 @@ pub fn causal_attention_windowed(
     let v = repeat_kv(v, heads)?;
     let scale = 1.0 / (d as f64).sqrt();
     // A window of 0 masks whole rows: the composition gives its NaNs.
-    let probs = if window != Some(0) && applies(&[q, &k]) && k.dim(2)? == t {
+    let probs = if window != Some(0) && applies(Kernel::CausalSoftmax, &[q, &k]) && k.dim(2)? == t {
         let window = window.unwrap_or(usize::MAX);
         let scale = scale as f32;
         // gemm reads kᵀ's strides directly.
-        q.contiguous()?
+        let probs = q
+            .contiguous()?
             .matmul(&k.contiguous()?.t()?)?
-            .apply_op1(CausalSoftmax { scale, window })?
+            .apply_op1(CausalSoftmax { scale, window })?;
+        output(Kernel::CausalSoftmax, probs)?
     } else {
         let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
         let mask = causal_mask(t, window, q.dtype(), q.device())?;

@@ -9,7 +9,8 @@ use super::cuda::{
     BackendStorage, CudaStorage, CudaStorageSlice, PushKernelArg, WrapErr, f32s, i64s as cuda_i64s,
     per_row, rows_of, storage,
 };
-use super::rows::{self, map_rows, row_len, slice};
+use super::kernels::{Kernel, output};
+use super::rows::{self, applies, map_rows, row_len, slice};
 use super::softmax::log_softmax;
 
 #[cfg(feature = "cuda")]
@@ -25,13 +26,27 @@ pub const IGNORE_INDEX: i64 = -100;
 pub fn cross_entropy_sum(logits: &Tensor, targets: &Tensor) -> Result<(Tensor, usize)> {
     let keep = targets.ne(IGNORE_INDEX)?;
     let count = keep.to_dtype(DType::U32)?.sum_all()?.to_scalar::<u32>()? as usize;
+    Ok((cross_entropy_total(logits, targets)?, count))
+}
+
+/// The sum of [`cross_entropy_sum`] alone, which reads nothing back from the device: on CUDA in
+/// float32 the fused op ([`cross_entropy_rows`]); elsewhere, the CPU included (whose results
+/// stay those of the composition over its fused log-softmax), log-softmax and a gather.
+pub fn cross_entropy_total(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if !logits.device().is_cpu()
+        && targets.dtype() == DType::I64
+        && applies(Kernel::CrossEntropy, &[logits])
+    {
+        return output(Kernel::CrossEntropy, cross_entropy_rows(logits, targets)?)?.sum_all();
+    }
+    let keep = targets.ne(IGNORE_INDEX)?;
     let safe = keep
         .where_cond(targets, &targets.zeros_like()?)?
         .to_dtype(DType::U32)?;
     let logp = log_softmax(logits)?;
     let picked = logp.gather(&safe.unsqueeze(1)?, 1)?.squeeze(1)?;
     let picked = picked.mul(&keep.to_dtype(logits.dtype())?)?;
-    Ok((picked.sum_all()?.neg()?, count))
+    picked.sum_all()?.neg()
 }
 
 /// Cross-entropy of each row of float32 logits (N, C) against int64 targets (N,), as one fused

@@ -3,9 +3,10 @@
 //! never goes through them: every op here is built from candle ops that have one or is a custom op
 //! with its own exact backward, and each is checked against PyTorch's outputs and gradients
 //! (tests/reference/ops.py). On the CPU in float32, softmax, log_softmax, rms_norm, rope and
-//! attention's scaled, masked softmax run as fused kernels (over rows, [`rows`]); the
-//! compositions in [`composed`] are the reference they are tested against and what other dtypes
-//! and devices run. One file per op family holds its fused kernel, CUDA launch, backward and
+//! attention's scaled, masked softmax run as fused kernels (over rows, [`rows`]); on CUDA in
+//! float32, rms_norm and cross-entropy (kernels/*.cu). The compositions in [`composed`] are the
+//! reference they are tested against and what other dtypes and devices run, and what runs in
+//! place of a kernel whose self-check on its device failed ([`kernels`]). One file per op family holds its fused kernel, CUDA launch, backward and
 //! composition.
 
 mod activation;
@@ -15,6 +16,7 @@ mod attention;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod frozen;
+pub mod kernels;
 mod loss;
 mod norm;
 mod rope;
@@ -25,7 +27,8 @@ pub use activation::{gelu, silu, swiglu};
 pub use attention::{causal_attention, causal_attention_windowed};
 pub use frozen::frozen_linear;
 pub use loss::{
-    IGNORE_INDEX, cross_entropy, cross_entropy_rows, cross_entropy_sum, squared_error_sum,
+    IGNORE_INDEX, cross_entropy, cross_entropy_rows, cross_entropy_sum, cross_entropy_total,
+    squared_error_sum,
 };
 pub use norm::{layer_norm, rms_norm, rms_norm_fused};
 pub use rope::{rope, rope_frequencies, rope_tables, rope_tables_of};

@@ -8,17 +8,17 @@ use super::cuda::{
     BackendStorage, CudaStorage, CudaStorageSlice, LaunchConfig, PushKernelArg, WrapErr, f32s,
     per_row, rows_of, storage,
 };
+use super::kernels::{Kernel, output};
 use super::rows::{applies, check_same, map_rows, row_len, slice};
 
 #[cfg(feature = "cuda")]
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/rms_norm.ptx"));
 
-/// RMSNorm as HF Llama computes it: x / sqrt(mean(x²) + eps) · weight, over the last dimension.
+/// RMSNorm as HF Llama computes it: x / sqrt(mean(x²) + eps) · weight, over the last dimension:
+/// the fused op in float32 on the CPU and on CUDA, the composition otherwise.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    if applies(&[x, weight]) && weight.dims() == [x.dim(D::Minus1)?] {
-        return x
-            .contiguous()?
-            .apply_op2(&weight.contiguous()?, RmsNorm { eps });
+    if applies(Kernel::RmsNorm, &[x, weight]) && weight.dims() == [x.dim(D::Minus1)?] {
+        return output(Kernel::RmsNorm, rms_norm_fused(x, weight, eps)?);
     }
     composed::rms_norm(x, weight, eps)
 }

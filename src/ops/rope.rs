@@ -3,6 +3,7 @@
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
+use super::kernels::{Kernel, output};
 use super::rows::{applies, slice};
 
 /// The cos and sin tables of rotary embeddings, HF Llama's layout: (T, head_dim) with the
@@ -54,7 +55,8 @@ pub fn rope_tables_of(
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     // The fused backward treats the tables as constants, so tables that train take the
     // composition.
-    if applies(&[x, cos, sin]) && x.rank() == 4 && !cos.track_op() && !sin.track_op() {
+    if applies(Kernel::Rope, &[x, cos, sin]) && x.rank() == 4 && !cos.track_op() && !sin.track_op()
+    {
         let (_, _, t, d) = x.dims4()?;
         if d % 2 == 0 && cos.dims() == [t, d] && sin.dims() == [t, d] {
             // The kernel reads strided heads as long as each row is contiguous.
@@ -63,11 +65,12 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
             } else {
                 x.contiguous()?
             };
-            return x.apply_op3(
+            let y = x.apply_op3(
                 &cos.contiguous()?,
                 &sin.contiguous()?,
                 Rope { transpose: false },
-            );
+            )?;
+            return output(Kernel::Rope, y);
         }
     }
     composed::rope(x, cos, sin)

@@ -1,14 +1,22 @@
-//! What the fused CPU kernels share: when they apply, and one pass over each row of the last
+//! What the fused kernels share: when they apply, and one pass over each row of the last
 //! dimension of contiguous float32 tensors ([`map_rows`], [`map_row_pairs`]). Rows run one after
 //! the other and every reduction is sequential, so results never depend on thread timing (the
 //! parallelism is a batch's shards, crate::train::shards).
 
 use candle_core::{CpuStorage, DType, Layout, Result, Shape, Tensor};
 
-/// Whether the fused kernels can run on `xs`: float32 on the CPU.
-pub fn applies(xs: &[&Tensor]) -> bool {
+use super::kernels::{self, Kernel};
+
+/// Whether `kernel` runs on `xs`: float32 on one device where it runs (every kernel on the CPU,
+/// those with a CUDA launch on CUDA) and has passed its self-check ([`kernels`]).
+pub fn applies(kernel: Kernel, xs: &[&Tensor]) -> bool {
+    let Some(first) = xs.first() else {
+        return false;
+    };
+    let device = first.device();
     xs.iter()
-        .all(|x| x.dtype() == DType::F32 && x.device().is_cpu())
+        .all(|x| x.dtype() == DType::F32 && x.device().same_device(device))
+        && kernels::enabled(kernel, device)
 }
 
 /// The float32 elements of a contiguous tensor, in order.

@@ -3,20 +3,21 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
+use super::kernels::{Kernel, output};
 use super::rows::{self, applies, map_row_pairs, map_rows, row_len};
 
 /// Softmax over the last dimension: exp(x - max) / sum.
 pub fn softmax(x: &Tensor) -> Result<Tensor> {
-    if applies(&[x]) {
-        return x.contiguous()?.apply_op1(Softmax);
+    if applies(Kernel::Softmax, &[x]) {
+        return output(Kernel::Softmax, x.contiguous()?.apply_op1(Softmax)?);
     }
     composed::softmax(x)
 }
 
 /// log(softmax(x)) over the last dimension, computed stably as x - max - log(sum(exp(x - max))).
 pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
-    if applies(&[x]) {
-        return x.contiguous()?.apply_op1(LogSoftmax);
+    if applies(Kernel::LogSoftmax, &[x]) {
+        return output(Kernel::LogSoftmax, x.contiguous()?.apply_op1(LogSoftmax)?);
     }
     composed::log_softmax(x)
 }

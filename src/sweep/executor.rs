@@ -347,11 +347,15 @@ fn train_run(
     let mut judge = pruner
         .as_ref()
         .map(|p| move |step: usize, value: f64| p.judge(step, value));
+    if let Some(kernel) = crate::sweep::fault::wrong_kernel(&run.name)? {
+        crate::ops::kernels::sabotage(kernel);
+    }
     let control = Control {
         resume,
         stop: options.stop.as_deref(),
         out_of_memory_at: crate::sweep::fault::out_of_memory_steps(&run.name),
         pruner: judge.as_mut().map(|j| j as &mut train::Pruner),
+        device_step: false,
     };
     let outcome = train::train_with(
         &run.config,
@@ -372,6 +376,7 @@ fn train_run(
     summary.last = outcome.last.clone();
     summary.batch = outcome.batch.clone();
     summary.batch_changes = outcome.batch_changes.clone();
+    summary.disabled_kernels = outcome.disabled_kernels.clone();
     summary.best = outcome
         .best
         .iter()

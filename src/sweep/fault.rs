@@ -9,13 +9,15 @@
 //! `XP_FAULT_ENOSPC=<file name>,…` makes every write of those files fail as on a full disk,
 //! from the moment a run starts training in the process. `XP_FAULT_OOM=<step>,…`, optionally
 //! followed by `@<run name>`, makes the first attempt at each of those optimizer steps fail as if
-//! out of memory (the recovery redoes them in smaller micro-batches). Without the variables
-//! these are no-ops.
+//! out of memory (the recovery redoes them in smaller micro-batches). `XP_FAULT_KERNEL=<kernel>`,
+//! optionally followed by `@<run name>`, makes that fused kernel (`rms_norm`, `softmax`, …,
+//! crate::ops::kernels) wrong in the process before the run's first step, so its self-check
+//! turns it off. Without the variables these are no-ops.
 //!
 //! The points exist only in a build with the `fault-injection` feature (the tests turn it on);
 //! in any other build they are empty functions, and the binary knows no `XP_FAULT_*` variable.
 
-pub use imp::{out_of_memory_steps, panic_for, point, write_error};
+pub use imp::{out_of_memory_steps, panic_for, point, write_error, wrong_kernel};
 
 /// Without the feature: nothing.
 #[cfg(not(feature = "fault-injection"))]
@@ -34,6 +36,11 @@ mod imp {
     #[inline(always)]
     pub fn out_of_memory_steps(_: &str) -> Vec<usize> {
         Vec::new()
+    }
+
+    #[inline(always)]
+    pub fn wrong_kernel(_: &str) -> Result<Option<crate::ops::kernels::Kernel>, String> {
+        Ok(None)
     }
 }
 
@@ -147,5 +154,23 @@ mod imp {
             .split(',')
             .filter_map(|s| s.trim().parse().ok())
             .collect()
+    }
+
+    /// The kernel `XP_FAULT_KERNEL` makes wrong for `run`; an error for a name that is no
+    /// kernel.
+    pub fn wrong_kernel(run: &str) -> Result<Option<crate::ops::kernels::Kernel>, String> {
+        let Ok(wanted) = std::env::var("XP_FAULT_KERNEL") else {
+            return Ok(None);
+        };
+        let (name, only) = match wanted.split_once('@') {
+            Some((name, only)) => (name.to_owned(), Some(only.to_owned())),
+            None => (wanted, None),
+        };
+        if only.is_some_and(|only| only != run) {
+            return Ok(None);
+        }
+        crate::ops::kernels::Kernel::parse(&name)
+            .map(Some)
+            .ok_or_else(|| format!("XP_FAULT_KERNEL: `{name}` is not a kernel"))
     }
 }

@@ -61,7 +61,10 @@ impl Update {
             Event::Checkpoint(cp) => Update::Checkpoint {
                 step: cp.state.step,
             },
-            Event::Evaluating { .. } | Event::Batch { .. } | Event::BatchChange(_) => return None,
+            Event::Evaluating { .. }
+            | Event::Batch { .. }
+            | Event::BatchChange(_)
+            | Event::KernelDisabled(_) => return None,
         })
     }
 }

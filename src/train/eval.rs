@@ -11,6 +11,7 @@ use super::TrainError;
 use super::metrics::Metrics;
 use super::order::Grouping;
 use super::shards::{loss_sum, on_shards, shards_of};
+use super::transfer::{self, Kind, Transfers};
 
 /// Validation metrics over the whole split (or its first `limit` batches), in order, without
 /// dropout; batches of the training's size, or with token budgets consecutive examples within
@@ -21,7 +22,7 @@ pub(super) fn evaluate(
     grouping: &Grouping,
     limit: Option<usize>,
     compute: DType,
-    device: &Device,
+    (device, run): (&Device, &Transfers),
 ) -> Result<Metrics, TrainError> {
     let n = data.validation.len();
     let (mut loss, mut counted, mut correct) = (0.0, 0usize, 0usize);
@@ -40,6 +41,11 @@ pub(super) fn evaluate(
             break;
         }
         let batch = data.batch(&data.validation, chunk, device)?;
+        let bytes = [&batch.inputs, &batch.targets]
+            .iter()
+            .map(|t| t.elem_count() * t.dtype().size_in_bytes())
+            .sum();
+        transfer::count(Kind::Batch, bytes, Some(run));
         let ranges = shards_of(&batch, data.task)?;
         let shard = |_, inputs: &Tensor, targets: &Tensor| {
             let output = built
@@ -53,12 +59,12 @@ pub(super) fn evaluate(
                     },
                 )?
                 .to_dtype(DType::F32)?;
-            let loss = f64::from(loss_sum(data.task, &output, targets)?.to_scalar::<f32>()?);
+            let loss = transfer::scalar(&loss_sum(data.task, &output, targets)?, Some(run))?;
             let hit = match data.task {
                 Task::Regression { .. } => 0,
-                Task::Classification { .. } => hits(&output, targets)?,
+                Task::Classification { .. } => hits(&output, targets, run)?,
                 Task::Language { vocab } => {
-                    hits(&output.reshape(((), vocab))?, &targets.flatten_all()?)?
+                    hits(&output.reshape(((), vocab))?, &targets.flatten_all()?, run)?
                 }
             };
             Ok((loss, hit))
@@ -89,12 +95,12 @@ pub(super) fn evaluate(
 }
 
 /// Targets the argmax of the logits hits (ignored targets never count).
-fn hits(logits: &Tensor, targets: &Tensor) -> candle_core::Result<usize> {
+fn hits(logits: &Tensor, targets: &Tensor, run: &Transfers) -> candle_core::Result<usize> {
     let predicted = logits.argmax(D::Minus1)?.to_dtype(DType::I64)?;
     let keep = targets.ne(ops::IGNORE_INDEX)?;
     let hit = predicted
         .eq(targets)?
         .to_dtype(DType::U32)?
         .mul(&keep.to_dtype(DType::U32)?)?;
-    Ok(hit.sum_all()?.to_scalar::<u32>()? as usize)
+    Ok(transfer::scalar(&hit.sum_all()?, Some(run))? as usize)
 }

@@ -2,6 +2,7 @@
 //! progress are sinks), checkpoints included.
 
 use crate::model::Param;
+use crate::ops::kernels::Disabled;
 
 use super::batch::BatchRecord;
 use super::metrics::Metrics;
@@ -32,6 +33,8 @@ pub enum Event<'a> {
     },
     /// A step ran out of memory and is redone in smaller micro-batches.
     BatchChange(&'a BatchChange),
+    /// A fused kernel failed its self-check on the run's device: the composed ops run instead.
+    KernelDisabled(&'a Disabled),
     /// The loop is about to evaluate at `step` (its metrics follow in the step's `Metrics`).
     Evaluating {
         step: usize,

@@ -1,6 +1,9 @@
 //! f16's dynamic loss scale.
 
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
+
+use super::transfer::{self, Transfers};
 
 /// Dynamic loss scaling for f16 compute, as torch.amp.GradScaler with its defaults: the loss is
 /// multiplied by `scale` before the backward pass and the gradients divided by it after; a step
@@ -38,6 +41,34 @@ impl LossScale {
                 finite &= v.is_finite();
             }
         }
+        self.advance(finite);
+        finite
+    }
+
+    /// [`LossScale::unscale`] on device tensors: the division and the check are tensor ops, and
+    /// one value (whether all are finite) is read on the host.
+    pub(super) fn unscale_tensors(
+        &mut self,
+        grads: &mut [Option<Tensor>],
+        run: Option<&Transfers>,
+    ) -> candle_core::Result<bool> {
+        let inverse = f64::from((1.0 / self.scale) as f32);
+        let mut flags = Vec::new();
+        for g in grads.iter_mut().flatten() {
+            *g = g.affine(inverse, 0.0)?;
+            // 0 · v is 0 for finite v and NaN for ±inf and NaN.
+            flags.push(g.affine(0.0, 0.0)?.sum_all()?);
+        }
+        let finite = match flags.is_empty() {
+            true => true,
+            false => transfer::scalar(&Tensor::stack(&flags, 0)?.sum_all()?, run)? == 0.0,
+        };
+        self.advance(finite);
+        Ok(finite)
+    }
+
+    /// Counts a step whose gradients were `finite` (or not) and adjusts the scale.
+    fn advance(&mut self, finite: bool) {
         if finite {
             self.good_steps += 1;
             if self.good_steps == Self::GROWTH_INTERVAL {
@@ -49,7 +80,6 @@ impl LossScale {
             self.good_steps = 0;
             self.skipped += 1;
         }
-        finite
     }
 }
 

@@ -17,6 +17,7 @@ pub mod schedule;
 mod shards;
 mod state;
 pub mod threads;
+pub mod transfer;
 mod update;
 
 use std::collections::BTreeMap;
@@ -27,6 +28,7 @@ use candle_core::{DType, Device};
 
 use crate::data::{Batch, Dataset, Task, budget};
 use crate::model::Built;
+use crate::ops::kernels::{self, Disabled};
 use crate::spec::{BatchSize, Batching, RunSpec};
 
 pub use batch::BatchRecord;
@@ -43,7 +45,7 @@ use metrics::{judge, logged};
 use order::Grouping;
 use shards::{Pass, forward_backward};
 use state::Trainer;
-use update::{clip, update};
+use transfer::{Kind, Transfers};
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +84,10 @@ pub struct Outcome {
     pub batch: Option<BatchRecord>,
     /// How the micro-batches changed at steps that ran out of memory.
     pub batch_changes: Vec<BatchChange>,
+    /// The fused kernels the self-check turned off on the run's device.
+    pub disabled_kernels: Vec<Disabled>,
+    /// What the run copied between the host and its device, by kind.
+    pub transfers: transfer::Counts,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +134,9 @@ pub struct Control<'a> {
     /// value (NaN when the evaluation did not give it); a reason stops the run: it checkpoints
     /// and ends `Pruned`.
     pub pruner: Option<&'a mut Pruner<'a>>,
+    /// Takes the device-resident step ([`update`]) on the CPU too, where the host's bit-exact
+    /// step is the default (CUDA always takes it): for tests of that path.
+    pub device_step: bool,
 }
 
 /// The sweep's say on a run at an evaluation step ([`Control::pruner`]).
@@ -189,15 +198,16 @@ pub fn train_in(
         }
     };
     let steps_per_epoch = steps_per_epoch.max(1);
+    let resident = control.device_step || !device.is_cpu();
     let mut t = Trainer::start(
         spec,
         data.train.len(),
         grouping.clone(),
-        steps_per_epoch,
-        compute,
+        (steps_per_epoch, compute, device, resident),
         control.resume,
         record,
     )?;
+    let disabled_kernels = kernels::verify(device);
     let budget = t.state.batch.as_ref().and_then(|r| r.budget_bytes);
     let budget = budget.or_else(|| spec.resources.as_ref().and_then(|r| r.memory_bytes()));
     let mut guard = oom::Guard::new(budget, control.out_of_memory_at.clone());
@@ -217,6 +227,9 @@ pub fn train_in(
     if let Some(record) = &t.state.batch {
         sink.event(&Event::Batch { record, reused })?;
     }
+    for disabled in &disabled_kernels {
+        sink.event(&Event::KernelDisabled(disabled))?;
+    }
     let mut ending = Ending::Completed;
     while t.state.step < total {
         if control.stop.is_some_and(|f| f.load(Ordering::SeqCst)) {
@@ -232,7 +245,7 @@ pub fn train_in(
             None => t.order.next(accum),
         };
         let dropout = t.dropout.clone();
-        let (loss, mut grads, shape) = loop {
+        let (loss, grads, shape) = loop {
             let rows = match split {
                 Some(s) => drawn
                     .concat()
@@ -248,7 +261,8 @@ pub fn train_in(
                 None => {
                     let scale = t.state.loss_scale.as_ref().map(|l| l.scale);
                     let pass = (compute, scale);
-                    match attempt_step(built, data, pass, &rows, &mut t.dropout, device)? {
+                    let on = (device, &t.transfers);
+                    match attempt_step(built, data, pass, &rows, &mut t.dropout, on)? {
                         Ok(done) => guard.after(step).map_or(Ok(done), Err),
                         Err(overrun) => Err(overrun),
                     }
@@ -276,19 +290,15 @@ pub fn train_in(
             break;
         }
         // f16: a step whose gradients overflowed is skipped (the scale backs off).
-        let finite = t
-            .state
-            .loss_scale
-            .as_mut()
-            .is_none_or(|l| l.unscale(&mut grads));
-        let grad_norm = if finite {
-            let norm = clip(&mut grads, train.grad_clip)?;
-            let decay_all = train.optimizer.decay_all;
-            update(built, &grads, t.optimizer.as_mut(), lr, decay_all, device)?;
-            Some(norm)
-        } else {
-            None
-        };
+        let grad_norm = t.optimizer.step(
+            built,
+            grads,
+            t.state.loss_scale.as_mut(),
+            train.grad_clip,
+            lr,
+            train.optimizer.decay_all,
+            &t.transfers,
+        )?;
         (t.state.step, t.state.epoch) = (step, step as f64 / steps_per_epoch as f64);
         // The measured peak of the first steps (and of those after a change of micro-batch),
         // beside the estimate.
@@ -301,6 +311,8 @@ pub fn train_in(
         if step.is_multiple_of(train.log_every) || step == total {
             let throughput = t.state.tokens as f64 / elapsed().max(1e-9);
             let scale = t.state.loss_scale.as_ref();
+            // The device path's norm is read here, at log steps only.
+            let grad_norm = grad_norm.map(|n| n.read(&t.transfers)).transpose()?;
             metrics = logged(data.task, loss, lr, grad_norm, scale, throughput);
             metrics.extend(shape.metrics(data.task));
             if let Some(peak) = guard.take_peak() {
@@ -318,7 +330,7 @@ pub fn train_in(
                 &grouping,
                 eval.batches,
                 compute,
-                device,
+                (device, &t.transfers),
             )?);
             if let Some(prune) = pruner.as_mut().filter(|_| step < total) {
                 let objective = metrics.get(&spec.objective.metric).copied();
@@ -373,25 +385,31 @@ pub fn train_in(
         best: t.state.best,
         batch: t.state.batch,
         batch_changes: t.state.batch_changes,
+        disabled_kernels,
+        transfers: t.transfers.counts(),
     })
 }
 
 /// One attempt at a step's forward and backward passes over the micro-batches of `rows`: the
 /// loss, the gradients and what the micro-batches held, or the [`oom::Overrun`] of a refused
-/// device allocation. `pass` is the compute type and f16's loss scale.
+/// device allocation. `pass` is the compute type and f16's loss scale; the loss is the one value
+/// read back from the device.
 fn attempt_step(
     built: &Built,
     data: &Dataset,
     (compute, scale): (DType, Option<f64>),
     rows: &[Vec<usize>],
     dropout: &mut crate::rng::Rng,
-    device: &Device,
+    (device, transfers): (&Device, &Transfers),
 ) -> Result<Result<(f64, shards::Grads, StepShape), oom::Overrun>, TrainError> {
     let mut run = || -> Result<_, TrainError> {
         let batches: Vec<Batch> = rows
             .iter()
             .map(|r| data.batch(&data.train, r, device))
             .collect::<Result<_, _>>()?;
+        for b in &batches {
+            transfer::count(Kind::Batch, batch_bytes(b), Some(transfers));
+        }
         let shape = StepShape::of(&batches)?;
         let pass = Pass {
             task: data.task,
@@ -400,6 +418,7 @@ fn attempt_step(
             scale,
         };
         let (loss, grads) = forward_backward(built, &pass, &batches, dropout)?;
+        let loss = transfer::scalar(&loss, Some(transfers))?;
         Ok((loss, grads, shape))
     };
     match run() {
@@ -409,6 +428,15 @@ fn attempt_step(
         }
         Err(e) => Err(e),
     }
+}
+
+/// The bytes of a batch's inputs and targets, which [`Dataset::batch`] built on the device from
+/// host rows.
+fn batch_bytes(b: &Batch) -> usize {
+    [&b.inputs, &b.targets]
+        .iter()
+        .map(|t| t.elem_count() * t.dtype().size_in_bytes())
+        .sum()
 }
 
 /// After `overrun` at `step`, whose largest micro-batch held `largest` examples: the next

@@ -10,8 +10,8 @@ use crate::rng::Rng;
 
 use super::TrainError;
 
-/// Each parameter's flattened gradient (`None` when it got none).
-pub(super) type Grads = Vec<Option<Vec<f32>>>;
+/// Each parameter's gradient, float32 on the run's device (`None` when it got none).
+pub(super) type Grads = Vec<Option<Tensor>>;
 
 /// How one optimizer step's forward and backward passes run.
 pub(super) struct Pass {
@@ -87,7 +87,8 @@ pub(super) fn on_shards<T: Send>(
     Ok(())
 }
 
-/// The loss of one optimizer step, and the gradient of every parameter (flattened). Each
+/// The loss of one optimizer step, and the gradient of every parameter, both staying on the
+/// device (the loss, summed in f64 as the shards' f32 losses, is read once, by the caller). Each
 /// micro-batch's loss is its summed loss over the step's counted targets, so the gradient is
 /// exactly a full batch's. Each shard of a micro-batch draws its dropout from a generator
 /// seeded from `rng`, one seed per shard in order, so the draws do not depend on which thread
@@ -97,9 +98,10 @@ pub(super) fn forward_backward(
     pass: &Pass,
     batches: &[Batch],
     rng: &mut Rng,
-) -> Result<(f64, Grads), TrainError> {
-    let mut total = 0.0;
+) -> Result<(Tensor, Grads), TrainError> {
+    let mut total: Option<Tensor> = None;
     let mut grads: Grads = vec![None; built.params.len()];
+    let mut failed = None;
     for batch in batches {
         let ranges = shards_of(batch, pass.task)?;
         let seeds: Vec<u64> = ranges.iter().map(|_| rng.next_u64()).collect();
@@ -110,29 +112,53 @@ pub(super) fn forward_backward(
                 shard_backward(built, pass, inputs, targets, &mut Rng::new(seeds[i]))
             },
             |(loss, part)| {
-                total += loss;
-                for (slot, g) in grads.iter_mut().zip(part) {
-                    match (slot, g) {
-                        (_, None) => {}
-                        (Some(acc), Some(g)) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
-                        (slot, g) => *slot = g,
+                let add = || -> candle_core::Result<()> {
+                    total = Some(match total.take() {
+                        Some(t) => t.add(&loss)?,
+                        None => loss,
+                    });
+                    for (slot, g) in grads.iter_mut().zip(part) {
+                        match (slot, g) {
+                            (_, None) => {}
+                            (Some(acc), Some(g)) => *acc = acc.add(&g)?,
+                            (slot, g) => *slot = g,
+                        }
                     }
+                    Ok(())
+                };
+                if let Err(e) = add() {
+                    failed.get_or_insert(e);
                 }
             },
         )?;
     }
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    let total = match total {
+        Some(t) => t,
+        None => Tensor::zeros((), DType::F64, &built_device(built))?,
+    };
     Ok((total, grads))
 }
 
+/// The device the model's parameters live on.
+fn built_device(built: &Built) -> candle_core::Device {
+    built
+        .params
+        .first()
+        .map_or(candle_core::Device::Cpu, |p| p.var.device().clone())
+}
+
 /// One shard's forward and backward pass: its loss (summed over its targets, divided by the
-/// step's count) and its parameters' gradients.
+/// step's count; an f64 scalar tensor of the f32 value) and its parameters' gradients.
 fn shard_backward(
     built: &Built,
     pass: &Pass,
     inputs: &Tensor,
     targets: &Tensor,
     rng: &mut Rng,
-) -> Result<(f64, Grads), TrainError> {
+) -> Result<(Tensor, Grads), TrainError> {
     let output = built.model.forward(
         inputs,
         &mut Mode {
@@ -143,7 +169,7 @@ fn shard_backward(
     )?;
     let output = output.to_dtype(DType::F32)?;
     let loss = (loss_sum(pass.task, &output, targets)? / pass.counted.max(1) as f64)?;
-    let value = f64::from(loss.to_scalar::<f32>()?);
+    let value = loss.detach().to_dtype(DType::F64)?;
     let store = match pass.scale {
         Some(scale) => (loss * scale)?.backward()?,
         None => loss.backward()?,
@@ -154,7 +180,7 @@ fn shard_backward(
         .map(|param| {
             store
                 .get(param.var.as_tensor())
-                .map(|g| g.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>())
+                .map(|g| g.detach().to_dtype(DType::F32))
                 .transpose()
         })
         .collect::<candle_core::Result<_>>()?;
@@ -169,10 +195,10 @@ pub(super) fn loss_sum(
 ) -> candle_core::Result<Tensor> {
     match task {
         Task::Regression { .. } => ops::squared_error_sum(output, targets),
-        Task::Classification { .. } => Ok(ops::cross_entropy_sum(output, targets)?.0),
+        Task::Classification { .. } => ops::cross_entropy_total(output, targets),
         Task::Language { vocab } => {
             let logits = output.reshape(((), vocab))?;
-            Ok(ops::cross_entropy_sum(&logits, &targets.flatten_all()?)?.0)
+            ops::cross_entropy_total(&logits, &targets.flatten_all()?)
         }
     }
 }
@@ -182,6 +208,18 @@ mod tests {
     use candle_core::Device;
 
     use super::*;
+
+    /// A step's loss and gradients read on the host.
+    fn host((loss, grads): (Tensor, Grads)) -> (f64, Vec<Option<Vec<f32>>>) {
+        let grads = grads
+            .iter()
+            .map(|g| {
+                g.as_ref()
+                    .map(|g| g.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+            })
+            .collect();
+        (loss.to_scalar::<f64>().unwrap(), grads)
+    }
 
     #[test]
     fn shards_cover_the_rows_in_order_with_sizes_a_row_apart() {
@@ -228,27 +266,31 @@ mod tests {
             compute: DType::F32,
             scale: None,
         };
-        let (whole_loss, whole) = shard_backward(
-            &built,
-            &pass,
-            &batch.inputs,
-            &batch.targets,
-            &mut Rng::new(0),
-        )
-        .unwrap();
+        let (whole_loss, whole) = host(
+            shard_backward(
+                &built,
+                &pass,
+                &batch.inputs,
+                &batch.targets,
+                &mut Rng::new(0),
+            )
+            .unwrap(),
+        );
         let on = |threads| {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
                 .unwrap();
             pool.install(|| {
-                forward_backward(
-                    &built,
-                    &pass,
-                    std::slice::from_ref(&batch),
-                    &mut Rng::new(0),
+                host(
+                    forward_backward(
+                        &built,
+                        &pass,
+                        std::slice::from_ref(&batch),
+                        &mut Rng::new(0),
+                    )
+                    .unwrap(),
                 )
-                .unwrap()
             })
         };
         let (loss, grads) = on(1);
@@ -331,7 +373,7 @@ mod tests {
             compute: DType::F32,
             scale: None,
         };
-        let (loss, _) = forward_backward(&built, &pass, &batches, &mut Rng::new(0)).unwrap();
+        let (loss, _) = host(forward_backward(&built, &pass, &batches, &mut Rng::new(0)).unwrap());
         let (mut sum, mut count) = (0.0, 0usize);
         for &row in step.iter().flatten() {
             let alone = data.batch(&data.train, &[row], &device).unwrap();

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use candle_core::DType;
+use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};
 
 use crate::model::Built;
@@ -16,9 +16,10 @@ use super::event::{Event, Sink, Snapshot, Why};
 use super::loss_scale::LossScale;
 use super::metrics::Metrics;
 use super::oom::BatchChange;
-use super::optim::{self, Optimizer};
 use super::order::{Grouping, Order, OrderState, shuffles};
 use super::schedule::LrSchedule;
+use super::transfer::Transfers;
+use super::update::Stepper;
 
 /// Everything mutable in the loop besides the parameters and the optimizer's buffers: with
 /// them, a run continues bit-identically from any checkpoint.
@@ -58,23 +59,25 @@ pub struct Resume {
 }
 
 /// What the loop carries from step to step besides the model: the [`TrainerState`] and the
-/// schedule, optimizer, data order and dropout generator it is saved from.
+/// schedule, optimizer, data order and dropout generator it is saved from, and the count of what
+/// the run copies between the host and its device.
 pub(super) struct Trainer {
     pub state: TrainerState,
     pub schedule: LrSchedule,
-    pub optimizer: Box<dyn Optimizer>,
+    pub optimizer: Stepper,
     pub order: Order,
     pub dropout: Rng,
+    pub transfers: Transfers,
 }
 
 impl Trainer {
-    /// A run's trainer at its first step: fresh from the spec, or where `resume` left off.
+    /// A run's trainer at its first step: fresh from the spec, or where `resume` left off; its
+    /// optimizer on the device when `resident`.
     pub fn start(
         spec: &RunSpec,
         examples: usize,
         grouping: Grouping,
-        steps_per_epoch: usize,
-        compute: DType,
+        (steps_per_epoch, compute, device, resident): (usize, DType, &Device, bool),
         resume: Option<Resume>,
         batch: Option<BatchRecord>,
     ) -> Result<Self, TrainError> {
@@ -85,7 +88,8 @@ impl Trainer {
             steps_per_epoch,
             spec.objective.direction,
         );
-        let mut optimizer = optim::build(&train.optimizer);
+        let mut optimizer = Stepper::new(&train.optimizer, device, resident);
+        let transfers = Transfers::new();
         let mut order = Order::new(examples, grouping.clone(), spec.seed, shuffles(spec));
         let mut s = TrainerState {
             step: 0,
@@ -105,7 +109,7 @@ impl Trainer {
         };
         if let Some(r) = resume {
             optimizer
-                .load_state(&r.optimizer)
+                .load_state(&r.optimizer, &transfers)
                 .map_err(TrainError::Resume)?;
             schedule
                 .load_state(&r.state.schedule)
@@ -125,6 +129,7 @@ impl Trainer {
             schedule,
             optimizer,
             order,
+            transfers,
         })
     }
 
@@ -142,7 +147,7 @@ impl Trainer {
         s.dropout_rng = self.dropout.state();
         s.schedule = self.schedule.state();
         s.elapsed_s = elapsed;
-        let buffers = self.optimizer.state();
+        let buffers = (self.optimizer.state(&self.transfers)).map_err(std::io::Error::other)?;
         sink.event(&Event::Checkpoint(Snapshot {
             state: s,
             params: &built.params,

@@ -5,6 +5,7 @@ mod commands;
 mod compare;
 mod compare_many;
 mod data;
+mod device;
 mod hf;
 mod limits;
 mod llama;

@@ -219,8 +219,10 @@ pub fn read(dir: &Path, params: &[Param]) -> Result<Resume, String> {
                 ),
             ));
         }
+        let kind = crate::train::transfer::Kind::Parameters;
+        let on = crate::train::transfer::move_to(t, p.var.device(), kind, None);
         p.var
-            .set(&t.to_device(p.var.device()).map_err(|e| bad(&model, &e))?)
+            .set(&on.map_err(|e| bad(&model, &e))?)
             .map_err(|e| bad(&model, &e))?;
     }
     let buffers = candle_core::safetensors::load(&optimizer_file, &Device::Cpu)

@@ -79,6 +79,9 @@ pub struct Summary {
     /// How the micro-batches changed at steps that ran out of memory (absent when none did).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub batch_changes: Vec<crate::train::BatchChange>,
+    /// The fused kernels the self-check turned off on the run's device (absent when none was).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disabled_kernels: Vec<crate::ops::kernels::Disabled>,
     pub xp_version: String,
 }
 
@@ -116,6 +119,7 @@ impl Summary {
             params: None,
             batch: None,
             batch_changes: Vec::new(),
+            disabled_kernels: Vec::new(),
             xp_version: env!("CARGO_PKG_VERSION").to_owned(),
         }
     }

@@ -140,6 +140,7 @@ impl Sink for RunWriter {
             } => self.metrics_line(*step, *epoch, *time_s, metrics),
             Event::Batch { record, reused } => self.log(&batch_line(record, *reused)),
             Event::BatchChange(change) => self.log(&change.describe()),
+            Event::KernelDisabled(disabled) => self.log(&disabled.describe()),
             Event::Evaluating { .. } => Ok(()),
             Event::EarlyStop { step, reason } => {
                 self.log(&format!("early stop at step {step}: {reason}"))

@@ -4,7 +4,7 @@
 use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor};
 
 use super::Rule;
-use super::aten::{add, addcdiv, addcmul, lerp, maximum};
+use super::aten::{add, addcdiv, addcmul, lerp, maximum, tensor};
 use crate::spec;
 
 /// Adam, and AdamW when `decoupled`.
@@ -49,6 +49,56 @@ impl Rule for Adam {
             lr,
             decay,
         );
+    }
+
+    fn update_tensors(
+        &self,
+        step: u64,
+        _fresh: bool,
+        buffers: &mut [Tensor],
+        param: &Tensor,
+        grad: &Tensor,
+        lr: f64,
+        decay: bool,
+    ) -> candle_core::Result<Tensor> {
+        let s = self.scalars(step, lr, decay);
+        let (mut p, mut g) = (param.clone(), grad.clone());
+        if s.weight_decay != 0.0 {
+            if self.decoupled {
+                p = tensor::scale(&p, s.shrink)?;
+            } else {
+                g = tensor::add(&g, &p, s.wd)?;
+            }
+        }
+        buffers[0] = tensor::lerp(&buffers[0], &g, s.one_minus_beta1)?;
+        buffers[1] = tensor::addcmul(
+            &tensor::scale(&buffers[1], s.beta2)?,
+            &g,
+            &g,
+            s.one_minus_beta2,
+        )?;
+        if let [_, v, max] = buffers {
+            *max = max.maximum(&*v)?;
+        }
+        // amsgrad divides by the running maximum, the last buffer.
+        let v = &buffers[buffers.len() - 1];
+        let denom = v
+            .sqrt()?
+            .affine(1.0 / f64::from(s.bias_correction2_sqrt), f64::from(s.eps))?;
+        tensor::addcdiv(&p, &buffers[0], &denom, s.neg_step_size)
+    }
+
+    fn kernel(&self, step: u64, lr: f64, decay: bool) -> Option<AdamwStep> {
+        let weight_decay = if decay { self.hp.weight_decay } else { 0.0 };
+        (!self.hp.amsgrad && (self.decoupled || weight_decay == 0.0)).then_some(AdamwStep {
+            beta1: self.hp.beta1,
+            beta2: self.hp.beta2,
+            eps: self.hp.eps,
+            weight_decay: self.hp.weight_decay,
+            step,
+            lr,
+            decay,
+        })
     }
 }
 

@@ -42,3 +42,45 @@ pub(super) fn sign(x: f32) -> f32 {
 pub(super) fn maximum(a: f32, b: f32) -> f32 {
     if a.is_nan() || a > b { a } else { b }
 }
+
+/// The same ops on float32 tensors, as candle composes them for the device-resident step
+/// ([`super::resident`]): no fused multiply-adds, so they agree with the element versions to
+/// float32 rounding, not bit for bit. Scalars enter as f32, as torch hands them to its kernels.
+pub(super) mod tensor {
+    use candle_core::{Result, Tensor};
+
+    /// `a * s`.
+    pub(in super::super) fn scale(a: &Tensor, s: f32) -> Result<Tensor> {
+        a.affine(f64::from(s), 0.0)
+    }
+
+    /// `a.add(b, alpha=alpha)`.
+    pub(in super::super) fn add(a: &Tensor, b: &Tensor, alpha: f32) -> Result<Tensor> {
+        a.add(&scale(b, alpha)?)
+    }
+
+    /// `a.addcmul(b, c, value=value)`.
+    pub(in super::super) fn addcmul(
+        a: &Tensor,
+        b: &Tensor,
+        c: &Tensor,
+        value: f32,
+    ) -> Result<Tensor> {
+        a.add(&scale(&b.mul(c)?, value)?)
+    }
+
+    /// `a.addcdiv(b, c, value=value)`.
+    pub(in super::super) fn addcdiv(
+        a: &Tensor,
+        b: &Tensor,
+        c: &Tensor,
+        value: f32,
+    ) -> Result<Tensor> {
+        a.add(&scale(b, value)?.div(c)?)
+    }
+
+    /// `a.lerp(b, weight)`.
+    pub(in super::super) fn lerp(a: &Tensor, b: &Tensor, weight: f32) -> Result<Tensor> {
+        a.add(&scale(&b.sub(a)?, weight)?)
+    }
+}

@@ -1,7 +1,9 @@
 //! Lion (Chen et al.), as lucidrains' lion-pytorch writes it.
 
 use super::Rule;
-use super::aten::{add, sign};
+use candle_core::Tensor;
+
+use super::aten::{add, sign, tensor};
 use crate::spec;
 
 impl Rule for spec::Lion {
@@ -37,5 +39,32 @@ impl Rule for spec::Lion {
             *p = add(*p, update, neg_lr);
             *m = add(*m * beta2, g, one_minus_beta2);
         }
+    }
+
+    fn update_tensors(
+        &self,
+        _step: u64,
+        _fresh: bool,
+        buffers: &mut [Tensor],
+        param: &Tensor,
+        grad: &Tensor,
+        lr: f64,
+        decay: bool,
+    ) -> candle_core::Result<Tensor> {
+        let weight_decay = if decay { self.weight_decay } else { 0.0 };
+        let mut p = param.clone();
+        if weight_decay != 0.0 {
+            p = tensor::scale(&p, (1.0 - lr * weight_decay) as f32)?;
+        }
+        let m = &mut buffers[0];
+        let blended = tensor::scale(m, self.beta1 as f32)?;
+        let update = tensor::add(&blended, grad, (1.0 - self.beta1) as f32)?.sign()?;
+        let p = tensor::add(&p, &update, (-lr) as f32)?;
+        *m = tensor::add(
+            &tensor::scale(m, self.beta2 as f32)?,
+            grad,
+            (1.0 - self.beta2) as f32,
+        )?;
+        Ok(p)
     }
 }

@@ -26,14 +26,19 @@ mod adagrad;
 mod adam;
 mod aten;
 mod lion;
+mod resident;
 mod rmsprop;
 mod sgd;
 mod stateful;
 
+use candle_core::{Device, Tensor, Var};
+
 use crate::spec::{self, OptimizerKind};
 
+use super::transfer::Transfers;
 use adam::Adam;
 pub use adam::AdamwStep;
+use resident::resident;
 use stateful::stateful;
 
 pub trait Optimizer: Send {
@@ -63,6 +68,62 @@ pub fn build(spec: &spec::OptimizerConfig) -> Box<dyn Optimizer> {
     }
 }
 
+/// An optimizer whose state stays on the parameters' device, updating them there with tensor
+/// ops: the same rules as [`Optimizer`], to float32 rounding, and the same checkpoint buffers, so
+/// a checkpoint of either resumes on the other.
+pub trait DeviceOptimizer: Send {
+    /// Updates parameter `index` in place from its gradient (f32, the parameter's shape).
+    fn update(
+        &mut self,
+        index: usize,
+        param: &Var,
+        grad: &Tensor,
+        lr: f64,
+        decay: bool,
+    ) -> candle_core::Result<()>;
+    /// Every state buffer as [`Optimizer::state`] names it, copied to the host.
+    fn state(&self, run: Option<&Transfers>) -> candle_core::Result<Vec<(String, Vec<f32>)>>;
+    /// Restores what `state` returned, copying it to the device.
+    fn load_state(
+        &mut self,
+        state: &[(String, Vec<f32>)],
+        run: Option<&Transfers>,
+    ) -> Result<(), String>;
+}
+
+/// The device-resident optimizer of `spec` on `device`. With `kernel`, Adam and AdamW steps that
+/// the fused [`AdamwStep`] computes (no amsgrad; decoupled or no weight decay) run as that one
+/// op per parameter (one CUDA launch), the rest as candle ops.
+pub fn build_resident(
+    spec: &spec::OptimizerConfig,
+    device: &Device,
+    kernel: bool,
+) -> Box<dyn DeviceOptimizer> {
+    let device = device.clone();
+    match spec.kind {
+        OptimizerKind::Sgd(hp) => resident(hp, device, kernel),
+        OptimizerKind::Adam(hp) => resident(
+            Adam {
+                hp,
+                decoupled: false,
+            },
+            device,
+            kernel,
+        ),
+        OptimizerKind::Adamw(hp) => resident(
+            Adam {
+                hp,
+                decoupled: true,
+            },
+            device,
+            kernel,
+        ),
+        OptimizerKind::Rmsprop(hp) => resident(hp, device, kernel),
+        OptimizerKind::Adagrad(hp) => resident(hp, device, kernel),
+        OptimizerKind::Lion(hp) => resident(hp, device, kernel),
+    }
+}
+
 /// One update rule; [`Stateful`] keeps its per-parameter state.
 trait Rule: Send {
     /// The per-element buffers it keeps, in the order `update` receives them.
@@ -86,4 +147,21 @@ trait Rule: Send {
         lr: f64,
         decay: bool,
     );
+    /// The same step on flattened float32 tensors: the parameter's new values, `buffers`
+    /// replaced by their new values.
+    #[allow(clippy::too_many_arguments)]
+    fn update_tensors(
+        &self,
+        step: u64,
+        fresh: bool,
+        buffers: &mut [Tensor],
+        param: &Tensor,
+        grad: &Tensor,
+        lr: f64,
+        decay: bool,
+    ) -> candle_core::Result<Tensor>;
+    /// The fused op that computes this step, where one does.
+    fn kernel(&self, _step: u64, _lr: f64, _decay: bool) -> Option<AdamwStep> {
+        None
+    }
 }

@@ -1,7 +1,9 @@
 //! RMSprop, centered or not, with momentum and weight decay (torch's `_single_tensor_rmsprop`).
 
 use super::Rule;
-use super::aten::{add, addcdiv, addcmul, lerp};
+use candle_core::Tensor;
+
+use super::aten::{add, addcdiv, addcmul, lerp, tensor};
 use crate::spec;
 
 impl Rule for spec::Rmsprop {
@@ -60,6 +62,43 @@ impl Rule for spec::Rmsprop {
                 }
                 None => *p = addcdiv(*p, g, avg, neg_lr),
             }
+        }
+    }
+
+    fn update_tensors(
+        &self,
+        _step: u64,
+        _fresh: bool,
+        buffers: &mut [Tensor],
+        param: &Tensor,
+        grad: &Tensor,
+        lr: f64,
+        decay: bool,
+    ) -> candle_core::Result<Tensor> {
+        let weight_decay = if decay { self.weight_decay } else { 0.0 };
+        let (alpha, one_minus_alpha) = (self.alpha as f32, (1.0 - self.alpha) as f32);
+        let mut g = grad.clone();
+        if weight_decay != 0.0 {
+            g = tensor::add(&g, param, weight_decay as f32)?;
+        }
+        let (square_avg, rest) = buffers.split_at_mut(1);
+        let square_avg = &mut square_avg[0];
+        let (momentum_buffer, grad_avg) = rest.split_at_mut(usize::from(self.momentum > 0.0));
+        *square_avg = tensor::addcmul(&tensor::scale(square_avg, alpha)?, &g, &g, one_minus_alpha)?;
+        let avg = match grad_avg.first_mut() {
+            Some(grad_avg) => {
+                *grad_avg = tensor::lerp(grad_avg, &g, one_minus_alpha)?;
+                tensor::addcmul(square_avg, grad_avg, grad_avg, -1.0)?.sqrt()?
+            }
+            None => square_avg.sqrt()?,
+        };
+        let avg = avg.affine(1.0, f64::from(self.eps as f32))?;
+        match momentum_buffer.first_mut() {
+            Some(buf) => {
+                *buf = tensor::addcdiv(&tensor::scale(buf, self.momentum as f32)?, &g, &avg, 1.0)?;
+                tensor::add(param, buf, (-lr) as f32)
+            }
+            None => tensor::addcdiv(param, &g, &avg, (-lr) as f32),
         }
     }
 }

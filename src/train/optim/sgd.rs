@@ -1,7 +1,9 @@
 //! SGD with momentum, dampening, Nesterov and weight decay (torch's `_single_tensor_sgd`).
 
 use super::Rule;
-use super::aten::add;
+use candle_core::Tensor;
+
+use super::aten::{add, tensor};
 use crate::spec;
 
 impl Rule for spec::Sgd {
@@ -51,5 +53,36 @@ impl Rule for spec::Sgd {
             }
             *p = add(*p, g, neg_lr);
         }
+    }
+
+    fn update_tensors(
+        &self,
+        _step: u64,
+        fresh: bool,
+        buffers: &mut [Tensor],
+        param: &Tensor,
+        grad: &Tensor,
+        lr: f64,
+        decay: bool,
+    ) -> candle_core::Result<Tensor> {
+        let weight_decay = if decay { self.weight_decay } else { 0.0 };
+        let mut g = grad.clone();
+        if weight_decay != 0.0 {
+            g = tensor::add(&g, param, weight_decay as f32)?;
+        }
+        if let [buf] = buffers {
+            *buf = if fresh {
+                g.clone()
+            } else {
+                let damped = (1.0 - self.dampening) as f32;
+                tensor::add(&tensor::scale(buf, self.momentum as f32)?, &g, damped)?
+            };
+            g = if self.nesterov {
+                tensor::add(&g, buf, self.momentum as f32)?
+            } else {
+                buf.clone()
+            };
+        }
+        tensor::add(param, &g, (-lr) as f32)
     }
 }

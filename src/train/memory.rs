@@ -13,8 +13,8 @@
 //!   layers compute in bf16/f16 (CUDA, precision `auto`/`bf16`/`f16`), a 16-bit copy of every
 //!   linear weight: `linear_in` casts the weight each forward and the graph keeps the cast.
 //! - **gradients**: trainable × 4 bytes × 2 per shard running at once: its `GradStore` and
-//!   the flattened f32 copy `forward_backward` sums, both alive when the store is read; plus
-//!   one for the step's sum when a micro-batch has more shards than run at once.
+//!   the sum `forward_backward` adds it to (each add makes a new tensor beside the old sum);
+//!   plus one for the step's sum when a micro-batch has more shards than run at once.
 //! - **optimizer**: trainable × 4 bytes × the per-element buffers of the rule (src/optim.rs):
 //!   adam/adamw 2 (3 with amsgrad); sgd 1 with momentum, else 0; rmsprop 1, +1 with momentum,
 //!   +1 centered; adagrad 1; lion 1.
@@ -203,7 +203,7 @@ impl Concurrency {
         Concurrency {
             overhead: running as f64 * SHARD_OVERHEAD,
             rows: running * largest,
-            // Each running shard's GradStore and its flattened copy, and the step's sum when
+            // Each running shard's GradStore and the sum it is added to, and the step's sum when
             // there are more shards than run at once.
             gradient_copies: 2 * running + usize::from(shards.len() > running),
         }

@@ -300,8 +300,7 @@ pub fn run(args: RunArgs) -> Result<Exit, CliError> {
 }
 
 /// What a search cannot do: run under Slurm (each trial waits for the results before it, and
-/// an array is submitted whole) or train a subset chosen by name (its runs are not known
-/// before it runs).
+/// an array is submitted whole). [`select_runs`] refuses `--only` for one.
 fn refuse_unsupported_searches(plans: &[Plan], args: &Settings) -> Result<(), CliError> {
     let Some(plan) = plans.iter().find(|p| p.search.is_some()) else {
         return Ok(());
@@ -309,12 +308,6 @@ fn refuse_unsupported_searches(plans: &[Plan], args: &Settings) -> Result<(), Cl
     if args.launcher == Launcher::Slurm {
         return Err(CliError::Usage(format!(
             "experiment `{}` is a search: each trial is suggested from the results of the trials before it, which a Slurm job array submitted whole cannot wait for; run it with the local launcher (`--jobs N` or `parallel=N` trials at once), or sample the space under Slurm with a `random count=N` block",
-            plan.experiment
-        )));
-    }
-    if args.only.is_some() {
-        return Err(CliError::Usage(format!(
-            "experiment `{}` is a search: its runs are suggested while it runs, so --only cannot choose among them",
             plan.experiment
         )));
     }
@@ -340,6 +333,13 @@ pub(crate) fn select_runs(
     file: &Path,
 ) -> Result<(), CliError> {
     if let Some((pattern, glob)) = only {
+        // A search's runs are not known before it runs.
+        if let Some(plan) = plans.iter().find(|p| p.search.is_some()) {
+            return Err(CliError::Usage(format!(
+                "experiment `{}` is a search: its runs are suggested while it runs, so --only cannot choose among them",
+                plan.experiment
+            )));
+        }
         for plan in plans.iter_mut() {
             plan.runs.retain(|r| glob.is_match(&r.name));
         }

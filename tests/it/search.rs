@@ -250,14 +250,21 @@ fn plan_shows_the_space_the_budget_and_the_startup_trials() {
 }
 
 #[test]
-fn slurm_and_only_refuse_a_search() {
+fn slurm_and_only_refuse_a_search_in_run_and_plan() {
     let dir = experiment_dir(&experiment(r#"search "tpe" trials=4"#, ""));
     let out = xp(dir.path(), &["run", "e.kdl", "--launcher", "slurm"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("is a search"), "{}", stderr(&out));
     assert!(stderr(&out).contains("local launcher"), "{}", stderr(&out));
-    let out = xp(dir.path(), &["run", "e.kdl", "--only", "lr*"]);
-    assert_eq!(out.status.code(), Some(2));
+    for command in ["run", "plan"] {
+        let out = xp(dir.path(), &[command, "e.kdl", "--only", "lr*"]);
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        assert!(
+            stderr(&out).contains("--only cannot choose"),
+            "{}",
+            stderr(&out)
+        );
+    }
     assert!(!dir.path().join("runs").exists());
 }
 

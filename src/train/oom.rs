@@ -172,15 +172,19 @@ impl Guard {
 
     /// Before an attempt at `step` with fixed micro-batches of `record`: the overrun its
     /// calibrated estimate predicts (`estimate` of a micro-batch of so many examples, without
-    /// the resident memory; asked once a micro-batch size). It also starts the peak mark
-    /// afresh, so that [`Guard::after`] measures the attempt alone.
+    /// the resident memory; asked once a micro-batch size). With a budget it also starts the
+    /// peak mark afresh, so that [`Guard::after`] measures the attempt alone.
     pub fn before(
         &mut self,
         step: usize,
         record: Option<&BatchRecord>,
         estimate: impl FnOnce(usize) -> Option<u64>,
     ) -> Option<Overrun> {
-        if let Some(peak) = memory::peak_since_last() {
+        // Only a budget needs the attempt's own peak: without one the mark runs from one logged
+        // step to the next, and no step pays for restarting it.
+        if self.budget.is_some()
+            && let Some(peak) = memory::peak_since_last()
+        {
             self.window = self.window.max(peak);
         }
         let (budget, record) = (self.budget?, record?);
